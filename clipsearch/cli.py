@@ -1,0 +1,158 @@
+"""The `clipsearch` command: parses, calls the library, prints. Nothing else lives here.
+
+Results go to stdout (`--json` for machines); progress and errors go to stderr. Heavy imports
+(torch, open_clip) happen inside the library only when a command needs the model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from clipsearch import config
+from clipsearch.errors import ClipsearchError
+
+if TYPE_CHECKING:
+    from clipsearch.index import Index
+
+app = typer.Typer(
+    name="clipsearch",
+    help="Index a photo collection with CLIP and search it by words or by example.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = typer.Option(None, "--db", help="Index directory [env CLIPSEARCH_DB; default ~/.local/share/clipsearch].")
+ModelOption = typer.Option(
+    None,
+    "--model",
+    help=(
+        "Model spec: 'tiny-random', 'ARCH:TAG' (e.g. ViT-B-32:laion2b_s34b_b79k, the default "
+        "for a new index), 'ARCH:/path/to/checkpoint.pt'. Default: the index's own model."
+    ),
+)
+DeviceOption = typer.Option(None, "--device", help="cpu, cuda or cuda:N [default: cuda if available].")
+JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
+
+
+def _fail(exc: ClipsearchError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=1)
+
+
+def _open(settings: config.Settings, *, create: bool, progress: bool = False) -> Index:
+    from clipsearch.index import open_index
+
+    return open_index(
+        settings.db,
+        settings.model,
+        create=create,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        max_pixels=settings.max_pixels,
+        progress=progress,
+    )
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def index(
+    paths: list[Path] = typer.Argument(..., help="Image files or folders (walked recursively)."),
+    db: Path | None = DbOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per model call [32]."),
+    workers: int | None = typer.Option(None, "--workers", help="Decoding processes [cores, max 4]."),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", help="Skip images larger than this (decompression-bomb guard) [150e6]."
+    ),
+    as_json: bool = JsonOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Add images to the index; a re-run embeds only new or changed files."""
+    try:
+        settings = config.resolve(
+            db=db, model=model, device=device, batch_size=batch_size, workers=workers,
+            max_pixels=max_pixels,
+        )
+        with _open(settings, create=True, progress=not quiet) as idx:
+            summary = idx.add(paths)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json(summary.to_dict())
+        return
+    typer.echo(
+        f"added {summary.added}, updated {summary.updated}, moved {summary.moved}, "
+        f"removed {summary.removed}, unchanged {summary.unchanged}, skipped {len(summary.skipped)}"
+    )
+    for skip in summary.skipped:
+        typer.echo(f"skipping {skip.path}: {skip.reason}", err=True)
+
+
+@app.command()
+def search(
+    query: str | None = typer.Argument(None, help="What to look for, in words."),
+    image: Path | None = typer.Option(None, "--image", help="Search by an example image."),
+    k: int = typer.Option(10, "-k", "--top", help="How many hits."),
+    db: Path | None = DbOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Find the images nearest to a text and/or an example image."""
+    if query is None and image is None:
+        typer.echo("error: give a text query or --image PATH (or both)", err=True)
+        raise typer.Exit(code=2)
+    try:
+        settings = config.resolve(db=db, model=model, device=device)
+        with _open(settings, create=False) as idx:
+            hits = idx.search(text=query, image=image, k=k)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        typer.echo("no hits", err=True)
+        return
+    typer.echo(f"{'rank':>4}  {'score':>7}  {'id':>7}  path")
+    for rank, hit in enumerate(hits, 1):
+        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.id:>7}  {hit.path}")
+
+
+@app.command()
+def stats(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
+    """Show what the index holds: count, model, dimension, index type, size on disk."""
+    try:
+        settings = config.resolve(db=db)
+        with _open(settings, create=False) as idx:
+            facts = idx.stats()
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json(facts.to_dict())
+        return
+    for key, value in facts.to_dict().items():
+        typer.echo(f"{key:>18}: {value}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted; committed batches are kept, re-run to continue", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Typed exceptions. The library raises these; only the CLI prints them and exits."""
+
+from __future__ import annotations
+
+
+class ClipsearchError(Exception):
+    """Base class: every error a user can act on derives from this."""
+
+
+class ConfigError(ClipsearchError):
+    """A setting (flag, environment variable, config file) is invalid."""
+
+
+class ModelSpecError(ClipsearchError):
+    """A `--model` spec cannot be parsed or names an unknown architecture."""
+
+
+class ModelLoadError(ClipsearchError):
+    """The model's weights could not be loaded (missing file, no network, bad checkpoint)."""
+
+
+class ModelMismatchError(ClipsearchError):
+    """The index was built with another model than the one asked for."""
+
+
+class IndexNotFoundError(ClipsearchError):
+    """No index exists at the given location."""
+
+
+class SchemaVersionError(ClipsearchError):
+    """The index was written by a newer clipsearch than this one."""
+
+
+class EmptyIndexError(ClipsearchError):
+    """A search was run against an index that holds no vectors."""
+
+
+class QueryError(ClipsearchError):
+    """A query is malformed: no text and no image, an unreadable query image, bad k."""
+
+
+class ImageDecodeError(ClipsearchError):
+    """One image could not be decoded; `reason` says why in words a user can act on."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

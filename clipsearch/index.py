@@ -1,0 +1,316 @@
+"""`Index`: the library's one entry point. The CLI and the server are thin faces of it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipsearch.errors import (
+    EmptyIndexError,
+    ImageDecodeError,
+    IndexNotFoundError,
+    ModelMismatchError,
+    QueryError,
+)
+from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
+from clipsearch.indexer.plan import make_plan
+from clipsearch.indexer.scan import Skip, scan
+from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
+from clipsearch.search.searcher import Hit, Searcher
+from clipsearch.storage import vector_index as vi
+from clipsearch.storage.db import Database
+
+if TYPE_CHECKING:
+    from clipsearch.indexer.pipeline import PipelineOptions
+
+__all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
+
+
+@dataclass
+class IndexSummary:
+    """What one `add` run did."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    encoded: int = 0  # images that went through the model
+    skipped: list[Skip] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    directory: str
+    count: int
+    model: str | None
+    model_identity: str | None
+    dim: int | None
+    index_type: str
+    database_bytes: int
+    vector_index_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _recorded_info(db: Database) -> ModelInfo | None:
+    meta = db.get_meta()
+    if "model_identity" not in meta:
+        return None
+    return ModelInfo(meta["model_spec"], meta["model_identity"], int(meta["dim"]))
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+class Index:
+    """An index directory: the SQLite database plus the FAISS cache beside it.
+
+    The model is loaded on first need (adding images, or a query); `stats` never loads it.
+    Pass `encoder` to inject one (tests, custom models); otherwise `model` is a spec string,
+    defaulting to the model the index was built with, or `DEFAULT_MODEL` for a new index.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        db: Database,
+        *,
+        model: str | None = None,
+        encoder: Encoder | None = None,
+        device: str | None = None,
+        batch_size: int = 32,
+        workers: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        progress: bool = False,
+    ) -> None:
+        self.directory = directory
+        self.db = db
+        self.device = device
+        self.batch_size = batch_size
+        self.workers = workers
+        self.max_pixels = max_pixels
+        self.progress = progress
+        self._encoder = encoder
+        self._vectors: vi.FlatIndex | None = None
+        recorded = _recorded_info(db)
+        self._model_spec = model or (recorded.spec if recorded else DEFAULT_MODEL)
+        if recorded is not None:
+            asked = encoder.info.identity if encoder else None
+            if asked is None and model is not None:
+                asked = parse_model_spec(model).identity
+            if asked is not None and asked != recorded.identity:
+                raise ModelMismatchError(
+                    f"the index at {directory} was built with model {recorded.spec!r} "
+                    f"({recorded.identity}, {recorded.dim} dims), not {model or asked!r}; "
+                    f"search it with --model {recorded.spec!r} (or leave --model out), or "
+                    "build a separate index for the other model with --db"
+                )
+
+    # -- context manager -----------------------------------------------------------------
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- collaborators, loaded on first need ----------------------------------------------
+
+    @property
+    def model_info(self) -> ModelInfo | None:
+        return _recorded_info(self.db)
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(self._model_spec, device=self.device)
+        return self._encoder
+
+    def _vector_index(self) -> vi.FlatIndex:
+        if self._vectors is None:
+            info = self.model_info
+            if info is None:
+                raise EmptyIndexError(
+                    f"the index at {self.directory} is empty; add images with "
+                    f"`clipsearch index PATH --db {self.directory}`"
+                )
+            self._vectors, _ = vi.load_or_rebuild(self.db, self.directory, info.identity, info.dim)
+        return self._vectors
+
+    def _record_model(self) -> ModelInfo:
+        info = self.model_info
+        if info is None:
+            info = self.encoder.info
+            self.db.set_meta(model_spec=info.spec, model_identity=info.identity, dim=str(info.dim))
+        return info
+
+    # -- indexing -------------------------------------------------------------------------
+
+    def add(self, paths: Iterable[str | os.PathLike[str]]) -> IndexSummary:
+        """Index (or re-index) image files and folders, incrementally; see `IndexSummary`."""
+        roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
+        missing = [str(r) for r in roots if not r.exists()]
+        if missing:
+            raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
+        scanned = scan(roots)
+        plan = make_plan(
+            scanned.files, self.db.stored_files(), roots, unreadable=[s.path for s in scanned.skipped]
+        )
+        summary = IndexSummary(
+            removed=len(plan.removed),
+            moved=len(plan.moved),
+            unchanged=plan.unchanged + len(plan.touched),
+            skipped=[*scanned.skipped, *plan.skipped],
+        )
+        if plan.embed:
+            self._record_model()
+        info = self.model_info
+        vectors = self._vector_index() if info is not None else None
+        try:
+            self.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
+            if vectors is not None:
+                vectors.remove(np.asarray(plan.removed, dtype=np.int64))
+            if plan.embed:
+                assert vectors is not None
+                counts = self._embed(plan.embed, vectors)
+                summary.added, summary.updated = counts.added, counts.updated
+                summary.encoded = counts.encoded
+                summary.skipped.extend(counts.skipped)
+        except BaseException:
+            vi.invalidate_cache(self.directory)  # the next open rebuilds from the database
+            self._vectors = None
+            raise
+        if vectors is not None and info is not None:
+            stamp = vi.Stamp(self.db.generation(), info.identity, info.dim, vectors.kind)
+            vi.save_cache(self.directory, vectors, stamp)
+        return summary
+
+    def _embed(self, jobs: Any, vectors: vi.FlatIndex) -> Any:
+        from clipsearch.indexer.pipeline import PipelineOptions, embed_files
+
+        def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
+            vectors.remove(replaced)
+            vectors.add(ids, matrix)
+
+        options: PipelineOptions = PipelineOptions(
+            batch_size=self.batch_size,
+            workers=self.workers,
+            max_pixels=self.max_pixels,
+            progress=self.progress,
+        )
+        return embed_files(jobs, self.encoder, self.db, on_commit, options)
+
+    # -- search ---------------------------------------------------------------------------
+
+    def embed_query(
+        self, text: str | None = None, image: str | os.PathLike[str] | None = None
+    ) -> np.ndarray[Any, Any]:
+        """The unit query vector for a text, an image file, or both (their normalised sum)."""
+        if text is None and image is None:
+            raise QueryError("give a text query, an image query, or both")
+        if text is not None and not text.strip():
+            raise QueryError("the text query is empty")
+        parts = []
+        if text is not None:
+            parts.append(self.encoder.encode_texts([text])[0])
+        if image is not None:
+            parts.append(self._embed_image_file(Path(image)))
+        query = np.sum(parts, axis=0)
+        return (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
+
+    def _embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
+        from clipsearch.indexer.decode import decode_image, register_heif
+
+        register_heif()
+        encoder = self.encoder
+        try:
+            decoded = decode_image(str(path), encoder.preprocess, encoder.input_size, self.max_pixels)
+        except ImageDecodeError as exc:
+            raise QueryError(f"query image {path}: {exc.reason}") from exc
+        return encoder.encode_images(decoded.pixels[None])[0]
+
+    def search(
+        self,
+        text: str | None = None,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        k: int = 10,
+    ) -> list[Hit]:
+        """Images nearest to a text and/or an example image, best first."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        vectors = self._vector_index()
+        query = self.embed_query(text, image)
+        return Searcher(self.db, vectors).search(query, k)
+
+    def search_vector(self, query: np.ndarray[Any, Any], k: int = 10) -> list[Hit]:
+        """Search with a ready-made unit vector in this index's space."""
+        return Searcher(self.db, self._vector_index()).search(query.astype(np.float32), k)
+
+    # -- facts ----------------------------------------------------------------------------
+
+    def stats(self) -> IndexStats:
+        info = self.model_info
+        wal = self.db.path.with_name(self.db.path.name + "-wal")
+        return IndexStats(
+            directory=str(self.directory),
+            count=self.db.count(),
+            model=info.spec if info else None,
+            model_identity=info.identity if info else None,
+            dim=info.dim if info else None,
+            index_type=vi.FlatIndex.kind,
+            database_bytes=_file_size(self.db.path) + _file_size(wal),
+            vector_index_bytes=_file_size(self.directory / vi.INDEX_FILENAME),
+        )
+
+
+def open_index(
+    directory: str | os.PathLike[str],
+    model: str | None = None,
+    *,
+    create: bool = True,
+    encoder: Encoder | None = None,
+    device: str | None = None,
+    batch_size: int = 32,
+    workers: int = 2,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: bool = False,
+) -> Index:
+    """Open (or create) the index in `directory`. See `Index` for the arguments."""
+    path = Path(directory).expanduser()
+    db = Database.open(path, create=create)
+    try:
+        return Index(
+            path,
+            db,
+            model=model,
+            encoder=encoder,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
+    except BaseException:
+        db.close()
+        raise

@@ -1,0 +1,1 @@
+"""Indexing: scan folders, plan the changes, decode and embed, write per batch."""

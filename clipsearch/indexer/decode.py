@@ -1,0 +1,114 @@
+"""Read one image file and turn it into the model's input tensor, or say why not.
+
+Runs in decoding worker processes. The file is read once: the same bytes are hashed (for
+change and move detection) and decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipsearch.errors import ImageDecodeError
+
+if TYPE_CHECKING:
+    import torch
+
+#: Refuse images above this many pixels (decompression-bomb guard); ~150 MP is larger than
+#: any camera or phone panorama, far smaller than a crafted 50,000 x 50,000 PNG.
+DEFAULT_MAX_PIXELS = 150_000_000
+
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 36867
+_DATETIME = 306
+_ORIENTATION = 274
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: torch.Tensor
+    sha256: str
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    format: str | None
+    taken_at: str | None
+
+
+def register_heif() -> None:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+def read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ImageDecodeError(path, f"unreadable: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageDecodeError(path, "empty file (0 bytes)")
+    return data
+
+
+def decode_image(
+    path: str,
+    preprocess: Callable[[Image.Image], torch.Tensor],
+    input_size: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    data = read_file(path)
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageDecodeError(path, _too_large(width, height, max_pixels))
+        exif = image.getexif()
+        if exif.get(_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        fmt = image.format
+        if fmt == "JPEG":
+            # Decode straight from the DCT at 1/2, 1/4 or 1/8 scale when the photo is much
+            # larger than the model input; the 2x margin keeps resampling quality.
+            image.draft("RGB", (2 * input_size, 2 * input_size))
+        image = ImageOps.exif_transpose(image)
+        pixels = preprocess(image.convert("RGB"))
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(path, f"image too large (decompression-bomb guard): {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(path, "not an image (unrecognised format)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
+    return DecodedImage(pixels, sha256, width, height, fmt, _taken_at(exif))
+
+
+def _too_large(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+        f"{max_pixels / 1e6:.0f} MP limit (decompression-bomb guard); raise it with --max-pixels"
+    )
+
+
+def _taken_at(exif: Image.Exif) -> str | None:
+    raw = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None

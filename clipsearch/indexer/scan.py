@@ -1,0 +1,91 @@
+"""Walk folders for image files and stat them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+)
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+
+
+@dataclass(frozen=True)
+class FileStat:
+    path: str  # absolute, normalised
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Skip:
+    path: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    files: list[FileStat] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+
+
+def heif_available() -> bool:
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def scan(roots: Iterable[Path]) -> ScanResult:
+    """Every image file under `roots` (files or folders), recursively, sorted by path.
+
+    Symlinked files are followed; symlinked folders are not (no cycles, no escaping the tree).
+    A file that cannot be stat'ed is reported as skipped with the reason.
+    """
+    result = ScanResult()
+    heif = heif_available()
+    seen: set[str] = set()
+    for root in roots:
+        for path in _walk(root, result):
+            ext = os.path.splitext(path)[1].lower()
+            if ext in HEIF_EXTENSIONS and not heif:
+                result.skipped.append(
+                    Skip(path, "HEIC/HEIF needs the pillow-heif plugin: pip install 'clipsearch[heic]'")
+                )
+                continue
+            if ext not in IMAGE_EXTENSIONS and ext not in HEIF_EXTENSIONS:
+                continue
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                result.skipped.append(Skip(path, f"unreadable: {exc.strerror or exc}"))
+                continue
+            result.files.append(FileStat(path, st.st_size, st.st_mtime_ns))
+    result.files.sort(key=lambda f: f.path)
+    return result
+
+
+def _walk(root: Path, result: ScanResult) -> Iterable[str]:
+    root = Path(os.path.abspath(root.expanduser()))
+    if root.is_file():
+        yield str(root)
+        return
+    if not root.is_dir():
+        result.skipped.append(Skip(str(root), "no such file or folder"))
+        return
+
+    def on_error(exc: OSError) -> None:
+        result.skipped.append(Skip(str(exc.filename), f"unreadable folder: {exc.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if not name.startswith("."):
+                yield os.path.join(dirpath, name)

@@ -1,0 +1,42 @@
+"""The encoder protocol: what the indexer and the searcher need from a model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an index records about the model that filled it."""
+
+    spec: str  # as the user wrote it; used to reload the model
+    identity: str  # arch + weights id; compared on reopen
+    dim: int
+
+
+class Encoder(Protocol):
+    """Maps images and texts into one L2-normalised embedding space.
+
+    `preprocess` turns a decoded RGB image into the model's input tensor; it must be picklable
+    or fork-safe, since decoding runs in worker processes. `input_size` is the side of the
+    square the model sees, which the decoder uses to pick a JPEG draft scale.
+    """
+
+    info: ModelInfo
+    input_size: int
+    preprocess: Callable[[Image.Image], torch.Tensor]
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """(N, 3, H, W) preprocessed pixels -> (N, dim) float32 unit vectors."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """N strings -> (N, dim) float32 unit vectors."""
+        ...

@@ -1,0 +1,1 @@
+"""Query layer: turn a query vector into ranked hits."""

@@ -1,0 +1,1 @@
+"""Storage: the SQLite database (source of truth) and the FAISS index (its cache)."""

@@ -1,0 +1,250 @@
+"""The database: image rows with their vectors, and the index's facts, over SQLite.
+
+Every write is one transaction that also bumps `generation`, a counter the FAISS cache is
+stamped with: a cache whose stamp differs from the database's is stale and gets rebuilt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from clipsearch.errors import IndexNotFoundError, SchemaVersionError
+from clipsearch.storage.schema import MIGRATIONS, SCHEMA_VERSION, ImageRow, Meta, read_version
+
+DB_FILENAME = "clipsearch.db"
+Vector = np.ndarray[Any, np.dtype[np.float32]]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """What change detection needs to know about an indexed file."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One embedded image, ready to be written."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    width: int
+    height: int
+    format: str | None
+    taken_at: str | None
+    vector: Vector
+
+
+@dataclass(frozen=True)
+class Move:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL + NORMAL: a killed process never loses a committed batch, and readers (a search
+    # while indexing runs) are not blocked by the writer.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class Database:
+    """An index's SQLite file. Open it with `Database.open`."""
+
+    def __init__(self, engine: Engine, path: Path) -> None:
+        self.engine = engine
+        self.path = path
+
+    @classmethod
+    def open(cls, directory: Path, create: bool = True) -> Database:
+        path = directory / DB_FILENAME
+        if not path.exists():
+            if not create:
+                raise IndexNotFoundError(
+                    f"no clipsearch index at {directory} (expected {path}); "
+                    "create one with `clipsearch index PATH --db DIR`"
+                )
+            directory.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{path}")
+        event.listen(engine, "connect", _sqlite_pragmas)
+        db = cls(engine, path)
+        db._migrate()
+        return db
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _migrate(self) -> None:
+        with self.engine.begin() as conn:
+            version = read_version(conn)
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {version}, newer than this clipsearch "
+                    f"understands ({SCHEMA_VERSION}); upgrade clipsearch"
+                )
+            for step in MIGRATIONS[version:]:
+                step(conn)
+            if version < SCHEMA_VERSION:
+                with Session(conn) as session:
+                    session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                    session.flush()
+
+    # -- facts ---------------------------------------------------------------------------
+
+    def get_meta(self) -> dict[str, str]:
+        with Session(self.engine) as session:
+            return {m.key: m.value for m in session.scalars(select(Meta))}
+
+    def set_meta(self, **values: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            for key, value in values.items():
+                session.merge(Meta(key=key, value=value))
+
+    def generation(self) -> int:
+        return int(self.get_meta().get("generation", "0"))
+
+    def count(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count(ImageRow.id))) or 0)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def stored_files(self) -> list[StoredFile]:
+        stmt = select(ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256)
+        with Session(self.engine) as session:
+            return [StoredFile(*row) for row in session.execute(stmt)]
+
+    def known_hashes(self) -> set[str]:
+        with Session(self.engine) as session:
+            return set(session.scalars(select(ImageRow.sha256).distinct()))
+
+    def vector_for_hash(self, sha256: str) -> Vector | None:
+        stmt = select(ImageRow.vector).where(ImageRow.sha256 == sha256).limit(1)
+        with Session(self.engine) as session:
+            blob = session.scalar(stmt)
+        return None if blob is None else np.frombuffer(blob, dtype=np.float32)
+
+    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Vector]:
+        """Rows for the given ids that still exist, as (ids, paths, matrix)."""
+        if not ids:
+            return [], [], np.zeros((0, 0), dtype=np.float32)
+        stmt = select(ImageRow.id, ImageRow.path, ImageRow.vector).where(
+            ImageRow.id.in_(list(ids))
+        )
+        with Session(self.engine) as session:
+            rows = session.execute(stmt).all()
+        if not rows:
+            return [], [], np.zeros((0, 0), dtype=np.float32)
+        matrix = np.stack([np.frombuffer(r.vector, dtype=np.float32) for r in rows])
+        return [r.id for r in rows], [r.path for r in rows], matrix
+
+    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[Vector, Vector]]:
+        """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds)."""
+        last = 0
+        with Session(self.engine) as session:
+            while True:
+                stmt = (
+                    select(ImageRow.id, ImageRow.vector)
+                    .where(ImageRow.id > last)
+                    .order_by(ImageRow.id)
+                    .limit(chunk)
+                )
+                rows = session.execute(stmt).all()
+                if not rows:
+                    return
+                ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32)
+                yield ids, vectors.reshape(len(rows), -1)
+                last = int(ids[-1])
+
+    def rows(self, ids: Iterable[int] | None = None) -> list[ImageRow]:
+        stmt = select(ImageRow).order_by(ImageRow.id)
+        if ids is not None:
+            stmt = stmt.where(ImageRow.id.in_(list(ids)))
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(stmt))
+
+    # -- writes (each one transaction, each bumps the generation) -----------------------
+
+    def _bump(self, session: Session) -> None:
+        current = session.get(Meta, "generation")
+        value = int(current.value) + 1 if current else 1
+        session.merge(Meta(key="generation", value=str(value)))
+
+    def apply_file_changes(
+        self, removed: Sequence[int], moved: Sequence[Move], touched: Sequence[Move]
+    ) -> None:
+        """Drop rows of deleted files, re-point moved ones, refresh stat of unchanged ones."""
+        if not (removed or moved or touched):
+            return
+        with Session(self.engine) as session, session.begin():
+            if removed:
+                session.execute(delete(ImageRow).where(ImageRow.id.in_(list(removed))))
+            # Two-step rename so that swapping two paths cannot trip the UNIQUE constraint.
+            for m in moved:
+                session.execute(
+                    update(ImageRow).where(ImageRow.id == m.id).values(path=f"\0moving:{m.id}")
+                )
+            for m in [*moved, *touched]:
+                session.execute(
+                    update(ImageRow)
+                    .where(ImageRow.id == m.id)
+                    .values(path=m.path, size=m.size, mtime_ns=m.mtime_ns)
+                )
+            self._bump(session)
+
+    def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
+        """Insert or replace (by path) a batch of embedded images; returns their ids."""
+        if not records:
+            return []
+        now = time.time()
+        values = [
+            {
+                "path": r.path,
+                "size": r.size,
+                "mtime_ns": r.mtime_ns,
+                "sha256": r.sha256,
+                "width": r.width,
+                "height": r.height,
+                "format": r.format,
+                "taken_at": r.taken_at,
+                "indexed_at": now,
+                "vector": np.ascontiguousarray(r.vector, dtype="<f4").tobytes(),
+            }
+            for r in records
+        ]
+        stmt = sqlite_insert(ImageRow)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ImageRow.path],
+            set_={k: stmt.excluded[k] for k in values[0] if k != "path"},
+        )
+        with Session(self.engine) as session, session.begin():
+            session.execute(stmt, values)
+            paths = [r.path for r in records]
+            by_path = dict(
+                session.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths)))
+                .tuples()
+                .all()
+            )
+            self._bump(session)
+        return [by_path[p] for p in paths]

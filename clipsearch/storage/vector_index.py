@@ -1,0 +1,123 @@
+"""The FAISS vector index: a cache of the database's vectors, rebuilt from it when stale.
+
+The index file sits beside the database with a small JSON stamp (the database generation it
+reflects, the model identity and the dimension). `load_or_rebuild` trusts the file only when
+the stamp matches the database; otherwise it rebuilds from the stored vectors, which is how a
+killed indexing run or a deleted cache file recovers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+
+from clipsearch.storage.db import Database
+
+INDEX_FILENAME = "vectors.faiss"
+STAMP_FILENAME = "vectors.json"
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+IdArray = np.ndarray[Any, np.dtype[np.int64]]
+
+
+class VectorIndex(Protocol):
+    """Approximate (or exact) nearest neighbours by inner product over unit vectors."""
+
+    def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
+        """(Q, dim) queries -> (Q, k) scores and ids, best first; id -1 pads missing hits."""
+        ...
+
+
+@dataclass(frozen=True)
+class Stamp:
+    generation: int
+    identity: str
+    dim: int
+    kind: str
+
+
+class FlatIndex:
+    """Exact inner-product search (`IndexFlatIP`) with our database ids (`IndexIDMap2`)."""
+
+    kind = "flat-ip"
+
+    def __init__(self, dim: int, index: Any | None = None) -> None:
+        self.dim = dim
+        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: IdArray, vectors: Matrix) -> None:
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(ids, dtype=np.int64),
+            )
+
+    def remove(self, ids: IdArray) -> None:
+        if len(ids):
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
+        k = max(1, min(k, self.ntotal))
+        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, ids
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> FlatIndex:
+        return cls(dim, faiss.read_index(str(path)))
+
+
+def build_from_db(db: Database, dim: int) -> FlatIndex:
+    index = FlatIndex(dim)
+    for ids, vectors in db.iter_vectors():
+        index.add(ids, vectors)
+    return index
+
+
+def _read_stamp(directory: Path) -> Stamp | None:
+    try:
+        raw = json.loads((directory / STAMP_FILENAME).read_text())
+        return Stamp(int(raw["generation"]), str(raw["identity"]), int(raw["dim"]), str(raw["kind"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_cache(directory: Path, index: FlatIndex, stamp: Stamp) -> None:
+    """Write the index and then its stamp, each atomically (write + rename)."""
+    invalidate_cache(directory)  # never a moment where an old stamp vouches for a new file
+    tmp = directory / (INDEX_FILENAME + ".tmp")
+    index.save(tmp)
+    os.replace(tmp, directory / INDEX_FILENAME)
+    tmp_stamp = directory / (STAMP_FILENAME + ".tmp")
+    tmp_stamp.write_text(json.dumps(stamp.__dict__))
+    os.replace(tmp_stamp, directory / STAMP_FILENAME)
+
+
+def invalidate_cache(directory: Path) -> None:
+    (directory / STAMP_FILENAME).unlink(missing_ok=True)
+
+
+def load_or_rebuild(db: Database, directory: Path, identity: str, dim: int) -> tuple[FlatIndex, bool]:
+    """The index matching the database now, and whether it had to be rebuilt."""
+    expected = Stamp(db.generation(), identity, dim, FlatIndex.kind)
+    if _read_stamp(directory) == expected:
+        try:
+            index = FlatIndex.load(directory / INDEX_FILENAME, dim)
+            if index.ntotal == db.count():
+                return index, False
+        except RuntimeError:  # unreadable or truncated file: fall through to a rebuild
+            pass
+    index = build_from_db(db, dim)
+    save_cache(directory, index, expected)
+    return index, True
