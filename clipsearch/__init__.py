@@ -1,17 +1,17 @@
 """clipsearch: cross-modal (CLIP) search for photo collections.
 
-    import clipsearch
-    with clipsearch.open("~/photos-index", model="tiny-random") as idx:
-        idx.add(["~/Pictures"])
-        for hit in idx.search(text="a dog on a beach", k=5):
-            print(hit.score, hit.path)
+import clipsearch
+with clipsearch.open("~/photos-index", model="tiny-random") as idx:
+    idx.add(["~/Pictures"])
+    for hit in idx.search(text="a dog on a beach", k=5):
+        print(hit.score, hit.path)
 """
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.index import Index, IndexStats, IndexSummary, open_index
 from clipsearch.search.searcher import Hit
 
-open = open_index  # noqa: A001 - `clipsearch.open(...)` reads as intended
+open = open_index  # `clipsearch.open(...)` reads as intended
 
 __version__ = "0.1.0"
 __all__ = [

@@ -27,7 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DbOption = typer.Option(None, "--db", help="Index directory [env CLIPSEARCH_DB; default ~/.local/share/clipsearch].")
+DbOption = typer.Option(
+    None, "--db", help="Index directory [env CLIPSEARCH_DB; default ~/.local/share/clipsearch]."
+)
 ModelOption = typer.Option(
     None,
     "--model",
@@ -36,7 +38,9 @@ ModelOption = typer.Option(
         "for a new index), 'ARCH:/path/to/checkpoint.pt'. Default: the index's own model."
     ),
 )
-DeviceOption = typer.Option(None, "--device", help="cpu, cuda or cuda:N [default: cuda if available].")
+DeviceOption = typer.Option(
+    None, "--device", help="cpu, cuda or cuda:N [default: cuda if available]."
+)
 JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
 
 
@@ -71,9 +75,13 @@ def index(
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per model call [32]."),
-    workers: int | None = typer.Option(None, "--workers", help="Decoding processes [cores, max 4]."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Decoding processes [cores, max 4]."
+    ),
     max_pixels: int | None = typer.Option(
-        None, "--max-pixels", help="Skip images larger than this (decompression-bomb guard) [150e6]."
+        None,
+        "--max-pixels",
+        help="Skip images larger than this (decompression-bomb guard) [150e6].",
     ),
     as_json: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -81,7 +89,11 @@ def index(
     """Add images to the index; a re-run embeds only new or changed files."""
     try:
         settings = config.resolve(
-            db=db, model=model, device=device, batch_size=batch_size, workers=workers,
+            db=db,
+            model=model,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
             max_pixels=max_pixels,
         )
         with _open(settings, create=True, progress=not quiet) as idx:

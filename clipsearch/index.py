@@ -127,7 +127,10 @@ class Index:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -174,7 +177,10 @@ class Index:
             raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
         scanned = scan(roots)
         plan = make_plan(
-            scanned.files, self.db.stored_files(), roots, unreadable=[s.path for s in scanned.skipped]
+            scanned.files,
+            self.db.stored_files(),
+            roots,
+            unreadable=[s.path for s in scanned.skipped],
         )
         summary = IndexSummary(
             removed=len(plan.removed),
@@ -236,7 +242,7 @@ class Index:
         if image is not None:
             parts.append(self._embed_image_file(Path(image)))
         query = np.sum(parts, axis=0)
-        return (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
+        return np.asarray(query / max(float(np.linalg.norm(query)), 1e-12), dtype=np.float32)
 
     def _embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
         from clipsearch.indexer.decode import decode_image, register_heif
@@ -244,10 +250,12 @@ class Index:
         register_heif()
         encoder = self.encoder
         try:
-            decoded = decode_image(str(path), encoder.preprocess, encoder.input_size, self.max_pixels)
+            decoded = decode_image(
+                str(path), encoder.preprocess, encoder.input_size, self.max_pixels
+            )
         except ImageDecodeError as exc:
             raise QueryError(f"query image {path}: {exc.reason}") from exc
-        return encoder.encode_images(decoded.pixels[None])[0]
+        return np.asarray(encoder.encode_images(decoded.pixels[None])[0], dtype=np.float32)
 
     def search(
         self,

@@ -69,6 +69,8 @@ def decode_image(
 ) -> DecodedImage:
     data = read_file(path)
     sha256 = hashlib.sha256(data).hexdigest()
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # the caller asked for more than Pillow's default
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -84,12 +86,14 @@ def decode_image(
             # Decode straight from the DCT at 1/2, 1/4 or 1/8 scale when the photo is much
             # larger than the model input; the 2x margin keeps resampling quality.
             image.draft("RGB", (2 * input_size, 2 * input_size))
-        image = ImageOps.exif_transpose(image)
-        pixels = preprocess(image.convert("RGB"))
+        upright = ImageOps.exif_transpose(image)
+        pixels = preprocess(upright.convert("RGB"))
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(path, f"image too large (decompression-bomb guard): {exc}") from None
+        raise ImageDecodeError(
+            path, f"image too large (decompression-bomb guard): {exc} Raise it with --max-pixels"
+        ) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

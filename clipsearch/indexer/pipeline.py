@@ -123,7 +123,8 @@ def embed_files(
         for batch in make_loader(jobs, encoder, options):
             vectors = _batch_vectors(batch, encoder, db, known_hashes, counts)
             records = [
-                _record(jobs[i].file, decoded, vectors[n]) for n, (i, decoded) in enumerate(batch.ok)
+                _record(jobs[i].file, decoded, vectors[n])
+                for n, (i, decoded) in enumerate(batch.ok)
             ]
             ids = np.asarray(db.write_images(records), dtype=np.int64)
             known_hashes.update(r.sha256 for r in records)

@@ -54,7 +54,10 @@ def scan(roots: Iterable[Path]) -> ScanResult:
             ext = os.path.splitext(path)[1].lower()
             if ext in HEIF_EXTENSIONS and not heif:
                 result.skipped.append(
-                    Skip(path, "HEIC/HEIF needs the pillow-heif plugin: pip install 'clipsearch[heic]'")
+                    Skip(
+                        path,
+                        "HEIC/HEIF needs the pillow-heif plugin: pip install 'clipsearch[heic]'",
+                    )
                 )
                 continue
             if ext not in IMAGE_EXTENSIONS and ext not in HEIF_EXTENSIONS:

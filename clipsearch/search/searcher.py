@@ -29,7 +29,11 @@ class Hit:
 
 
 def rank_exact(
-    query: np.ndarray[Any, Any], ids: list[int], paths: list[str], vectors: np.ndarray[Any, Any], k: int
+    query: np.ndarray[Any, Any],
+    ids: list[int],
+    paths: list[str],
+    vectors: np.ndarray[Any, Any],
+    k: int,
 ) -> list[Hit]:
     """The k best of the given rows by exact inner product; ties broken by id."""
     if not ids:

@@ -148,9 +148,7 @@ class Database:
         """Rows for the given ids that still exist, as (ids, paths, matrix)."""
         if not ids:
             return [], [], np.zeros((0, 0), dtype=np.float32)
-        stmt = select(ImageRow.id, ImageRow.path, ImageRow.vector).where(
-            ImageRow.id.in_(list(ids))
-        )
+        stmt = select(ImageRow.id, ImageRow.path, ImageRow.vector).where(ImageRow.id.in_(list(ids)))
         with Session(self.engine) as session:
             rows = session.execute(stmt).all()
         if not rows:
@@ -158,7 +156,9 @@ class Database:
         matrix = np.stack([np.frombuffer(r.vector, dtype=np.float32) for r in rows])
         return [r.id for r in rows], [r.path for r in rows], matrix
 
-    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[Vector, Vector]]:
+    def iter_vectors(
+        self, chunk: int = 20_000
+    ) -> Iterator[tuple[np.ndarray[Any, np.dtype[np.int64]], Vector]]:
         """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds)."""
         last = 0
         with Session(self.engine) as session:
@@ -241,10 +241,9 @@ class Database:
         with Session(self.engine) as session, session.begin():
             session.execute(stmt, values)
             paths = [r.path for r in records]
-            by_path = dict(
-                session.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths)))
-                .tuples()
-                .all()
+            found = session.execute(
+                select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))
             )
+            by_path = {path: row_id for path, row_id in found}
             self._bump(session)
         return [by_path[p] for p in paths]

@@ -29,7 +29,7 @@ class Meta(Base):
 class ImageRow(Base):
     __tablename__ = "images"
     # AUTOINCREMENT: ids are never reused, so an id handed to a client stays that image's.
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)

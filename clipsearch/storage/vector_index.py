@@ -48,7 +48,8 @@ class FlatIndex:
 
     def __init__(self, dim: int, index: Any | None = None) -> None:
         self.dim = dim
-        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # Typed Any: faiss's stubs miss the numpy overloads its Python wrappers accept.
+        self.index: Any = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
     @property
     def ntotal(self) -> int:
@@ -88,7 +89,9 @@ def build_from_db(db: Database, dim: int) -> FlatIndex:
 def _read_stamp(directory: Path) -> Stamp | None:
     try:
         raw = json.loads((directory / STAMP_FILENAME).read_text())
-        return Stamp(int(raw["generation"]), str(raw["identity"]), int(raw["dim"]), str(raw["kind"]))
+        return Stamp(
+            int(raw["generation"]), str(raw["identity"]), int(raw["dim"]), str(raw["kind"])
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -108,7 +111,9 @@ def invalidate_cache(directory: Path) -> None:
     (directory / STAMP_FILENAME).unlink(missing_ok=True)
 
 
-def load_or_rebuild(db: Database, directory: Path, identity: str, dim: int) -> tuple[FlatIndex, bool]:
+def load_or_rebuild(
+    db: Database, directory: Path, identity: str, dim: int
+) -> tuple[FlatIndex, bool]:
     """The index matching the database now, and whether it had to be rebuilt."""
     expected = Stamp(db.generation(), identity, dim, FlatIndex.kind)
     if _read_stamp(directory) == expected:

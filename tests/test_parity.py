@@ -1,0 +1,88 @@
+"""Stored vectors equal open_clip's own encode_image / encode_text for the same weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+import clipsearch
+from clipsearch.models import load_encoder
+from clipsearch.models.openclip import register_configs
+from tests.conftest import write_images
+
+
+def _reference_model() -> tuple[torch.nn.Module, object, object]:
+    """The same seeded tiny model, built directly with open_clip, no clipsearch code."""
+    register_configs()
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("clipsearch-tiny")
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer("clipsearch-tiny")
+
+
+def _normalised(x: torch.Tensor) -> np.ndarray:
+    return (x / x.norm(dim=-1, keepdim=True)).numpy()
+
+
+def test_image_and_text_vectors_match_open_clip(tmp_path: Path) -> None:
+    paths = write_images(tmp_path / "photos", 5) + write_images(tmp_path / "photos", 3, 5, ".png")
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        rows = {r.path: np.frombuffer(r.vector, dtype=np.float32) for r in idx.db.rows()}
+        ours_text = idx.encoder.encode_texts(["a red square", "two blue circles"])
+
+    model, preprocess, tokenizer = _reference_model()
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+        ref_images = _normalised(model.encode_image(pixels))
+        ref_text = _normalised(model.encode_text(tokenizer(["a red square", "two blue circles"])))
+
+    ours_images = np.stack([rows[str(p)] for p in paths])
+    np.testing.assert_allclose(ours_images, ref_images, atol=1e-5)
+    np.testing.assert_allclose(ours_text, ref_text, atol=1e-5)
+
+
+def test_local_checkpoint_goes_through_open_clips_loader(tmp_path: Path) -> None:
+    """`ARCH:/path/to/file.pt` loads real weights from disk (the offline path for real CLIP)."""
+    register_configs()
+    torch.manual_seed(1234)  # other weights than tiny-random's seed 0
+    model = open_clip.create_model("clipsearch-tiny")
+    model.eval()
+    checkpoint = tmp_path / "my-clip.pt"
+    torch.save({"state_dict": model.state_dict()}, checkpoint)
+
+    encoder = load_encoder(f"clipsearch-tiny:{checkpoint}", device="cpu")
+    tokenizer = open_clip.get_tokenizer("clipsearch-tiny")
+    with torch.no_grad():
+        expected = _normalised(model.encode_text(tokenizer(["a dog on a beach"])))
+    np.testing.assert_allclose(encoder.encode_texts(["a dog on a beach"]), expected, atol=1e-5)
+    assert encoder.info.identity.startswith("clipsearch-tiny:file-sha256-")
+    seeded = load_encoder("tiny-random", device="cpu")
+    assert not np.allclose(seeded.encode_texts(["a dog on a beach"]), expected, atol=1e-3)
+
+
+def test_large_jpeg_draft_decode_stays_close_to_full_decode(tmp_path: Path) -> None:
+    """Draft mode (DCT-scaled decode) changes pixels slightly, not the embedding's meaning."""
+    path = write_images(tmp_path, 1, size=(1600, 1200))[0]
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([path])
+        stored = np.frombuffer(idx.db.rows()[0].vector, dtype=np.float32)
+        encoder = idx.encoder
+        full = encoder.encode_images(encoder.preprocess(Image.open(path).convert("RGB"))[None])[0]
+    assert float(stored @ full) > 0.99
+    assert idx.db.rows()[0].width == 1600  # the original size is recorded, not the draft's
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_text_query_vector_is_the_encoders(tmp_path: Path, k: int) -> None:
+    write_images(tmp_path / "photos", 4)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        query = idx.embed_query(text="a photo")
+        np.testing.assert_allclose(query, idx.encoder.encode_texts(["a photo"])[0], atol=1e-6)
+        assert len(idx.search(text="a photo", k=k)) == k
