@@ -56,6 +56,7 @@ class IndexStats:
     model_identity: str | None
     dim: int | None
     index_type: str
+    faiss_gpus: int
     database_bytes: int
     vector_index_bytes: int
 
@@ -287,6 +288,7 @@ class Index:
             model_identity=info.identity if info else None,
             dim=info.dim if info else None,
             index_type=vi.FlatIndex.kind,
+            faiss_gpus=vi.faiss_gpu_count(),
             database_bytes=_file_size(self.db.path) + _file_size(wal),
             vector_index_bytes=_file_size(self.directory / vi.INDEX_FILENAME),
         )

@@ -41,8 +41,18 @@ class Stamp:
     kind: str
 
 
+def faiss_gpu_count() -> int:
+    """GPUs the installed FAISS build can use (0 with faiss-cpu), asked at run time."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
 class FlatIndex:
-    """Exact inner-product search (`IndexFlatIP`) with our database ids (`IndexIDMap2`)."""
+    """Exact inner-product search (`IndexFlatIP`) with our database ids (`IndexIDMap2`).
+
+    The CPU index is the one kept and saved. When FAISS sees GPUs, searches run on a GPU copy
+    made on first search after a change (adds and removes go to the CPU index).
+    """
 
     kind = "flat-ip"
 
@@ -50,12 +60,24 @@ class FlatIndex:
         self.dim = dim
         # Typed Any: faiss's stubs miss the numpy overloads its Python wrappers accept.
         self.index: Any = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._gpu_copy: Any | None = None
+
+    def _searchable(self) -> Any:
+        if faiss_gpu_count() == 0:
+            return self.index
+        if self._gpu_copy is None:
+            try:
+                self._gpu_copy = faiss.index_cpu_to_all_gpus(self.index)
+            except (AttributeError, RuntimeError):  # a GPU build without usable devices
+                return self.index
+        return self._gpu_copy
 
     @property
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
     def add(self, ids: IdArray, vectors: Matrix) -> None:
+        self._gpu_copy = None
         if len(ids):
             self.index.add_with_ids(
                 np.ascontiguousarray(vectors, dtype=np.float32),
@@ -63,12 +85,13 @@ class FlatIndex:
             )
 
     def remove(self, ids: IdArray) -> None:
+        self._gpu_copy = None
         if len(ids):
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
         k = max(1, min(k, self.ntotal))
-        scores, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        scores, ids = self._searchable().search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return scores, ids
 
     def save(self, path: Path) -> None:
