@@ -33,13 +33,18 @@ _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
-class DecodedImage:
-    pixels: torch.Tensor
+class ImageFacts:
     sha256: str
     width: int  # as displayed, after EXIF orientation
     height: int
     format: str | None
     taken_at: str | None
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: torch.Tensor
+    facts: ImageFacts
 
 
 def register_heif() -> None:
@@ -98,7 +103,7 @@ def decode_image(
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
-    return DecodedImage(pixels, sha256, width, height, fmt, _taken_at(exif))
+    return DecodedImage(pixels, ImageFacts(sha256, width, height, fmt, _taken_at(exif)))
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:

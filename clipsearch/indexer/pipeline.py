@@ -22,6 +22,7 @@ from clipsearch.errors import ImageDecodeError
 from clipsearch.indexer.decode import (
     DEFAULT_MAX_PIXELS,
     DecodedImage,
+    ImageFacts,
     decode_image,
     register_heif,
 )
@@ -70,17 +71,18 @@ class _DecodeDataset(Dataset[tuple[int, DecodedImage | str]]):
 
 @dataclass
 class _Batch:
-    ok: list[tuple[int, DecodedImage]]
+    ok: list[tuple[int, ImageFacts]]
     failed: list[tuple[int, str]]
     pixels: torch.Tensor | None
 
 
 def _collate(items: list[tuple[int, DecodedImage | str]]) -> _Batch:
-    ok = [(i, d) for i, d in items if isinstance(d, DecodedImage)]
+    decoded = [(i, d) for i, d in items if isinstance(d, DecodedImage)]
     failed = [(i, d) for i, d in items if isinstance(d, str)]
-    # Stacking in the worker hands the main process one tensor in shared memory.
-    pixels = torch.stack([d.pixels for _, d in ok]) if ok else None
-    return _Batch(ok, failed, pixels)
+    # Stacking in the worker hands the main process one tensor in shared memory; the
+    # per-image tensors stay behind (each would cost its own shared-memory segment).
+    pixels = torch.stack([d.pixels for _, d in decoded]) if decoded else None
+    return _Batch([(i, d.facts) for i, d in decoded], failed, pixels)
 
 
 def _worker_init(_worker_id: int) -> None:
@@ -171,7 +173,7 @@ def _batch_vectors(
     return np.stack([v for v in vectors if v is not None]).astype(np.float32, copy=False)
 
 
-def _record(file: Any, decoded: DecodedImage, vector: np.ndarray[Any, Any]) -> ImageRecord:
+def _record(file: Any, decoded: ImageFacts, vector: np.ndarray[Any, Any]) -> ImageRecord:
     return ImageRecord(
         path=file.path,
         size=file.size,
