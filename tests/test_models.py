@@ -62,6 +62,17 @@ def test_hub_weights_offline_say_how_to_use_a_local_file() -> None:
         load_encoder("RN50:openai", device="cpu")
     message = str(err.value)
     assert "--model RN50:/path/to/" in message and "RN50:openai" in message
+    assert "HF_HUB_OFFLINE is set" in message
+
+
+def test_unreachable_hub_fails_fast_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Online mode, but the hub endpoint refuses connections (a closed loopback port)."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(ModelLoadError, match=r"cannot reach 127\.0\.0\.1:9"):
+        load_encoder("RN50:openai", device="cpu")
 
 
 def test_cuda_asked_for_without_a_gpu_is_a_clear_error() -> None:

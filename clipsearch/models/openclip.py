@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from clipsearch.errors import ModelLoadError, ModelSpecError
+from clipsearch.models import hub
 from clipsearch.models.base import ModelInfo
 from clipsearch.models.spec import ModelSpec
 
@@ -43,12 +44,13 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 @contextlib.contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
-    # open_clip logs "No pretrained weights loaded" at WARNING on the root logger; for our
-    # seeded built-ins random weights are the point, so that line would only alarm people.
+def _quiet_root_logger() -> Iterator[None]:
+    # open_clip logs to the root logger: "No pretrained weights loaded" (for our seeded
+    # built-ins, random weights are the point) and download failures, which we re-raise
+    # with a message that says what to do. Either line would only repeat or alarm.
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)
+    root.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
@@ -73,11 +75,19 @@ def _build(spec: ModelSpec, device: torch.device) -> tuple[Any, Any]:
             )
     if spec.is_local_file and not Path(spec.weights or "").is_file():
         raise ModelLoadError(f"checkpoint file not found: {spec.weights}")
+    if spec.weights and not spec.is_local_file:
+        hf_hub = open_clip.get_pretrained_cfg(spec.arch, spec.weights).get("hf_hub")
+        if hf_hub and not hub.is_cached(hf_hub):
+            reason = hub.unreachable_reason()
+            if reason:
+                raise ModelLoadError(
+                    _load_failure_message(spec, f"not in the local cache and {reason}")
+                )
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_quiet_root_logger())
             if spec.seed is not None:
                 stack.enter_context(torch.random.fork_rng(devices=[]))
-                stack.enter_context(_quiet_random_init_warning())
                 torch.manual_seed(spec.seed)
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=spec.weights, device=device
@@ -87,14 +97,14 @@ def _build(spec: ModelSpec, device: torch.device) -> tuple[Any, Any]:
     return model, preprocess
 
 
-def _load_failure_message(spec: ModelSpec, exc: BaseException) -> str:
+def _load_failure_message(spec: ModelSpec, exc: BaseException | str) -> str:
     if spec.is_local_file:
         return (
-            f"could not load checkpoint {spec.weights} into {spec.arch}: {exc}. "
+            f"could not load checkpoint {spec.weights} into {spec.arch}: {str(exc).rstrip('.')}. "
             "Check that the file is an open_clip/OpenAI CLIP state dict for this architecture."
         )
     return (
-        f"could not load the weights for {spec.text!r}: {exc}. "
+        f"could not load the weights for {spec.text!r}: {str(exc).rstrip('.')}. "
         "clipsearch downloads published weights once from the Hugging Face hub into its cache; "
         "on a machine without internet, download the checkpoint elsewhere (e.g. "
         "open_clip_pytorch_model.bin from the model's hub page) and pass "
