@@ -25,6 +25,7 @@ def is_cached(hf_hub: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
+    filenames: tuple[str, ...]
     if hf_hub.endswith("/"):
         repo_id, filenames = hf_hub.rstrip("/"), _WEIGHT_FILES
     else:
