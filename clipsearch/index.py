@@ -19,7 +19,8 @@ from clipsearch.errors import (
     QueryError,
 )
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
-from clipsearch.indexer.plan import make_plan
+from clipsearch.indexer.options import PipelineOptions
+from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import Skip, scan
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
 from clipsearch.search.searcher import Hit, Searcher
@@ -27,7 +28,7 @@ from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 
 if TYPE_CHECKING:
-    from clipsearch.indexer.pipeline import PipelineOptions
+    from clipsearch.indexer.pipeline import EmbedCounts
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
 
@@ -94,18 +95,12 @@ class Index:
         model: str | None = None,
         encoder: Encoder | None = None,
         device: str | None = None,
-        batch_size: int = 32,
-        workers: int = 2,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        progress: bool = False,
+        options: PipelineOptions | None = None,
     ) -> None:
         self.directory = directory
         self.db = db
         self.device = device
-        self.batch_size = batch_size
-        self.workers = workers
-        self.max_pixels = max_pixels
-        self.progress = progress
+        self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
         self._vectors: vi.FlatIndex | None = None
         recorded = _recorded_info(db)
@@ -212,20 +207,14 @@ class Index:
             vi.save_cache(self.directory, vectors, stamp)
         return summary
 
-    def _embed(self, jobs: Any, vectors: vi.FlatIndex) -> Any:
-        from clipsearch.indexer.pipeline import PipelineOptions, embed_files
+    def _embed(self, jobs: list[EmbedJob], vectors: vi.FlatIndex) -> EmbedCounts:
+        from clipsearch.indexer.pipeline import embed_files
 
         def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
             vectors.remove(replaced)
             vectors.add(ids, matrix)
 
-        options: PipelineOptions = PipelineOptions(
-            batch_size=self.batch_size,
-            workers=self.workers,
-            max_pixels=self.max_pixels,
-            progress=self.progress,
-        )
-        return embed_files(jobs, self.encoder, self.db, on_commit, options)
+        return embed_files(jobs, self.encoder, self.db, on_commit, self.options)
 
     # -- search ---------------------------------------------------------------------------
 
@@ -252,7 +241,7 @@ class Index:
         encoder = self.encoder
         try:
             decoded = decode_image(
-                str(path), encoder.preprocess, encoder.input_size, self.max_pixels
+                str(path), encoder.preprocess, encoder.input_size, self.options.max_pixels
             )
         except ImageDecodeError as exc:
             raise QueryError(f"query image {path}: {exc.reason}") from exc
@@ -310,17 +299,8 @@ def open_index(
     path = Path(directory).expanduser()
     db = Database.open(path, create=create)
     try:
-        return Index(
-            path,
-            db,
-            model=model,
-            encoder=encoder,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            max_pixels=max_pixels,
-            progress=progress,
-        )
+        options = PipelineOptions(batch_size, workers, max_pixels, progress)
+        return Index(path, db, model=model, encoder=encoder, device=device, options=options)
     except BaseException:
         db.close()
         raise

@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from clipsearch.errors import ImageDecodeError
 from clipsearch.indexer.decode import (
-    DEFAULT_MAX_PIXELS,
     DecodedImage,
     ImageFacts,
     decode_image,
     register_heif,
 )
+from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob
 from clipsearch.indexer.scan import Skip
 from clipsearch.models.base import Encoder
@@ -34,14 +34,6 @@ from clipsearch.storage.db import Database, ImageRecord
 #: Called after each committed batch with (row ids, their vectors, ids whose old vectors
 #: must be dropped first); the index facade keeps the FAISS index in step through it.
 OnCommit = Callable[[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]], None]
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    batch_size: int = 32
-    workers: int = 2
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    progress: bool = True
 
 
 @dataclass
