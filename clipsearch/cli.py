@@ -6,8 +6,11 @@ Results go to stdout (`--json` for machines); progress and errors go to stderr. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +159,93 @@ def stats(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
         return
     for key, value in facts.to_dict().items():
         typer.echo(f"{key:>18}: {value}")
+
+
+eval_app = typer.Typer(
+    help="Measure retrieval quality (Recall@K, zero-shot accuracy, mAP) on a labelled set.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+EvalDbOption = typer.Option(
+    None, "--db", help="Keep the evaluation index here (re-runs are incremental) [a temp dir]."
+)
+BaselineOption = typer.Option(None, "--baseline", help="A previous --json report: print deltas.")
+
+
+@contextlib.contextmanager
+def _eval_index(
+    db: Path | None, model: str | None, device: str | None, quiet: bool
+) -> Iterator[Index]:
+    """The evaluation index: `db` if given, else a temporary one removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        directory = (
+            db if db is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
+        settings = config.resolve(db=directory, model=model, device=device)
+        yield stack.enter_context(_open(settings, create=True, progress=not quiet))
+
+
+def _print_report(report: dict[str, Any], as_json: bool, baseline: Path | None) -> None:
+    from clipsearch.evaluation.report import format_table
+
+    if as_json:
+        _print_json(report)
+        return
+    previous = None
+    if baseline is not None:
+        try:
+            previous = json.loads(baseline.read_text())
+        except (OSError, ValueError) as exc:
+            raise _fail(ClipsearchError(f"cannot read baseline {baseline}: {exc}")) from None
+    typer.echo(format_table(report, previous))
+
+
+@eval_app.command("classes")
+def eval_classes(
+    root: Path = typer.Argument(..., help="Folder of class folders: ROOT/<class>/*.jpg."),
+    queries: Path | None = typer.Option(
+        None, "--queries", help='JSON list of {"query": ..., "class": ...}: precision@10 each.'
+    ),
+    db: Path | None = EvalDbOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    as_json: bool = JsonOption,
+    baseline: Path | None = BaselineOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Zero-shot accuracy (prompt ensembles), text→image precision@10 and mAP per class."""
+    from clipsearch.evaluation import evaluate_classes
+    from clipsearch.evaluation.classes import read_queries
+
+    try:
+        labelled = read_queries(queries) if queries is not None else []
+        with _eval_index(db, model, device, quiet) as idx:
+            report = evaluate_classes(idx, root, labelled)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    _print_report(report.to_dict(), as_json, baseline)
+
+
+@eval_app.command("captions")
+def eval_captions(
+    captions: Path = typer.Argument(..., help="CSV with an image,caption header."),
+    images: Path = typer.Option(..., "--images", help="Folder holding the CSV's images."),
+    db: Path | None = EvalDbOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    as_json: bool = JsonOption,
+    baseline: Path | None = BaselineOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Recall@1/5/10 and median rank, text→image and image→text (Flickr30k/COCO protocol)."""
+    from clipsearch.evaluation import evaluate_captions
+
+    try:
+        with _eval_index(db, model, device, quiet) as idx:
+            report = evaluate_captions(idx, images, captions)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    _print_report(report.to_dict(), as_json, baseline)
 
 
 def main() -> None:

@@ -257,13 +257,15 @@ class Index:
         """Images nearest to a text and/or an example image, best first."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        vectors = self._vector_index()
+        self._vector_index()  # an empty index fails here, before a model is loaded
         query = self.embed_query(text, image)
-        return Searcher(self.db, vectors).search(query, k)
+        return self.search_vectors(query[None, :], k)[0]
 
-    def search_vector(self, query: np.ndarray[Any, Any], k: int = 10) -> list[Hit]:
-        """Search with a ready-made unit vector in this index's space."""
-        return Searcher(self.db, self._vector_index()).search(query.astype(np.float32), k)
+    def search_vectors(self, queries: np.ndarray[Any, Any], k: int = 10) -> list[list[Hit]]:
+        """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch."""
+        searcher = Searcher(self.db, self._vector_index())
+        matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k)
+        return [[Hit(m.id, m.label, m.score) for m in row] for row in matches]
 
     # -- facts ----------------------------------------------------------------------------
 

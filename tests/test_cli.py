@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -134,10 +135,18 @@ def test_settings_come_from_env_and_config_file(
 
 def test_every_command_is_documented_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
-    commands = [
-        c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands
-    ]
-    assert commands
+
+    def names(typer_app: Any, prefix: str) -> list[str]:
+        found = [
+            prefix + (c.name or (c.callback.__name__ if c.callback else ""))
+            for c in typer_app.registered_commands
+        ]
+        for group in typer_app.registered_groups:
+            found += names(group.typer_instance, f"{prefix}{group.name} ")
+        return found
+
+    commands = names(app, "")
+    assert "eval captions" in commands and "index" in commands
     for name in commands:
         assert f"clipsearch {name}" in readme, f"`clipsearch {name}` is missing from README.md"
 

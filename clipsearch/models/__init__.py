@@ -6,7 +6,7 @@ Importing this package does not import torch; `load_encoder` does.
 from __future__ import annotations
 
 from clipsearch.models.base import Encoder, ModelInfo
-from clipsearch.models.spec import BUILTINS, DEFAULT_MODEL, ModelSpec, parse_model_spec
+from clipsearch.models.spec import BUILTINS, DEFAULT_MODEL, MINI_ARCH, ModelSpec, parse_model_spec
 
 __all__ = [
     "BUILTINS",
@@ -22,8 +22,12 @@ __all__ = [
 def load_encoder(spec: str | ModelSpec, device: str | None = None) -> Encoder:
     """Build the encoder a spec names (downloading published weights once if needed)."""
     from clipsearch._malloc import keep_freed_memory
-    from clipsearch.models.openclip import OpenClipEncoder
+    from clipsearch.models.openclip import load_open_clip, resolve_device
 
     keep_freed_memory()
     parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
-    return OpenClipEncoder(parsed, device=device)
+    if parsed.arch == MINI_ARCH:
+        from clipsearch.models.mini import load_mini
+
+        return load_mini(parsed, resolve_device(device))
+    return load_open_clip(parsed, device=device)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import open_clip
 import torch
-from PIL import Image
 
 from clipsearch.errors import ModelLoadError, ModelSpecError
 from clipsearch.models import hub
-from clipsearch.models.base import ModelInfo
+from clipsearch.models.clip_encoder import ClipEncoder
 from clipsearch.models.spec import ModelSpec
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -112,46 +110,17 @@ def _load_failure_message(spec: ModelSpec, exc: BaseException | str) -> str:
     )
 
 
-class OpenClipEncoder:
+def load_open_clip(spec: ModelSpec, device: str | None = None) -> ClipEncoder:
     """An open_clip model in inference mode, with its own preprocessing and tokenizer."""
-
-    def __init__(self, spec: ModelSpec, device: str | None = None) -> None:
-        self.spec = spec
-        self.device = resolve_device(device)
-        model, preprocess = _build(spec, self.device)
-        model.eval()
-        self.model: Any = model
-        self.preprocess: Callable[[Image.Image], torch.Tensor] = preprocess
-        self.tokenizer = open_clip.get_tokenizer(spec.arch)
-        size = self.model.visual.image_size
-        self.input_size = int(size[0] if isinstance(size, tuple | list) else size)
-        with torch.inference_mode():
-            dim = int(self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1])
-        self.info = ModelInfo(spec=spec.text, identity=spec.identity, dim=dim)
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        # fp16 on CUDA halves memory traffic; on CPU autocast to bf16 is 8x slower here.
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
-
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
-        with torch.inference_mode(), self._autocast():
-            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
-        return _normalise(features)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        chunks = []
-        for start in range(0, len(texts), _TEXT_BATCH):
-            tokens = self.tokenizer(list(texts[start : start + _TEXT_BATCH])).to(self.device)
-            with torch.inference_mode(), self._autocast():
-                chunks.append(_normalise(self.model.encode_text(tokens)))
-        if not chunks:
-            return np.zeros((0, self.info.dim), dtype=np.float32)
-        return np.concatenate(chunks)
-
-
-def _normalise(features: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
-    out = features.float()
-    out = out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
+    resolved = resolve_device(device)
+    model, preprocess = _build(spec, resolved)
+    size = model.visual.image_size
+    return ClipEncoder(
+        model,
+        preprocess,
+        open_clip.get_tokenizer(spec.arch),
+        input_size=int(size[0] if isinstance(size, tuple | list) else size),
+        spec=spec.text,
+        identity=spec.identity,
+        device=resolved,
+    )

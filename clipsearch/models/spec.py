@@ -26,14 +26,28 @@ from clipsearch.errors import ModelSpecError
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 
 
+#: The shipped weights of the offline reference model (see clipsearch/models/mini.py).
+MINI_ARCH = "clipsearch-mini"
+MINI_CHECKPOINT = Path(__file__).parent / "weights" / "clipsearch-mini.pt"
+
+
 @dataclass(frozen=True)
 class Builtin:
     arch: str
-    seed: int
     description: str
+    seed: int | None = None  # random init with this seed
+    weights: str | None = None  # or these weights
 
 
 BUILTINS: dict[str, Builtin] = {
+    "clipsearch-mini": Builtin(
+        arch=MINI_ARCH,
+        weights=str(MINI_CHECKPOINT),
+        description=(
+            "the offline reference model: a small CNN image tower trained by this project "
+            "against the locked all-MiniLM-L6-v2 text tower; real signal, ships with the package"
+        ),
+    ),
     "tiny-random": Builtin(
         arch="clipsearch-tiny",
         seed=0,
@@ -86,7 +100,7 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise ModelSpecError("empty model spec; try e.g. 'tiny-random' or 'ViT-B-32:openai'")
     if text in BUILTINS:
         builtin = BUILTINS[text]
-        return ModelSpec(text=text, arch=builtin.arch, weights=None, seed=builtin.seed)
+        return ModelSpec(text=text, arch=builtin.arch, weights=builtin.weights, seed=builtin.seed)
     if text.startswith(("hf-hub:", "local-dir:")):
         return ModelSpec(text=text, arch=text, weights=None)
     arch, sep, weights = text.partition(":")

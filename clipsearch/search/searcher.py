@@ -1,25 +1,29 @@
 """Two-stage search: ANN candidates from the vector index, then exact rescoring.
 
 The vector index may be approximate (and later quantised); the final order is always the
-exact cosine on the vectors stored in SQLite, so ANN error can drop a far candidate but never
-reorders the top-k.
+exact cosine on the stored vectors, so ANN error can drop a far candidate but never
+reorders the top-k. Many queries at once go through FAISS's batched search and one fetch of
+the candidates' vectors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from clipsearch.storage.db import Database
 from clipsearch.storage.vector_index import VectorIndex
 
 DEFAULT_OVERSAMPLE = 4
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One image found by a search."""
+
     id: int
     path: str
     score: float
@@ -28,32 +32,77 @@ class Hit:
         return asdict(self)
 
 
+class Match(NamedTuple):
+    """A stored item (image or text) and its exact score for one query."""
+
+    id: int
+    label: str
+    score: float
+
+
+class VectorStore(Protocol):
+    """Where exact vectors come from: the database, or an in-memory collection."""
+
+    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
+        """The rows that exist among `ids`, as (ids, labels, matrix), in any order."""
+        ...
+
+
+class InMemoryStore:
+    """A fixed collection of labelled vectors whose ids are their positions."""
+
+    def __init__(self, labels: Sequence[str], vectors: Matrix) -> None:
+        self.labels = list(labels)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
+        found = [i for i in ids if 0 <= i < len(self.labels)]
+        return found, [self.labels[i] for i in found], self.vectors[found]
+
+
 def rank_exact(
-    query: np.ndarray[Any, Any],
-    ids: list[int],
-    paths: list[str],
-    vectors: np.ndarray[Any, Any],
-    k: int,
-) -> list[Hit]:
+    query: np.ndarray[Any, Any], ids: Sequence[int], labels: Sequence[str], vectors: Matrix, k: int
+) -> list[Match]:
     """The k best of the given rows by exact inner product; ties broken by id."""
-    if not ids:
+    if len(ids) == 0:
         return []
     scores = vectors @ query.astype(np.float32)
     order = np.lexsort((np.asarray(ids), -scores))[:k]
-    return [Hit(id=ids[i], path=paths[i], score=float(scores[i])) for i in order]
+    return [Match(int(ids[i]), labels[i], float(scores[i])) for i in order]
 
 
 class Searcher:
     def __init__(
-        self, db: Database, index: VectorIndex, oversample: int = DEFAULT_OVERSAMPLE
+        self, store: VectorStore, index: VectorIndex, oversample: int = DEFAULT_OVERSAMPLE
     ) -> None:
-        self.db = db
+        self.store = store
         self.index = index
         self.oversample = oversample
 
-    def search(self, query: np.ndarray[Any, Any], k: int) -> list[Hit]:
-        """`query`: one unit vector (dim,). Returns up to k hits, best first."""
-        _, candidate_ids = self.index.search(query[None, :], k * self.oversample)
-        candidates = [int(i) for i in candidate_ids[0] if i >= 0]
-        ids, paths, vectors = self.db.vectors_for(candidates)
-        return rank_exact(query, ids, paths, vectors, k)
+    def search(self, query: np.ndarray[Any, Any], k: int) -> list[Match]:
+        """`query`: one unit vector (dim,). Up to k matches, best first."""
+        return self.search_many(query[None, :], k)[0]
+
+    def search_many(self, queries: np.ndarray[Any, Any], k: int) -> list[list[Match]]:
+        """(Q, dim) unit vectors -> for each, up to k matches, best first."""
+        _, candidates = self.index.search(queries, k * self.oversample)
+        wanted = np.unique(candidates[candidates >= 0])
+        ids, labels, vectors = self.store.vectors_for(wanted.tolist())
+        if not ids:
+            return [[] for _ in range(len(queries))]
+        order = np.argsort(ids)
+        sorted_ids = np.asarray(ids)[order]
+        results = []
+        for query, row in zip(queries, candidates, strict=True):
+            row = row[row >= 0]
+            at = np.searchsorted(sorted_ids, row)
+            present = (at < len(sorted_ids)) & (
+                sorted_ids[np.minimum(at, len(sorted_ids) - 1)] == row
+            )
+            rows = order[at[present]]
+            results.append(
+                rank_exact(
+                    query, [ids[r] for r in rows], [labels[r] for r in rows], vectors[rows], k
+                )
+            )
+        return results

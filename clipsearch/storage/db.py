@@ -134,6 +134,12 @@ class Database:
         with Session(self.engine) as session:
             return [StoredFile(*row) for row in session.execute(stmt)]
 
+    def ids_by_path(self) -> dict[str, int]:
+        with Session(self.engine) as session:
+            return {
+                path: row_id for path, row_id in session.execute(select(ImageRow.path, ImageRow.id))
+            }
+
     def known_hashes(self) -> set[str]:
         with Session(self.engine) as session:
             return set(session.scalars(select(ImageRow.sha256).distinct()))

@@ -1,0 +1,104 @@
+"""Captioned collections: Recall@K and median rank, text→image and image→text.
+
+The protocol of the CLIP paper on Flickr30k / MSCOCO: every caption is a text→image query
+whose one relevant hit is its image; every image is an image→text query for which any of its
+captions is relevant. Images go through the real indexer and the two-stage searcher; the
+captions become a text collection searched the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import QueryError
+from clipsearch.evaluation.collection import image_ids, stored_image_vectors, text_searcher
+from clipsearch.evaluation.metrics import first_relevant_rank, median_rank, recall_at
+from clipsearch.index import Index
+
+KS = (1, 5, 10)
+
+
+@dataclass
+class CaptionReport:
+    images: int
+    captions: int
+    text_to_image: dict[str, float] = field(default_factory=dict)
+    image_to_text: dict[str, float] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)  # Recall@10 of a random ranking
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_captions(path: Path) -> list[tuple[str, str]]:
+    """(image, caption) rows of a CSV with an `image,caption` header; bad rows are an error."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
+                raise QueryError(f"{path}: needs a header with 'image' and 'caption' columns")
+            rows = [(r["image"].strip(), (r["caption"] or "").strip()) for r in reader]
+    except OSError as exc:
+        raise QueryError(f"cannot read captions file {path}: {exc.strerror or exc}") from exc
+    empty = [i + 2 for i, (image, caption) in enumerate(rows) if not image or not caption]
+    if empty:
+        raise QueryError(f"{path}: empty image or caption on lines {empty[:10]}")
+    if not rows:
+        raise QueryError(f"{path}: no captions")
+    return rows
+
+
+def _chance_recall(pool: int, relevant: int, k: int) -> float:
+    """P(at least one of `relevant` items in a random top-k out of `pool`)."""
+    if k >= pool:
+        return 1.0
+    return 1.0 - math.comb(pool - relevant, k) / math.comb(pool, k)
+
+
+def evaluate_captions(index: Index, images: Path, captions_csv: Path) -> CaptionReport:
+    rows = read_captions(captions_csv)
+    index.add([images])
+    names = list(dict.fromkeys(image for image, _ in rows))
+    ids = image_ids(index, [os.path.abspath(images / name) for name in names])
+    id_of = dict(zip(names, ids, strict=True))
+    captions = [caption for _, caption in rows]
+    caption_vectors = index.encoder.encode_texts(captions)
+    pool = index.db.count()
+
+    hits = index.search_vectors(caption_vectors, k=pool)
+    t2i = first_relevant_rank(
+        [[h.id for h in row] for row in hits], [{id_of[image]} for image, _ in rows]
+    )
+
+    captions_of: dict[int, set[int]] = {}
+    for position, (image, _) in enumerate(rows):
+        captions_of.setdefault(id_of[image], set()).add(position)
+    matches = text_searcher(captions, caption_vectors).search_many(
+        stored_image_vectors(index, ids), k=len(captions)
+    )
+    i2t = first_relevant_rank(
+        [[m.id for m in row] for row in matches], [captions_of[i] for i in ids]
+    )
+
+    per_image = len(captions) / len(names)
+    return CaptionReport(
+        images=len(names),
+        captions=len(captions),
+        text_to_image={
+            **{f"R@{k}": recall_at(t2i, k) for k in KS},
+            "median_rank": median_rank(t2i),
+        },
+        image_to_text={
+            **{f"R@{k}": recall_at(i2t, k) for k in KS},
+            "median_rank": median_rank(i2t),
+        },
+        chance={
+            "text_to_image_R@10": _chance_recall(pool, 1, 10),
+            "image_to_text_R@10": _chance_recall(len(captions), round(per_image), 10),
+        },
+    )

@@ -1,0 +1,128 @@
+"""Class-folder collections (`root/<class>/*.jpg`): zero-shot accuracy and text→image
+precision@10 / mAP per class, as in the CLIP paper (prompt templates, template ensembling).
+
+Zero-shot classification is image→text retrieval over one ensembled prompt vector per class,
+with the images' stored vectors as queries; text→image uses the same ensembled vectors (and
+optional free-text queries) against the image index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsearch.errors import QueryError
+from clipsearch.evaluation.collection import ensemble, stored_image_vectors, text_searcher
+from clipsearch.evaluation.metrics import average_precision, precision_at
+from clipsearch.index import Index
+from clipsearch.indexer.scan import scan
+
+#: Prompt templates in the style of CLIP's CIFAR-10 prompt engineering.
+TEMPLATES = (
+    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.",
+    "a low contrast photo of a {}.", "a high contrast photo of a {}.", "a bad photo of a {}.",
+    "a good photo of a {}.", "a photo of a small {}.", "a photo of a big {}.",
+    "a photo of the {}.", "a blurry photo of the {}.", "a bad photo of the {}.",
+    "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    query: str
+    label: str
+
+
+@dataclass
+class ClassReport:
+    images: int
+    classes: list[str]
+    zero_shot_accuracy: float = 0.0
+    accuracy_per_class: dict[str, float] = field(default_factory=dict)
+    precision_at_10: dict[str, float] = field(default_factory=dict)  # class prompt -> images
+    mean_precision_at_10: float = 0.0
+    average_precision: dict[str, float] = field(default_factory=dict)
+    mean_average_precision: float = 0.0
+    queries: list[dict[str, Any]] = field(default_factory=list)  # free-text queries
+    mean_query_precision_at_10: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_queries(path: Path) -> list[LabelledQuery]:
+    """`[{"query": ..., "class": ...}, ...]`, or an object with such a list under "queries"."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise QueryError(f"cannot read queries file {path}: {exc}") from exc
+    items = data.get("queries", []) if isinstance(data, dict) else data
+    try:
+        return [LabelledQuery(str(q["query"]), str(q["class"])) for q in items]
+    except (TypeError, KeyError) as exc:
+        raise QueryError(f'{path}: each query needs "query" and "class" fields') from exc
+
+
+def class_of(path: str) -> str:
+    return os.path.basename(os.path.dirname(path))
+
+
+def evaluate_classes(
+    index: Index,
+    root: Path,
+    queries: Sequence[LabelledQuery] = (),
+    templates: Sequence[str] = TEMPLATES,
+) -> ClassReport:
+    index.add([root])
+    paths = [f.path for f in scan([root]).files]
+    by_path = index.db.ids_by_path()
+    ids = [by_path[p] for p in paths if p in by_path]
+    label_of = {by_path[p]: class_of(p) for p in paths if p in by_path}
+    classes = sorted(set(label_of.values()))
+    if len(classes) < 2:
+        raise QueryError(f"{root}: needs at least two class folders with images")
+    unknown = sorted({q.label for q in queries} - set(classes))
+    if unknown:
+        raise QueryError(f"queries name classes that are not folders of {root}: {unknown}")
+
+    prompts = [t.format(c.replace("_", " ")) for c in classes for t in templates]
+    prompt_vectors = index.encoder.encode_texts(prompts).reshape(len(classes), len(templates), -1)
+    class_vectors = np.stack([ensemble(v) for v in prompt_vectors])
+
+    predicted = text_searcher(classes, class_vectors).search_many(
+        stored_image_vectors(index, ids), k=1
+    )
+    correct = {c: [0, 0] for c in classes}
+    for image_id, best in zip(ids, predicted, strict=True):
+        truth = label_of[image_id]
+        correct[truth][1] += 1
+        correct[truth][0] += int(best[0].label == truth)
+    report = ClassReport(images=len(ids), classes=classes)
+    report.zero_shot_accuracy = sum(c for c, _ in correct.values()) / len(ids)
+    report.accuracy_per_class = {c: hit / total for c, (hit, total) in correct.items()}
+
+    members = {c: {i for i in ids if label_of[i] == c} for c in classes}
+    pool = index.db.count()
+    class_hits = index.search_vectors(class_vectors, k=pool)
+    for c, hits in zip(classes, class_hits, strict=True):
+        ranked = [h.id for h in hits]
+        report.precision_at_10[c] = precision_at(ranked, members[c], 10)
+        report.average_precision[c] = average_precision(ranked, members[c])
+    report.mean_precision_at_10 = float(np.mean(list(report.precision_at_10.values())))
+    report.mean_average_precision = float(np.mean(list(report.average_precision.values())))
+
+    if queries:
+        query_vectors = index.encoder.encode_texts([q.query for q in queries])
+        for q, hits in zip(queries, index.search_vectors(query_vectors, k=10), strict=True):
+            p10 = precision_at([h.id for h in hits], members[q.label], 10)
+            report.queries.append({"query": q.query, "class": q.label, "precision_at_10": p10})
+        report.mean_query_precision_at_10 = float(
+            np.mean([q["precision_at_10"] for q in report.queries])
+        )
+    return report

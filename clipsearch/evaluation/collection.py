@@ -1,0 +1,47 @@
+"""Helpers shared by the evaluations: texts as a searchable collection, stored image vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clipsearch.errors import QueryError
+from clipsearch.index import Index
+from clipsearch.search.searcher import InMemoryStore, Searcher
+from clipsearch.storage.vector_index import FlatIndex
+
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def text_searcher(labels: Sequence[str], vectors: Matrix) -> Searcher:
+    """Texts searched the way images are: FAISS candidates, then exact rescoring."""
+    index = FlatIndex(vectors.shape[1])
+    index.add(np.arange(len(labels), dtype=np.int64), vectors)
+    return Searcher(InMemoryStore(labels, vectors), index)
+
+
+def stored_image_vectors(index: Index, ids: Sequence[int]) -> Matrix:
+    """The vectors the index holds for these image ids, in this order (no re-encoding)."""
+    found, _, matrix = index.db.vectors_for(list(ids))
+    position = {row_id: i for i, row_id in enumerate(found)}
+    return matrix[[position[i] for i in ids]]
+
+
+def image_ids(index: Index, paths: Sequence[str]) -> list[int]:
+    """Row ids of these image paths; a clear error naming the ones that are not indexed."""
+    by_path = index.db.ids_by_path()
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise QueryError(f"{len(missing)} evaluation images are not in the index: {shown}")
+    return [by_path[p] for p in paths]
+
+
+def ensemble(vectors: Matrix) -> Matrix:
+    """Template ensembling: the normalised mean of normalised prompt embeddings."""
+    mean = vectors.mean(axis=0)
+    return np.asarray(mean / np.linalg.norm(mean), dtype=np.float32)
