@@ -45,6 +45,7 @@ DeviceOption = typer.Option(
     None, "--device", help="cpu, cuda or cuda:N [default: cuda if available]."
 )
 JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
 def _fail(exc: ClipsearchError) -> typer.Exit:
@@ -87,7 +88,7 @@ def index(
         help="Skip images larger than this (decompression-bomb guard) [150e6].",
     ),
     as_json: bool = JsonOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = QuietOption,
 ) -> None:
     """Add images to the index; a re-run embeds only new or changed files."""
     try:
@@ -170,6 +171,9 @@ EvalDbOption = typer.Option(
     None, "--db", help="Keep the evaluation index here (re-runs are incremental) [a temp dir]."
 )
 BaselineOption = typer.Option(None, "--baseline", help="A previous --json report: print deltas.")
+AnnOption = typer.Option(
+    False, "--ann", help="Candidates from an HNSW index instead of exact search (Recall@K only)."
+)
 
 
 @contextlib.contextmanager
@@ -211,7 +215,8 @@ def eval_classes(
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
     baseline: Path | None = BaselineOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ann: bool = AnnOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Zero-shot accuracy (prompt ensembles), text→image precision@10 and mAP per class."""
     from clipsearch.evaluation import evaluate_classes
@@ -220,7 +225,7 @@ def eval_classes(
     try:
         labelled = read_queries(queries) if queries is not None else []
         with _eval_index(db, model, device, quiet) as idx:
-            report = evaluate_classes(idx, root, labelled)
+            report = evaluate_classes(idx, root, labelled, ann=ann)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     _print_report(report.to_dict(), as_json, baseline)
@@ -235,14 +240,15 @@ def eval_captions(
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
     baseline: Path | None = BaselineOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ann: bool = AnnOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Recall@1/5/10 and median rank, text→image and image→text (Flickr30k/COCO protocol)."""
     from clipsearch.evaluation import evaluate_captions
 
     try:
         with _eval_index(db, model, device, quiet) as idx:
-            report = evaluate_captions(idx, images, captions)
+            report = evaluate_captions(idx, images, captions, ann=ann)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     _print_report(report.to_dict(), as_json, baseline)

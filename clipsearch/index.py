@@ -145,7 +145,7 @@ class Index:
             self._encoder = load_encoder(self._model_spec, device=self.device)
         return self._encoder
 
-    def _vector_index(self) -> vi.FlatIndex:
+    def vector_index(self) -> vi.FlatIndex:
         if self._vectors is None:
             info = self.model_info
             if info is None:
@@ -187,7 +187,7 @@ class Index:
         if plan.embed:
             self._record_model()
         info = self.model_info
-        vectors = self._vector_index() if info is not None else None
+        vectors = self.vector_index() if info is not None else None
         try:
             self.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
             if vectors is not None:
@@ -257,13 +257,13 @@ class Index:
         """Images nearest to a text and/or an example image, best first."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        self._vector_index()  # an empty index fails here, before a model is loaded
+        self.vector_index()  # an empty index fails here, before a model is loaded
         query = self.embed_query(text, image)
         return self.search_vectors(query[None, :], k)[0]
 
     def search_vectors(self, queries: np.ndarray[Any, Any], k: int = 10) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch."""
-        searcher = Searcher(self.db, self._vector_index())
+        searcher = Searcher(self.db, self.vector_index())
         matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k)
         return [[Hit(m.id, m.label, m.score) for m in row] for row in matches]
 

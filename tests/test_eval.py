@@ -141,6 +141,33 @@ def test_caption_evaluation_on_an_oracle(colour_index: Any, tmp_path: Path) -> N
     assert report.chance["text_to_image_R@10"] == 1.0  # 10 >= 3 images: any ranking hits
 
 
+def test_ann_candidates_are_measured_through_hnsw(colour_index: Any, tmp_path: Path) -> None:
+    for name, rgb in COLOURS.items():
+        for i in range(12):
+            _solid(tmp_path / "classes" / name / f"{i}.png", rgb, jitter=i)
+    report = evaluate_classes(colour_index, tmp_path / "classes", ann=True)
+    assert report.search == "hnsw" and report.zero_shot_accuracy == 1.0
+    assert report.mean_precision_at_10 == 1.0
+
+
+def test_hnsw_finds_nearly_what_exact_search_finds() -> None:
+    from clipsearch.storage.vector_index import FlatIndex, HNSWIndex
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 32))
+    data = centres[rng.integers(0, 50, 5000)] + 0.3 * rng.normal(size=(5000, 32))
+    data = (data / np.linalg.norm(data, axis=1, keepdims=True)).astype(np.float32)
+    ids = np.arange(100, 5100, dtype=np.int64)
+    exact, approx = FlatIndex(32), HNSWIndex(32)
+    exact.add(ids, data)
+    approx.add(ids, data)
+    queries = data[:200] + 0.05
+    _, truth = exact.search(queries, 10)
+    _, found = approx.search(queries, 10)
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+    assert recall > 0.9
+
+
 def test_bad_caption_files_are_clear_errors(colour_index: Any, tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     bad = tmp_path / "bad.csv"

@@ -16,8 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import QueryError
-from clipsearch.evaluation.collection import image_ids, stored_image_vectors, text_searcher
-from clipsearch.evaluation.metrics import first_relevant_rank, median_rank, recall_at
+from clipsearch.evaluation.collection import (
+    ANN_DEPTH,
+    image_ids,
+    image_searcher,
+    stored_image_vectors,
+    text_searcher,
+)
+from clipsearch.evaluation.metrics import Ranks, first_relevant_rank, median_rank, recall_at
 from clipsearch.index import Index
 
 KS = (1, 5, 10)
@@ -27,6 +33,7 @@ KS = (1, 5, 10)
 class CaptionReport:
     images: int
     captions: int
+    search: str  # "exact", or "hnsw" for ANN candidates
     text_to_image: dict[str, float] = field(default_factory=dict)
     image_to_text: dict[str, float] = field(default_factory=dict)
     chance: dict[str, float] = field(default_factory=dict)  # Recall@10 of a random ranking
@@ -60,7 +67,10 @@ def _chance_recall(pool: int, relevant: int, k: int) -> float:
     return 1.0 - math.comb(pool - relevant, k) / math.comb(pool, k)
 
 
-def evaluate_captions(index: Index, images: Path, captions_csv: Path) -> CaptionReport:
+def evaluate_captions(
+    index: Index, images: Path, captions_csv: Path, ann: bool = False
+) -> CaptionReport:
+    """`ann`: candidates from an HNSW index instead of exact search, to see what ANN costs."""
     rows = read_captions(captions_csv)
     index.add([images])
     names = list(dict.fromkeys(image for image, _ in rows))
@@ -70,7 +80,7 @@ def evaluate_captions(index: Index, images: Path, captions_csv: Path) -> Caption
     caption_vectors = index.encoder.encode_texts(captions)
     pool = index.db.count()
 
-    hits = index.search_vectors(caption_vectors, k=pool)
+    hits = image_searcher(index, ann).search_many(caption_vectors, ANN_DEPTH if ann else pool)
     t2i = first_relevant_rank(
         [[h.id for h in row] for row in hits], [{id_of[image]} for image, _ in rows]
     )
@@ -78,25 +88,27 @@ def evaluate_captions(index: Index, images: Path, captions_csv: Path) -> Caption
     captions_of: dict[int, set[int]] = {}
     for position, (image, _) in enumerate(rows):
         captions_of.setdefault(id_of[image], set()).add(position)
-    matches = text_searcher(captions, caption_vectors).search_many(
-        stored_image_vectors(index, ids), k=len(captions)
+    matches = text_searcher(captions, caption_vectors, ann).search_many(
+        stored_image_vectors(index, ids), k=ANN_DEPTH if ann else len(captions)
     )
     i2t = first_relevant_rank(
         [[m.id for m in row] for row in matches], [captions_of[i] for i in ids]
     )
 
     per_image = len(captions) / len(names)
+
+    def summary(ranks: Ranks) -> dict[str, float]:
+        out = {f"R@{k}": recall_at(ranks, k) for k in KS}
+        if not ann:
+            out["median_rank"] = median_rank(ranks)
+        return out
+
     return CaptionReport(
         images=len(names),
         captions=len(captions),
-        text_to_image={
-            **{f"R@{k}": recall_at(t2i, k) for k in KS},
-            "median_rank": median_rank(t2i),
-        },
-        image_to_text={
-            **{f"R@{k}": recall_at(i2t, k) for k in KS},
-            "median_rank": median_rank(i2t),
-        },
+        search="hnsw" if ann else "exact",
+        text_to_image=summary(t2i),
+        image_to_text=summary(i2t),
         chance={
             "text_to_image_R@10": _chance_recall(pool, 1, 10),
             "image_to_text_R@10": _chance_recall(len(captions), round(per_image), 10),

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 
 from clipsearch.errors import QueryError
-from clipsearch.evaluation.collection import ensemble, stored_image_vectors, text_searcher
+from clipsearch.evaluation.collection import (
+    ANN_DEPTH,
+    ensemble,
+    image_searcher,
+    stored_image_vectors,
+    text_searcher,
+)
 from clipsearch.evaluation.metrics import average_precision, precision_at
 from clipsearch.index import Index
 from clipsearch.indexer.scan import scan
@@ -43,6 +49,7 @@ class LabelledQuery:
 class ClassReport:
     images: int
     classes: list[str]
+    search: str  # "exact", or "hnsw" for ANN candidates
     zero_shot_accuracy: float = 0.0
     accuracy_per_class: dict[str, float] = field(default_factory=dict)
     precision_at_10: dict[str, float] = field(default_factory=dict)  # class prompt -> images
@@ -78,7 +85,9 @@ def evaluate_classes(
     root: Path,
     queries: Sequence[LabelledQuery] = (),
     templates: Sequence[str] = TEMPLATES,
+    ann: bool = False,
 ) -> ClassReport:
+    """`ann`: candidates from an HNSW index; average precision then covers the top 10 only."""
     index.add([root])
     paths = [f.path for f in scan([root]).files]
     by_path = index.db.ids_by_path()
@@ -95,7 +104,7 @@ def evaluate_classes(
     prompt_vectors = index.encoder.encode_texts(prompts).reshape(len(classes), len(templates), -1)
     class_vectors = np.stack([ensemble(v) for v in prompt_vectors])
 
-    predicted = text_searcher(classes, class_vectors).search_many(
+    predicted = text_searcher(classes, class_vectors, ann).search_many(
         stored_image_vectors(index, ids), k=1
     )
     correct = {c: [0, 0] for c in classes}
@@ -103,13 +112,13 @@ def evaluate_classes(
         truth = label_of[image_id]
         correct[truth][1] += 1
         correct[truth][0] += int(best[0].label == truth)
-    report = ClassReport(images=len(ids), classes=classes)
+    report = ClassReport(images=len(ids), classes=classes, search="hnsw" if ann else "exact")
     report.zero_shot_accuracy = sum(c for c, _ in correct.values()) / len(ids)
     report.accuracy_per_class = {c: hit / total for c, (hit, total) in correct.items()}
 
     members = {c: {i for i in ids if label_of[i] == c} for c in classes}
-    pool = index.db.count()
-    class_hits = index.search_vectors(class_vectors, k=pool)
+    searcher = image_searcher(index, ann)
+    class_hits = searcher.search_many(class_vectors, ANN_DEPTH if ann else index.db.count())
     for c, hits in zip(classes, class_hits, strict=True):
         ranked = [h.id for h in hits]
         report.precision_at_10[c] = precision_at(ranked, members[c], 10)
@@ -119,7 +128,7 @@ def evaluate_classes(
 
     if queries:
         query_vectors = index.encoder.encode_texts([q.query for q in queries])
-        for q, hits in zip(queries, index.search_vectors(query_vectors, k=10), strict=True):
+        for q, hits in zip(queries, searcher.search_many(query_vectors, 10), strict=True):
             p10 = precision_at([h.id for h in hits], members[q.label], 10)
             report.queries.append({"query": q.query, "class": q.label, "precision_at_10": p10})
         report.mean_query_precision_at_10 = float(

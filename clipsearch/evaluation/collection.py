@@ -10,16 +10,31 @@ import numpy as np
 from clipsearch.errors import QueryError
 from clipsearch.index import Index
 from clipsearch.search.searcher import InMemoryStore, Searcher
-from clipsearch.storage.vector_index import FlatIndex
+from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, fill_from_db
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
+#: With `ann`, retrieval stops at this depth: an ANN index answers top-k questions, so only
+#: Recall@K (K <= 10) is measured, and median rank is left out.
+ANN_DEPTH = 10
 
-def text_searcher(labels: Sequence[str], vectors: Matrix) -> Searcher:
+
+def text_searcher(labels: Sequence[str], vectors: Matrix, ann: bool = False) -> Searcher:
     """Texts searched the way images are: FAISS candidates, then exact rescoring."""
-    index = FlatIndex(vectors.shape[1])
+    index = HNSWIndex(vectors.shape[1]) if ann else FlatIndex(vectors.shape[1])
     index.add(np.arange(len(labels), dtype=np.int64), vectors)
     return Searcher(InMemoryStore(labels, vectors), index)
+
+
+def image_searcher(index: Index, ann: bool = False) -> Searcher:
+    """The index's own two-stage searcher, or one whose candidates come from HNSW."""
+    if not ann:
+        return Searcher(index.db, index.vector_index())
+    info = index.model_info
+    assert info is not None
+    graph = HNSWIndex(info.dim)
+    fill_from_db(graph, index.db)
+    return Searcher(index.db, graph)
 
 
 def stored_image_vectors(index: Index, ids: Sequence[int]) -> Matrix:

@@ -47,8 +47,40 @@ def faiss_gpu_count() -> int:
     return int(get()) if get is not None else 0
 
 
-class FlatIndex:
-    """Exact inner-product search (`IndexFlatIP`) with our database ids (`IndexIDMap2`).
+class _IdMappedIndex:
+    """A FAISS index addressed by our database ids (`IndexIDMap2` around `inner`)."""
+
+    kind = "?"
+
+    def __init__(self, dim: int, inner: Any) -> None:
+        self.dim = dim
+        # Typed Any: faiss's stubs miss the numpy overloads its Python wrappers accept.
+        self.index: Any = (
+            inner if isinstance(inner, faiss.IndexIDMap2) else faiss.IndexIDMap2(inner)
+        )
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: IdArray, vectors: Matrix) -> None:
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(ids, dtype=np.int64),
+            )
+
+    def _searchable(self) -> Any:
+        return self.index
+
+    def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
+        k = max(1, min(k, self.ntotal))
+        scores, ids = self._searchable().search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, ids
+
+
+class FlatIndex(_IdMappedIndex):
+    """Exact inner-product search (`IndexFlatIP`).
 
     The CPU index is the one kept and saved. When FAISS sees GPUs, searches run on a GPU copy
     made on first search after a change (adds and removes go to the CPU index).
@@ -57,9 +89,7 @@ class FlatIndex:
     kind = "flat-ip"
 
     def __init__(self, dim: int, index: Any | None = None) -> None:
-        self.dim = dim
-        # Typed Any: faiss's stubs miss the numpy overloads its Python wrappers accept.
-        self.index: Any = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        super().__init__(dim, index if index is not None else faiss.IndexFlatIP(dim))
         self._gpu_copy: Any | None = None
 
     def _searchable(self) -> Any:
@@ -72,27 +102,14 @@ class FlatIndex:
                 return self.index
         return self._gpu_copy
 
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
     def add(self, ids: IdArray, vectors: Matrix) -> None:
         self._gpu_copy = None
-        if len(ids):
-            self.index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32),
-                np.ascontiguousarray(ids, dtype=np.int64),
-            )
+        super().add(ids, vectors)
 
     def remove(self, ids: IdArray) -> None:
         self._gpu_copy = None
         if len(ids):
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
-
-    def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
-        k = max(1, min(k, self.ntotal))
-        scores, ids = self._searchable().search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return scores, ids
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
@@ -102,11 +119,30 @@ class FlatIndex:
         return cls(dim, faiss.read_index(str(path)))
 
 
+class HNSWIndex(_IdMappedIndex):
+    """Approximate search over an HNSW graph (`IndexHNSWFlat`, inner product).
+
+    For now used by `clipsearch eval --ann` to make ANN loss visible; a graph cannot drop
+    points, so it is built from the stored vectors when needed, not kept in step.
+    """
+
+    kind = "hnsw"
+
+    def __init__(self, dim: int, m: int = 32, ef_search: int = 64) -> None:
+        graph = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efSearch = ef_search
+        super().__init__(dim, graph)
+
+
 def build_from_db(db: Database, dim: int) -> FlatIndex:
     index = FlatIndex(dim)
+    fill_from_db(index, db)
+    return index
+
+
+def fill_from_db(index: _IdMappedIndex, db: Database) -> None:
     for ids, vectors in db.iter_vectors():
         index.add(ids, vectors)
-    return index
 
 
 def _read_stamp(directory: Path) -> Stamp | None:
