@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks import datasets
+from benchmarks._common import markdown_table, write_result
 from clipsearch._malloc import keep_freed_memory
 from clipsearch.models import mini
 
@@ -129,6 +130,31 @@ def cifar_zero_shot(
     return correct / len(pixels)
 
 
+def write_report(meta: dict[str, object], checkpoint: Path) -> Path:
+    """benchmarks/results/reference_training.md, from the checkpoint's own training record."""
+    history = meta["history"]
+    assert isinstance(history, list)
+    rows = [
+        [str(h["epoch"]), "yes" if h["epoch"] > meta["epochs"] - meta["flickr_epochs"] else "no",  # type: ignore[operator]
+         f"{h['loss']:.3f}", f"{100 * h['cifar_test_zero_shot']:.2f}%"]
+        for h in history
+    ]  # fmt: skip
+    body = (
+        f"Checkpoint `{checkpoint.name}` ({checkpoint.stat().st_size / 1e6:.1f} MB): "
+        f"{meta['epochs']} epochs over CIFAR-10 train (batch {meta['batch_size']}, AdamW one-cycle "
+        f"lr {meta['lr']}, seed {meta['seed']}), Flickr8k fit split "
+        f"({meta['flickr_fit_photos']} photos, {meta['flickr_fit_captions']} captions) mixed into "
+        f"the last {meta['flickr_epochs']}. Wall time {meta['train_minutes']} min on this machine "
+        "(decoding the data sets and embedding the captions included).\n\n"
+        + markdown_table(
+            ["epoch", "Flickr mixed in", "last-batch loss", "CIFAR-10 test zero-shot"], rows
+        )
+        + "\n\nThe per-epoch accuracy is the script's own quick check (training caption templates, "
+        "'car' for automobile); the reported figures come from `clipsearch eval` in quality.md."
+    )
+    return write_result("reference_training", "Training clipsearch-mini", body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=12)
@@ -139,7 +165,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=mini.CHECKPOINT)
     parser.add_argument("--limit", type=int, default=0, help="CIFAR train images (smoke runs)")
+    parser.add_argument("--report", type=Path, help="only write the report of this checkpoint")
     args = parser.parse_args()
+    if args.report:
+        meta = torch.load(args.report, map_location="cpu", weights_only=True)["meta"]
+        print(f"written to {write_report(meta, args.report)}")
+        return
 
     started = time.perf_counter()
     keep_freed_memory()
@@ -244,6 +275,8 @@ def main() -> None:
     }  # fmt: skip
     mini.save_checkpoint(model, args.out, meta)
     log(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {minutes:.1f} min")
+    if args.out == mini.CHECKPOINT:
+        log(f"report: {write_report(meta, args.out)}")
     print(json.dumps({k: meta[k] for k in ("train_minutes", "history")}, indent=1))
 
 
