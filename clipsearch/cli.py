@@ -18,6 +18,7 @@ import typer
 
 from clipsearch import config
 from clipsearch.errors import ClipsearchError
+from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
 
 if TYPE_CHECKING:
     from clipsearch.index import Index
@@ -119,20 +120,37 @@ def index(
 def search(
     query: str | None = typer.Argument(None, help="What to look for, in words."),
     image: Path | None = typer.Option(None, "--image", help="Search by an example image."),
+    like: list[Path] = typer.Option(
+        [], "--like", help="More example images to be like (repeatable): 'more like these'."
+    ),
+    unlike: list[Path] = typer.Option([], "--unlike", help="Example images to avoid (repeatable)."),
+    not_text: list[str] = typer.Option([], "--not", help="Words to avoid (repeatable)."),
+    weight: float = typer.Option(
+        1.0, "--weight", help="Weight of the example image(s) against the text's 1.0."
+    ),
+    not_weight: float = typer.Option(
+        DEFAULT_NEGATIVE_WEIGHT, "--not-weight", help="Weight of each --not / --unlike part."
+    ),
     k: int = typer.Option(10, "-k", "--top", help="How many hits."),
     db: Path | None = DbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Find the images nearest to a text and/or an example image."""
-    if query is None and image is None:
-        typer.echo("error: give a text query or --image PATH (or both)", err=True)
+    """Find the images nearest to a text and/or example images (fused: see README)."""
+    from clipsearch.search.query import Query
+
+    if query is None and image is None and not like:
+        typer.echo("error: give a text query, --image PATH or --like PATH", err=True)
         raise typer.Exit(code=2)
     try:
+        fused = Query.of(
+            text=query, image=image, image_weight=weight, like=like, unlike=unlike,
+            not_text=not_text, negative_weight=not_weight,
+        )  # fmt: skip
         settings = config.resolve(db=db, model=model, device=device)
         with _open(settings, create=False) as idx:
-            hits = idx.search(text=query, image=image, k=k)
+            hits = idx.search(query=fused, k=k)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:

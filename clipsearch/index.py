@@ -23,6 +23,7 @@ from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import Skip, scan
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
+from clipsearch.search.query import Query, QueryPart, fuse
 from clipsearch.search.searcher import Hit, Searcher
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
@@ -219,20 +220,34 @@ class Index:
     # -- search ---------------------------------------------------------------------------
 
     def embed_query(
-        self, text: str | None = None, image: str | os.PathLike[str] | None = None
+        self,
+        text: str | None = None,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        query: Query | None = None,
     ) -> np.ndarray[Any, Any]:
-        """The unit query vector for a text, an image file, or both (their normalised sum)."""
-        if text is None and image is None:
-            raise QueryError("give a text query, an image query, or both")
-        if text is not None and not text.strip():
-            raise QueryError("the text query is empty")
-        parts = []
-        if text is not None:
-            parts.append(self.encoder.encode_texts([text])[0])
-        if image is not None:
-            parts.append(self._embed_image_file(Path(image)))
-        query = np.sum(parts, axis=0)
-        return np.asarray(query / max(float(np.linalg.norm(query)), 1e-12), dtype=np.float32)
+        """The unit query vector: of a text and/or an image file, or of a fused `Query`."""
+        q = query if query is not None else Query.of(text=text, image=image)
+        texts = [str(p.value) for p in q.parts if p.kind == "text"]
+        encoded = iter(self.encoder.encode_texts(texts) if texts else [])
+
+        def vector(part: QueryPart) -> np.ndarray[Any, Any]:
+            if part.kind == "text":
+                return np.asarray(next(encoded))
+            if part.kind == "image":
+                return self._embed_image_file(Path(str(part.value)))
+            return self._stored_vector(int(part.value))
+
+        # Parts are embedded in order, so the texts come out of `encoded` in order too.
+        positive = [(vector(p), p.weight) for p in q.positive]
+        negative = [(vector(p), p.weight) for p in q.negative]
+        return fuse(positive, negative)
+
+    def _stored_vector(self, item_id: int) -> np.ndarray[Any, Any]:
+        found, _, matrix = self.db.vectors_for([item_id])
+        if not found:
+            raise QueryError(f"no image with id {item_id} in this index")
+        return np.asarray(matrix[0])
 
     def _embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
         from clipsearch.indexer.decode import decode_image, register_heif
@@ -252,14 +267,15 @@ class Index:
         text: str | None = None,
         image: str | os.PathLike[str] | None = None,
         *,
+        query: Query | None = None,
         k: int = 10,
     ) -> list[Hit]:
-        """Images nearest to a text and/or an example image, best first."""
+        """Images nearest to a text and/or an example image, or to a fused `Query`, best first."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         self.vector_index()  # an empty index fails here, before a model is loaded
-        query = self.embed_query(text, image)
-        return self.search_vectors(query[None, :], k)[0]
+        vector = self.embed_query(text, image, query=query)
+        return self.search_vectors(vector[None, :], k)[0]
 
     def search_vectors(self, queries: np.ndarray[Any, Any], k: int = 10) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch."""
