@@ -131,6 +131,18 @@ def search(
     not_weight: float = typer.Option(
         DEFAULT_NEGATIVE_WEIGHT, "--not-weight", help="Weight of each --not / --unlike part."
     ),
+    folder: Path | None = typer.Option(None, "--folder", help="Only images under this folder."),
+    glob: str | None = typer.Option(None, "--glob", help="Only paths matching, e.g. '*/2021/*'."),
+    after: str | None = typer.Option(None, "--after", help="Taken on or after (ISO date)."),
+    before: str | None = typer.Option(None, "--before", help="Taken before (ISO date)."),
+    min_width: int | None = typer.Option(None, "--min-width", help="At least this wide (px)."),
+    min_height: int | None = typer.Option(None, "--min-height", help="At least this tall (px)."),
+    orientation: str | None = typer.Option(
+        None, "--orientation", help="landscape, portrait or square."
+    ),
+    file_type: list[str] = typer.Option(
+        [], "--type", help="Only this format, e.g. jpeg, png (repeatable)."
+    ),
     k: int = typer.Option(10, "-k", "--top", help="How many hits."),
     db: Path | None = DbOption,
     model: str | None = ModelOption,
@@ -138,6 +150,7 @@ def search(
     as_json: bool = JsonOption,
 ) -> None:
     """Find the images nearest to a text and/or example images (fused: see README)."""
+    from clipsearch.search.filters import Filter
     from clipsearch.search.query import Query
 
     if query is None and image is None and not like:
@@ -148,9 +161,15 @@ def search(
             text=query, image=image, image_weight=weight, like=like, unlike=unlike,
             not_text=not_text, negative_weight=not_weight,
         )  # fmt: skip
+        filters = Filter(
+            folder=str(folder) if folder else None, path_glob=glob, taken_after=after,
+            taken_before=before, min_width=min_width, min_height=min_height,
+            orientation=orientation,  # type: ignore[arg-type]  # checked by Filter
+            formats=tuple(file_type),
+        )  # fmt: skip
         settings = config.resolve(db=db, model=model, device=device)
         with _open(settings, create=False) as idx:
-            hits = idx.search(query=fused, k=k)
+            hits = idx.search(query=fused, k=k, filters=filters)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:

@@ -23,6 +23,7 @@ from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import Skip, scan
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
+from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
 from clipsearch.search.searcher import Hit, Searcher
 from clipsearch.storage import vector_index as vi
@@ -269,18 +270,25 @@ class Index:
         *,
         query: Query | None = None,
         k: int = 10,
+        filters: Filter | None = None,
     ) -> list[Hit]:
-        """Images nearest to a text and/or an example image, or to a fused `Query`, best first."""
+        """Images nearest to a text and/or an example image, or to a fused `Query`, best first;
+        with `filters`, only images whose metadata match (still k hits if k match)."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         self.vector_index()  # an empty index fails here, before a model is loaded
         vector = self.embed_query(text, image, query=query)
-        return self.search_vectors(vector[None, :], k)[0]
+        return self.search_vectors(vector[None, :], k, filters)[0]
 
-    def search_vectors(self, queries: np.ndarray[Any, Any], k: int = 10) -> list[list[Hit]]:
+    def search_vectors(
+        self, queries: np.ndarray[Any, Any], k: int = 10, filters: Filter | None = None
+    ) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch."""
         searcher = Searcher(self.db, self.vector_index())
-        matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k)
+        allowed = None
+        if filters is not None and not filters.is_empty():
+            allowed = self.db.ids_where(filters.where())
+        matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k, allowed)
         return [[Hit(m.id, m.label, m.score) for m in row] for row in matches]
 
     # -- facts ----------------------------------------------------------------------------

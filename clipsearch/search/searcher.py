@@ -17,6 +17,9 @@ import numpy as np
 from clipsearch.storage.vector_index import VectorIndex
 
 DEFAULT_OVERSAMPLE = 4
+#: A filter that leaves at most this many items is ranked by exact scoring of all of them
+#: (cheap, and exact whatever the index type); larger ones go through FAISS's id selector.
+EXACT_FILTER_LIMIT = 4096
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
@@ -79,13 +82,28 @@ class Searcher:
         self.index = index
         self.oversample = oversample
 
-    def search(self, query: np.ndarray[Any, Any], k: int) -> list[Match]:
+    def search(
+        self, query: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None = None
+    ) -> list[Match]:
         """`query`: one unit vector (dim,). Up to k matches, best first."""
-        return self.search_many(query[None, :], k)[0]
+        return self.search_many(query[None, :], k, allowed)[0]
 
-    def search_many(self, queries: np.ndarray[Any, Any], k: int) -> list[list[Match]]:
-        """(Q, dim) unit vectors -> for each, up to k matches, best first."""
-        _, candidates = self.index.search(queries, k * self.oversample)
+    def search_many(
+        self, queries: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None = None
+    ) -> list[list[Match]]:
+        """(Q, dim) unit vectors -> for each, up to k matches, best first.
+
+        `allowed`: only these ids may be returned (a metadata filter); k hits still come
+        back whenever at least k of them exist.
+        """
+        if allowed is not None and len(allowed) == 0:
+            return [[] for _ in range(len(queries))]
+        if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
+            candidates = np.broadcast_to(
+                np.asarray(allowed, dtype=np.int64), (len(queries), len(allowed))
+            )
+        else:
+            _, candidates = self.index.search(queries, k * self.oversample, allowed)
         wanted = np.unique(candidates[candidates >= 0])
         ids, labels, vectors = self.store.vectors_for(wanted.tolist())
         if not ids:

@@ -134,6 +134,12 @@ class Database:
         with Session(self.engine) as session:
             return [StoredFile(*row) for row in session.execute(stmt)]
 
+    def ids_where(self, condition: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Ids of the rows matching an SQL condition on the images table, ascending."""
+        stmt = select(ImageRow.id).where(condition).order_by(ImageRow.id)
+        with Session(self.engine) as session:
+            return np.fromiter(session.scalars(stmt), dtype=np.int64)
+
     def ids_by_path(self) -> dict[str, int]:
         with Session(self.engine) as session:
             return {

@@ -28,8 +28,11 @@ IdArray = np.ndarray[Any, np.dtype[np.int64]]
 class VectorIndex(Protocol):
     """Approximate (or exact) nearest neighbours by inner product over unit vectors."""
 
-    def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
-        """(Q, dim) queries -> (Q, k) scores and ids, best first; id -1 pads missing hits."""
+    def search(
+        self, queries: Matrix, k: int, allowed: IdArray | None = None
+    ) -> tuple[Matrix, IdArray]:
+        """(Q, dim) queries -> (Q, k) scores and ids, best first; id -1 pads missing hits.
+        With `allowed`, only those ids are considered."""
         ...
 
 
@@ -73,9 +76,21 @@ class _IdMappedIndex:
     def _searchable(self) -> Any:
         return self.index
 
-    def search(self, queries: Matrix, k: int) -> tuple[Matrix, IdArray]:
+    def _search_parameters(self) -> Any:
+        return faiss.SearchParameters()
+
+    def search(
+        self, queries: Matrix, k: int, allowed: IdArray | None = None
+    ) -> tuple[Matrix, IdArray]:
         k = max(1, min(k, self.ntotal))
-        scores, ids = self._searchable().search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        x = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed is None:
+            scores, ids = self._searchable().search(x, k)
+            return scores, ids
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        params = self._search_parameters()
+        params.sel = selector  # kept referenced by `selector` until the search returns
+        scores, ids = self.index.search(x, k, params=params)
         return scores, ids
 
 
@@ -131,7 +146,13 @@ class HNSWIndex(_IdMappedIndex):
     def __init__(self, dim: int, m: int = 32, ef_search: int = 64) -> None:
         graph = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efSearch = ef_search
+        self.ef_search = ef_search
         super().__init__(dim, graph)
+
+    def _search_parameters(self) -> Any:
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing in stubs
+        params.efSearch = self.ef_search
+        return params
 
 
 def build_from_db(db: Database, dim: int) -> FlatIndex:

@@ -1,0 +1,87 @@
+"""Metadata filters, applied with the vector search rather than after it.
+
+A filter selects row ids in SQLite; the searcher then ranks only those (exactly, when few,
+or through FAISS with an id selector), so a filtered search still returns k hits whenever
+k images match.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from datetime import date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, func
+
+from clipsearch.errors import QueryError
+from clipsearch.storage.schema import ImageRow
+
+Orientation = Literal["landscape", "portrait", "square"]
+_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
+
+
+@dataclass(frozen=True)
+class Filter:
+    """All given conditions must hold (AND). Dates are ISO (`2021-07` or `2021-07-14`)."""
+
+    folder: str | None = None  # images under this folder, recursively
+    path_glob: str | None = None  # shell-style pattern on the full path, e.g. "*/2021/*"
+    taken_after: str | None = None  # EXIF date taken on or after (images without a date drop)
+    taken_before: str | None = None  # EXIF date taken before
+    min_width: int | None = None
+    min_height: int | None = None
+    orientation: Orientation | None = None
+    formats: tuple[str, ...] = ()  # Pillow format names, e.g. ("JPEG", "PNG")
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) in (None, ()) for f in fields(self))
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """SQL conditions on the images table."""
+        out: list[ColumnElement[bool]] = []
+        if self.folder:
+            prefix = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
+            out.append(func.substr(ImageRow.path, 1, len(prefix)) == prefix)
+        if self.path_glob:
+            out.append(ImageRow.path.op("GLOB")(self.path_glob))
+        if self.taken_after:
+            out.append(ImageRow.taken_at >= _iso(self.taken_after, "taken_after"))
+        if self.taken_before:
+            out.append(ImageRow.taken_at < _iso(self.taken_before, "taken_before"))
+        if self.min_width:
+            out.append(ImageRow.width >= self.min_width)
+        if self.min_height:
+            out.append(ImageRow.height >= self.min_height)
+        if self.orientation == "landscape":
+            out.append(ImageRow.width > ImageRow.height)
+        elif self.orientation == "portrait":
+            out.append(ImageRow.width < ImageRow.height)
+        elif self.orientation == "square":
+            out.append(ImageRow.width == ImageRow.height)
+        elif self.orientation is not None:
+            raise QueryError(
+                f"orientation must be landscape, portrait or square, not {self.orientation!r}"
+            )
+        if self.formats:
+            names = [_FORMAT_ALIASES.get(f.upper(), f.upper()) for f in self.formats]
+            out.append(ImageRow.format.in_(names))
+        return out
+
+    def where(self) -> Any:
+        return and_(*self.conditions())
+
+
+def _iso(value: str, name: str) -> str:
+    """A comparable ISO prefix: '2021', '2021-07', '2021-07-14' or a full timestamp."""
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d", "%Y-%m", "%Y"):
+        try:
+            parsed = datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+        return (
+            parsed.isoformat()
+            if fmt.endswith("%S")
+            else date(parsed.year, parsed.month, parsed.day).isoformat()
+        )
+    raise QueryError(f"{name} must be an ISO date like 2021-07-14, got {value!r}")
