@@ -70,7 +70,9 @@ def test_rescoring_fixes_the_order_of_an_approximate_candidate_list(index: Index
     class ShuffledIndex:
         """A deliberately bad ANN stage: right candidates, wrong order and wrong scores."""
 
-        def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        def search(
+            self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
             ids = np.array([[r.id for r in index.db.rows()][::-1][:k]], dtype=np.int64)
             return np.zeros(ids.shape, dtype=np.float32), ids
 
