@@ -143,6 +143,12 @@ def search(
     file_type: list[str] = typer.Option(
         [], "--type", help="Only this format, e.g. jpeg, png (repeatable)."
     ),
+    diverse: float | None = typer.Option(
+        None, "--diverse", help="MMR diversity weight 0..1 (0.3 is a good start)."
+    ),
+    collapse: float | None = typer.Option(
+        None, "--collapse", help="Drop near-duplicates above this cosine (e.g. 0.95)."
+    ),
     k: int = typer.Option(10, "-k", "--top", help="How many hits."),
     db: Path | None = DbOption,
     model: str | None = ModelOption,
@@ -152,6 +158,7 @@ def search(
     """Find the images nearest to a text and/or example images (fused: see README)."""
     from clipsearch.search.filters import Filter
     from clipsearch.search.query import Query
+    from clipsearch.search.rerank import MMR, CollapseNearDuplicates, Reranker
 
     if query is None and image is None and not like:
         typer.echo("error: give a text query, --image PATH or --like PATH", err=True)
@@ -167,9 +174,14 @@ def search(
             orientation=orientation,  # type: ignore[arg-type]  # checked by Filter
             formats=tuple(file_type),
         )  # fmt: skip
+        rerankers: list[Reranker] = []
+        if collapse is not None:
+            rerankers.append(CollapseNearDuplicates(collapse))
+        if diverse is not None:
+            rerankers.append(MMR(diverse))
         settings = config.resolve(db=db, model=model, device=device)
         with _open(settings, create=False) as idx:
-            hits = idx.search(query=fused, k=k, filters=filters)
+            hits = idx.search(query=fused, k=k, filters=filters, rerankers=rerankers)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:

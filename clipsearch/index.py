@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,7 @@ from clipsearch.indexer.scan import Skip, scan
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
+from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
@@ -271,6 +272,7 @@ class Index:
         query: Query | None = None,
         k: int = 10,
         filters: Filter | None = None,
+        rerankers: Sequence[Reranker] = (),
     ) -> list[Hit]:
         """Images nearest to a text and/or an example image, or to a fused `Query`, best first;
         with `filters`, only images whose metadata match (still k hits if k match)."""
@@ -278,13 +280,18 @@ class Index:
             raise QueryError(f"k must be at least 1, got {k}")
         self.vector_index()  # an empty index fails here, before a model is loaded
         vector = self.embed_query(text, image, query=query)
-        return self.search_vectors(vector[None, :], k, filters)[0]
+        return self.search_vectors(vector[None, :], k, filters, rerankers)[0]
 
     def search_vectors(
-        self, queries: np.ndarray[Any, Any], k: int = 10, filters: Filter | None = None
+        self,
+        queries: np.ndarray[Any, Any],
+        k: int = 10,
+        filters: Filter | None = None,
+        rerankers: Sequence[Reranker] = (),
     ) -> list[list[Hit]]:
-        """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch."""
-        searcher = Searcher(self.db, self.vector_index())
+        """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
+        `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring."""
+        searcher = Searcher(self.db, self.vector_index(), rerankers=rerankers)
         allowed = None
         if filters is not None and not filters.is_empty():
             allowed = self.db.ids_where(filters.where())

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from clipsearch.search.rerank import Reranker
 from clipsearch.storage.vector_index import VectorIndex
 
 DEFAULT_OVERSAMPLE = 4
@@ -64,23 +65,39 @@ class InMemoryStore:
 
 
 def rank_exact(
-    query: np.ndarray[Any, Any], ids: Sequence[int], labels: Sequence[str], vectors: Matrix, k: int
+    query: np.ndarray[Any, Any],
+    ids: Sequence[int],
+    labels: Sequence[str],
+    vectors: Matrix,
+    k: int,
+    rerankers: Sequence[Reranker] = (),
 ) -> list[Match]:
-    """The k best of the given rows by exact inner product; ties broken by id."""
+    """The k best of the given rows by exact inner product (ties broken by id), then each
+    re-ranker in turn over that list."""
     if len(ids) == 0:
         return []
     scores = vectors @ query.astype(np.float32)
-    order = np.lexsort((np.asarray(ids), -scores))[:k]
-    return [Match(int(ids[i]), labels[i], float(scores[i])) for i in order]
+    order = np.lexsort((np.asarray(ids), -scores))
+    if not rerankers:
+        order = order[:k]
+    for reranker in rerankers:
+        keep = reranker.rerank(query, scores[order].tolist(), vectors[order], k)
+        order = order[keep]
+    return [Match(int(ids[i]), labels[i], float(scores[i])) for i in order[:k]]
 
 
 class Searcher:
     def __init__(
-        self, store: VectorStore, index: VectorIndex, oversample: int = DEFAULT_OVERSAMPLE
+        self,
+        store: VectorStore,
+        index: VectorIndex,
+        oversample: int = DEFAULT_OVERSAMPLE,
+        rerankers: Sequence[Reranker] = (),
     ) -> None:
         self.store = store
         self.index = index
         self.oversample = oversample
+        self.rerankers = tuple(rerankers)
 
     def search(
         self, query: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None = None
@@ -118,9 +135,6 @@ class Searcher:
                 sorted_ids[np.minimum(at, len(sorted_ids) - 1)] == row
             )
             rows = order[at[present]]
-            results.append(
-                rank_exact(
-                    query, [ids[r] for r in rows], [labels[r] for r in rows], vectors[rows], k
-                )
-            )
+            row_ids, row_labels = [ids[r] for r in rows], [labels[r] for r in rows]
+            results.append(rank_exact(query, row_ids, row_labels, vectors[rows], k, self.rerankers))
         return results

@@ -1,0 +1,73 @@
+"""Re-rankers: stages after exact rescoring that reorder or thin the candidate list.
+
+Each is a one-method protocol implementation: given the query, the candidates (best first,
+with exact scores) and their vectors, return the positions to keep, in the new order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from clipsearch.errors import QueryError
+
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+
+
+class Reranker(Protocol):
+    def rerank(self, query: Matrix, scores: Sequence[float], vectors: Matrix, k: int) -> list[int]:
+        """Positions into the candidate list (sorted best first), in the new order, <= k."""
+        ...
+
+
+@dataclass(frozen=True)
+class MMR:
+    """Maximal marginal relevance (Carbonell & Goldstein, 1998): pick, one at a time, the
+    candidate maximising  λ·score - (1-λ)·(its highest similarity to those already picked),
+    so the top-k covers more than one look-alike cluster. λ = 1 is plain ranking."""
+
+    diversity_weight: float = 0.3  # 1 - λ
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.diversity_weight <= 1.0:
+            raise QueryError("diversity must be between 0 and 1")
+
+    def rerank(self, query: Matrix, scores: Sequence[float], vectors: Matrix, k: int) -> list[int]:
+        relevance = np.asarray(scores, dtype=np.float64)
+        picked: list[int] = []
+        redundancy = np.full(len(relevance), -np.inf)
+        available = np.ones(len(relevance), dtype=bool)
+        while available.any() and len(picked) < k:
+            penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
+            value = (1 - self.diversity_weight) * relevance - self.diversity_weight * penalty
+            value[~available] = -np.inf
+            best = int(np.argmax(value))  # ties: the earlier, better-scored candidate
+            picked.append(best)
+            available[best] = False
+            redundancy = np.maximum(redundancy, vectors @ vectors[best])
+        return picked
+
+
+@dataclass(frozen=True)
+class CollapseNearDuplicates:
+    """Keep the best of each group of near-identical images (burst shots, re-saved copies):
+    a candidate whose cosine to an already kept one is at least `threshold` is dropped."""
+
+    threshold: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.threshold <= 1.0:
+            raise QueryError("the duplicate threshold is a cosine, between -1 and 1")
+
+    def rerank(self, query: Matrix, scores: Sequence[float], vectors: Matrix, k: int) -> list[int]:
+        kept: list[int] = []
+        for position in range(len(scores)):
+            if kept and float(np.max(vectors[kept] @ vectors[position])) >= self.threshold:
+                continue
+            kept.append(position)
+            if len(kept) == k:
+                break
+        return kept

@@ -1,0 +1,82 @@
+"""Re-rankers on constructed cases where the right reordering is known, and end to end."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clipsearch
+from clipsearch.errors import QueryError
+from clipsearch.search.rerank import MMR, CollapseNearDuplicates
+from clipsearch.search.searcher import InMemoryStore, Searcher, rank_exact
+from clipsearch.storage.vector_index import FlatIndex
+from tests.conftest import write_images
+
+
+def _unit(*rows: list[float]) -> np.ndarray:
+    m = np.asarray(rows, dtype=np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+# The query points along x. a1 and a2 are near-identical and score highest; b scores a bit
+# lower but shows something else; c is far.
+QUERY = _unit([1, 0, 0])[0]
+VECTORS = _unit([0.96, 0.28, 0.0], [0.95, 0.30, 0.02], [0.85, -0.2, 0.49], [0.2, 0.9, 0.4])
+LABELS = ["a1", "a2", "b", "c"]
+
+
+def _ranked(*rerankers: object, k: int = 2) -> list[str]:
+    matches = rank_exact(QUERY, [0, 1, 2, 3], LABELS, VECTORS, k, rerankers)  # type: ignore[arg-type]
+    return [m.label for m in matches]
+
+
+def test_plain_ranking_keeps_the_look_alikes_together() -> None:
+    assert _ranked(k=3) == ["a1", "a2", "b"]
+
+
+def test_mmr_brings_up_the_different_candidate() -> None:
+    assert _ranked(MMR(0.5)) == ["a1", "b"]
+    assert _ranked(MMR(0.0)) == ["a1", "a2"]  # no diversity weight: plain ranking
+
+
+def test_collapse_drops_near_duplicates_and_keeps_the_best() -> None:
+    assert _ranked(CollapseNearDuplicates(0.99), k=3) == ["a1", "b", "c"]
+    assert _ranked(CollapseNearDuplicates(1.0), k=3) == ["a1", "a2", "b"]  # nothing that close
+
+
+def test_rerankers_compose_in_order_and_keep_exact_scores() -> None:
+    matches = rank_exact(QUERY, [0, 1, 2, 3], LABELS, VECTORS, 2, [CollapseNearDuplicates(0.99)])
+    assert [round(m.score, 5) for m in matches] == [
+        round(float(VECTORS[i] @ QUERY), 5) for i in (0, 2)
+    ]
+
+
+def test_bad_parameters_are_errors() -> None:
+    with pytest.raises(QueryError):
+        MMR(1.5)
+    with pytest.raises(QueryError):
+        CollapseNearDuplicates(2.0)
+
+
+def test_searcher_reranks_over_the_oversampled_candidates() -> None:
+    index = FlatIndex(3)
+    index.add(np.arange(4, dtype=np.int64), VECTORS)
+    searcher = Searcher(
+        InMemoryStore(LABELS, VECTORS), index, rerankers=[CollapseNearDuplicates(0.99)]
+    )
+    assert [m.label for m in searcher.search(QUERY, 2)] == ["a1", "b"]
+
+
+def test_burst_copies_collapse_end_to_end(tmp_path: Path) -> None:
+    photos = write_images(tmp_path / "photos", 6)
+    for i in range(3):  # three copies of one shot
+        shutil.copy(photos[0], tmp_path / "photos" / f"burst{i}.jpg")
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        plain = idx.search(image=photos[0], k=4)
+        collapsed = idx.search(image=photos[0], k=4, rerankers=[CollapseNearDuplicates(0.999)])
+    assert sum(h.score > 0.9999 for h in plain) == 4  # the shot and its three copies
+    assert sum(h.score > 0.9999 for h in collapsed) == 1 and len(collapsed) == 4
