@@ -80,3 +80,10 @@ def test_burst_copies_collapse_end_to_end(tmp_path: Path) -> None:
         collapsed = idx.search(image=photos[0], k=4, rerankers=[CollapseNearDuplicates(0.999)])
     assert sum(h.score > 0.9999 for h in plain) == 4  # the shot and its three copies
     assert sum(h.score > 0.9999 for h in collapsed) == 1 and len(collapsed) == 4
+
+
+def test_stages_compose_over_the_whole_list() -> None:
+    # Collapse keeps every non-duplicate (not just k), so MMR after it still has a choice.
+    keep = CollapseNearDuplicates(0.99).rerank(QUERY, [0.9, 0.9, 0.8, 0.2], VECTORS, k=1)
+    assert keep == [0, 2, 3]
+    assert _ranked(CollapseNearDuplicates(0.99), MMR(0.5), k=3) == ["a1", "b", "c"]

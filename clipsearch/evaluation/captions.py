@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
-    ANN_DEPTH,
+    TOP_DEPTH,
     image_ids,
     image_searcher,
     stored_image_vectors,
@@ -25,6 +26,7 @@ from clipsearch.evaluation.collection import (
 )
 from clipsearch.evaluation.metrics import Ranks, first_relevant_rank, median_rank, recall_at
 from clipsearch.index import Index
+from clipsearch.search.rerank import Reranker
 
 KS = (1, 5, 10)
 
@@ -68,9 +70,14 @@ def _chance_recall(pool: int, relevant: int, k: int) -> float:
 
 
 def evaluate_captions(
-    index: Index, images: Path, captions_csv: Path, ann: bool = False
+    index: Index,
+    images: Path,
+    captions_csv: Path,
+    ann: bool = False,
+    rerankers: Sequence[Reranker] = (),
 ) -> CaptionReport:
-    """`ann`: candidates from an HNSW index instead of exact search, to see what ANN costs."""
+    """`ann`: candidates from an HNSW index instead of exact search, to see what ANN costs.
+    `rerankers`: applied to text→image retrieval, to see what each stage does."""
     rows = read_captions(captions_csv)
     index.add([images])
     names = list(dict.fromkeys(image for image, _ in rows))
@@ -80,7 +87,10 @@ def evaluate_captions(
     caption_vectors = index.encoder.encode_texts(captions)
     pool = index.db.count()
 
-    hits = image_searcher(index, ann).search_many(caption_vectors, ANN_DEPTH if ann else pool)
+    top_only = ann or bool(rerankers)
+    hits = image_searcher(index, ann, rerankers).search_many(
+        caption_vectors, TOP_DEPTH if top_only else pool
+    )
     t2i = first_relevant_rank(
         [[h.id for h in row] for row in hits], [{id_of[image]} for image, _ in rows]
     )
@@ -89,7 +99,7 @@ def evaluate_captions(
     for position, (image, _) in enumerate(rows):
         captions_of.setdefault(id_of[image], set()).add(position)
     matches = text_searcher(captions, caption_vectors, ann).search_many(
-        stored_image_vectors(index, ids), k=ANN_DEPTH if ann else len(captions)
+        stored_image_vectors(index, ids), k=TOP_DEPTH if ann else len(captions)
     )
     i2t = first_relevant_rank(
         [[m.id for m in row] for row in matches], [captions_of[i] for i in ids]
@@ -97,9 +107,9 @@ def evaluate_captions(
 
     per_image = len(captions) / len(names)
 
-    def summary(ranks: Ranks) -> dict[str, float]:
+    def summary(ranks: Ranks, full_depth: bool) -> dict[str, float]:
         out = {f"R@{k}": recall_at(ranks, k) for k in KS}
-        if not ann:
+        if full_depth:
             out["median_rank"] = median_rank(ranks)
         return out
 
@@ -107,8 +117,8 @@ def evaluate_captions(
         images=len(names),
         captions=len(captions),
         search="hnsw" if ann else "exact",
-        text_to_image=summary(t2i),
-        image_to_text=summary(i2t),
+        text_to_image=summary(t2i, not top_only),
+        image_to_text=summary(i2t, not ann),
         chance={
             "text_to_image_R@10": _chance_recall(pool, 1, 10),
             "image_to_text_R@10": _chance_recall(len(captions), round(per_image), 10),

@@ -19,7 +19,7 @@ import numpy as np
 
 from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
-    ANN_DEPTH,
+    TOP_DEPTH,
     ensemble,
     image_searcher,
     stored_image_vectors,
@@ -28,6 +28,7 @@ from clipsearch.evaluation.collection import (
 from clipsearch.evaluation.metrics import average_precision, precision_at
 from clipsearch.index import Index
 from clipsearch.indexer.scan import scan
+from clipsearch.search.rerank import Reranker
 
 #: Prompt templates in the style of CLIP's CIFAR-10 prompt engineering.
 TEMPLATES = (
@@ -55,7 +56,7 @@ class ClassReport:
     precision_at_10: dict[str, float] = field(default_factory=dict)  # class prompt -> images
     mean_precision_at_10: float = 0.0
     average_precision: dict[str, float] = field(default_factory=dict)
-    mean_average_precision: float = 0.0
+    mean_average_precision: float | None = None  # None when retrieval stops at the top 10
     queries: list[dict[str, Any]] = field(default_factory=list)  # free-text queries
     mean_query_precision_at_10: float | None = None
 
@@ -86,8 +87,10 @@ def evaluate_classes(
     queries: Sequence[LabelledQuery] = (),
     templates: Sequence[str] = TEMPLATES,
     ann: bool = False,
+    rerankers: Sequence[Reranker] = (),
 ) -> ClassReport:
-    """`ann`: candidates from an HNSW index; average precision then covers the top 10 only."""
+    """`ann`: candidates from an HNSW index; `rerankers`: applied to text→image retrieval.
+    Either limits retrieval to the top 10, so average precision is then not measured."""
     index.add([root])
     paths = [f.path for f in scan([root]).files]
     by_path = index.db.ids_by_path()
@@ -117,14 +120,17 @@ def evaluate_classes(
     report.accuracy_per_class = {c: hit / total for c, (hit, total) in correct.items()}
 
     members = {c: {i for i in ids if label_of[i] == c} for c in classes}
-    searcher = image_searcher(index, ann)
-    class_hits = searcher.search_many(class_vectors, ANN_DEPTH if ann else index.db.count())
+    top_only = ann or bool(rerankers)
+    searcher = image_searcher(index, ann, rerankers)
+    class_hits = searcher.search_many(class_vectors, TOP_DEPTH if top_only else index.db.count())
     for c, hits in zip(classes, class_hits, strict=True):
         ranked = [h.id for h in hits]
         report.precision_at_10[c] = precision_at(ranked, members[c], 10)
-        report.average_precision[c] = average_precision(ranked, members[c])
+        if not top_only:
+            report.average_precision[c] = average_precision(ranked, members[c])
     report.mean_precision_at_10 = float(np.mean(list(report.precision_at_10.values())))
-    report.mean_average_precision = float(np.mean(list(report.average_precision.values())))
+    if not top_only:
+        report.mean_average_precision = float(np.mean(list(report.average_precision.values())))
 
     if queries:
         query_vectors = index.encoder.encode_texts([q.query for q in queries])

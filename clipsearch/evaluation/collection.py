@@ -9,14 +9,15 @@ import numpy as np
 
 from clipsearch.errors import QueryError
 from clipsearch.index import Index
+from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import InMemoryStore, Searcher
 from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, fill_from_db
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
-#: With `ann`, retrieval stops at this depth: an ANN index answers top-k questions, so only
-#: Recall@K (K <= 10) is measured, and median rank is left out.
-ANN_DEPTH = 10
+#: With `ann` or re-rankers, retrieval stops at this depth: both answer top-k questions, so
+#: only Recall@K and precision@K (K <= 10) are measured; median rank and mAP are left out.
+TOP_DEPTH = 10
 
 
 def text_searcher(labels: Sequence[str], vectors: Matrix, ann: bool = False) -> Searcher:
@@ -26,15 +27,16 @@ def text_searcher(labels: Sequence[str], vectors: Matrix, ann: bool = False) -> 
     return Searcher(InMemoryStore(labels, vectors), index)
 
 
-def image_searcher(index: Index, ann: bool = False) -> Searcher:
-    """The index's own two-stage searcher, or one whose candidates come from HNSW."""
+def image_searcher(index: Index, ann: bool = False, rerankers: Sequence[Reranker] = ()) -> Searcher:
+    """The index's own two-stage searcher, or one whose candidates come from HNSW; with
+    re-rankers after the exact rescoring."""
     if not ann:
-        return Searcher(index.db, index.vector_index())
+        return Searcher(index.db, index.vector_index(), rerankers=rerankers)
     info = index.model_info
     assert info is not None
     graph = HNSWIndex(info.dim)
     fill_from_db(graph, index.db)
-    return Searcher(index.db, graph)
+    return Searcher(index.db, graph, rerankers=rerankers)
 
 
 def stored_image_vectors(index: Index, ids: Sequence[int]) -> Matrix:

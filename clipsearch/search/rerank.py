@@ -1,7 +1,9 @@
 """Re-rankers: stages after exact rescoring that reorder or thin the candidate list.
 
 Each is a one-method protocol implementation: given the query, the candidates (best first,
-with exact scores) and their vectors, return the positions to keep, in the new order.
+with exact scores) and their vectors, return the positions to keep, in the new order. A stage
+keeps every candidate it does not mean to drop (the searcher cuts to k after the last
+stage), so stages compose: each later one still has the whole list to choose from.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 class Reranker(Protocol):
     def rerank(self, query: Matrix, scores: Sequence[float], vectors: Matrix, k: int) -> list[int]:
-        """Positions into the candidate list (sorted best first), in the new order, <= k."""
+        """Positions into the candidate list (sorted best first), in the new order; `k` is how
+        many the caller will show, for stages whose choices depend on it."""
         ...
 
 
@@ -40,7 +43,7 @@ class MMR:
         picked: list[int] = []
         redundancy = np.full(len(relevance), -np.inf)
         available = np.ones(len(relevance), dtype=bool)
-        while available.any() and len(picked) < k:
+        while available.any():
             penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
             value = (1 - self.diversity_weight) * relevance - self.diversity_weight * penalty
             value[~available] = -np.inf
@@ -68,6 +71,4 @@ class CollapseNearDuplicates:
             if kept and float(np.max(vectors[kept] @ vectors[position])) >= self.threshold:
                 continue
             kept.append(position)
-            if len(kept) == k:
-                break
         return kept
