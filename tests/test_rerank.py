@@ -87,3 +87,17 @@ def test_stages_compose_over_the_whole_list() -> None:
     keep = CollapseNearDuplicates(0.99).rerank(QUERY, [0.9, 0.9, 0.8, 0.2], VECTORS, k=1)
     assert keep == [0, 2, 3]
     assert _ranked(CollapseNearDuplicates(0.99), MMR(0.5), k=3) == ["a1", "b", "c"]
+
+
+def test_inverted_softmax_demotes_a_hub() -> None:
+    from clipsearch.search.rerank import InvertedSoftmax
+
+    # Candidate 0 scores best for this query but is also near every bank query (a hub);
+    # candidate 1 scores a little lower and is near none of them.
+    query = _unit([1, 0, 0])[0]
+    candidates = _unit([0.8, 0.6, 0.0], [0.78, -0.1, 0.62])
+    scores = (candidates @ query).tolist()
+    bank = _unit([0.3, 1, 0], [0.1, 1, 0.1], [0.2, 0.9, -0.1])
+    assert InvertedSoftmax(bank, beta=10).rerank(query, scores, candidates, k=2) == [1, 0]
+    with pytest.raises(QueryError):
+        InvertedSoftmax(bank[:0])

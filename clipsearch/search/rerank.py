@@ -72,3 +72,26 @@ class CollapseNearDuplicates:
                 continue
             kept.append(position)
         return kept
+
+
+class InvertedSoftmax:
+    """Hubness correction for cross-modal queries (inverted softmax, Smith et al. 2017; the
+    non-dynamic form of QB-Norm, Bogolin et al. 2022). Some images ("hubs") sit near many
+    queries and crowd every top-k. With a bank of typical queries B (e.g. captions), each
+    candidate g is rescored as  β·s(q, g) - log Σ_b exp(β·s(b, g)):  its similarity to this
+    query, relative to how similar it is to queries in general."""
+
+    def __init__(self, bank: Matrix, beta: float = 20.0) -> None:
+        if len(bank) == 0:
+            raise QueryError("the query bank for hubness correction is empty")
+        if beta <= 0:
+            raise QueryError("beta must be positive")
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.beta = beta
+
+    def rerank(self, query: Matrix, scores: Sequence[float], vectors: Matrix, k: int) -> list[int]:
+        logits = self.beta * (self.bank @ vectors.T).astype(np.float64)  # (bank, candidates)
+        peak = logits.max(axis=0)
+        log_norm = peak + np.log(np.exp(logits - peak).sum(axis=0))
+        adjusted = self.beta * np.asarray(scores, dtype=np.float64) - log_norm
+        return [int(i) for i in np.argsort(-adjusted, kind="stable")]
