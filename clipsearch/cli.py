@@ -149,6 +149,9 @@ def search(
     collapse: float | None = typer.Option(
         None, "--collapse", help="Drop near-duplicates above this cosine (e.g. 0.95)."
     ),
+    explain: bool = typer.Option(
+        False, "--explain", help="Show each hit's rank at every stage of the pipeline."
+    ),
     k: int = typer.Option(10, "-k", "--top", help="How many hits."),
     db: Path | None = DbOption,
     model: str | None = ModelOption,
@@ -181,7 +184,9 @@ def search(
             rerankers.append(MMR(diverse))
         settings = config.resolve(db=db, model=model, device=device)
         with _open(settings, create=False) as idx:
-            hits = idx.search(query=fused, k=k, filters=filters, rerankers=rerankers)
+            hits = idx.search(
+                query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain
+            )
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -193,6 +198,9 @@ def search(
     typer.echo(f"{'rank':>4}  {'score':>7}  {'id':>7}  path")
     for rank, hit in enumerate(hits, 1):
         typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.id:>7}  {hit.path}")
+        if hit.explain:
+            stages = ", ".join(f"{name} {value:g}" for name, value in hit.explain.items())
+            typer.echo(f"{'':>23}{stages}")
 
 
 @app.command()

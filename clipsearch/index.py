@@ -273,6 +273,7 @@ class Index:
         k: int = 10,
         filters: Filter | None = None,
         rerankers: Sequence[Reranker] = (),
+        explain: bool = False,
     ) -> list[Hit]:
         """Images nearest to a text and/or an example image, or to a fused `Query`, best first;
         with `filters`, only images whose metadata match (still k hits if k match)."""
@@ -280,7 +281,7 @@ class Index:
             raise QueryError(f"k must be at least 1, got {k}")
         self.vector_index()  # an empty index fails here, before a model is loaded
         vector = self.embed_query(text, image, query=query)
-        return self.search_vectors(vector[None, :], k, filters, rerankers)[0]
+        return self.search_vectors(vector[None, :], k, filters, rerankers, explain)[0]
 
     def search_vectors(
         self,
@@ -288,15 +289,19 @@ class Index:
         k: int = 10,
         filters: Filter | None = None,
         rerankers: Sequence[Reranker] = (),
+        explain: bool = False,
     ) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring."""
-        searcher = Searcher(self.db, self.vector_index(), rerankers=rerankers)
+        searcher = Searcher(self.db, self.vector_index(), rerankers=rerankers, explain=explain)
         allowed = None
         if filters is not None and not filters.is_empty():
             allowed = self.db.ids_where(filters.where())
         matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k, allowed)
-        return [[Hit(m.id, m.label, m.score) for m in row] for row in matches]
+        return [
+            [Hit(m.id, m.label, m.score, dict(m.explain) if explain else None) for m in row]
+            for row in matches
+        ]
 
     # -- facts ----------------------------------------------------------------------------
 

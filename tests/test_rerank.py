@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import clipsearch
+from clipsearch.cli import app
 from clipsearch.errors import QueryError
 from clipsearch.search.rerank import MMR, CollapseNearDuplicates
 from clipsearch.search.searcher import InMemoryStore, Searcher, rank_exact
@@ -101,3 +104,34 @@ def test_inverted_softmax_demotes_a_hub() -> None:
     assert InvertedSoftmax(bank, beta=10).rerank(query, scores, candidates, k=2) == [1, 0]
     with pytest.raises(QueryError):
         InvertedSoftmax(bank[:0])
+
+
+def test_explain_lists_each_hits_rank_at_every_stage() -> None:
+    matches = rank_exact(
+        QUERY, [2, 0, 1, 3], ["b", "a1", "a2", "c"], VECTORS[[2, 0, 1, 3]], 2,
+        [CollapseNearDuplicates(0.99)], explain=True,
+    )  # fmt: skip
+    assert [m.label for m in matches] == ["a1", "b"]
+    assert dict(matches[0].explain) == {
+        "candidate_rank": 2, "exact_rank": 1, "CollapseNearDuplicates_rank": 1
+    }  # fmt: skip
+    assert dict(matches[1].explain) == {
+        "candidate_rank": 1, "exact_rank": 3, "CollapseNearDuplicates_rank": 2
+    }  # fmt: skip
+    assert rank_exact(QUERY, [0, 1], LABELS[:2], VECTORS[:2], 1)[0].explain == ()
+
+
+def test_cli_explain(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 5)
+    db = str(tmp_path / "db")
+    runner = CliRunner()
+    index = ["index", str(tmp_path / "photos"), "--db", db, "--model", "tiny-random", "-q"]
+    assert runner.invoke(app, index).exit_code == 0
+    result = runner.invoke(
+        app, ["search", "x", "--db", db, "--explain", "--diverse", "0.2", "--json"]
+    )
+    hits = json.loads(result.stdout)
+    assert set(hits[0]["explain"]) == {"candidate_rank", "exact_rank", "MMR_rank"}
+    assert [h["explain"]["MMR_rank"] for h in hits] == [1, 2, 3, 4, 5]
+    plain = runner.invoke(app, ["search", "x", "--db", db, "--explain", "-k", "2"])
+    assert plain.exit_code == 0 and "exact_rank" in plain.stdout

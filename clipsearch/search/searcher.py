@@ -31,9 +31,14 @@ class Hit:
     id: int
     path: str
     score: float
+    #: With `explain`: the hit's rank at each stage (candidate, exact, then each re-ranker).
+    explain: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.explain is None:
+            del out["explain"]
+        return out
 
 
 class Match(NamedTuple):
@@ -42,6 +47,7 @@ class Match(NamedTuple):
     id: int
     label: str
     score: float
+    explain: tuple[tuple[str, float], ...] = ()
 
 
 class VectorStore(Protocol):
@@ -71,19 +77,33 @@ def rank_exact(
     vectors: Matrix,
     k: int,
     rerankers: Sequence[Reranker] = (),
+    explain: bool = False,
 ) -> list[Match]:
     """The k best of the given rows by exact inner product (ties broken by id), then each
-    re-ranker in turn over that list."""
+    re-ranker in turn over that list. Rows come in candidate order, so with `explain` each
+    match carries its 1-based rank as a candidate, after exact rescoring and after each
+    re-ranker."""
     if len(ids) == 0:
         return []
     scores = vectors @ query.astype(np.float32)
     order = np.lexsort((np.asarray(ids), -scores))
+    stages = [("exact_rank", order)]
     if not rerankers:
         order = order[:k]
     for reranker in rerankers:
         keep = reranker.rerank(query, scores[order].tolist(), vectors[order], k)
         order = order[keep]
-    return [Match(int(ids[i]), labels[i], float(scores[i])) for i in order[:k]]
+        stages.append((f"{type(reranker).__name__}_rank", order))
+    final = order[:k]
+    notes: dict[int, list[tuple[str, float]]] = {int(i): [] for i in final}
+    if explain:
+        for i in final:
+            notes[int(i)].append(("candidate_rank", float(i + 1)))
+        for name, ranked in stages:
+            for position, i in enumerate(ranked):
+                if int(i) in notes:
+                    notes[int(i)].append((name, float(position + 1)))
+    return [Match(int(ids[i]), labels[i], float(scores[i]), tuple(notes[int(i)])) for i in final]
 
 
 class Searcher:
@@ -93,11 +113,13 @@ class Searcher:
         index: VectorIndex,
         oversample: int = DEFAULT_OVERSAMPLE,
         rerankers: Sequence[Reranker] = (),
+        explain: bool = False,
     ) -> None:
         self.store = store
         self.index = index
         self.oversample = oversample
         self.rerankers = tuple(rerankers)
+        self.explain = explain
 
     def search(
         self, query: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None = None
@@ -136,5 +158,9 @@ class Searcher:
             )
             rows = order[at[present]]
             row_ids, row_labels = [ids[r] for r in rows], [labels[r] for r in rows]
-            results.append(rank_exact(query, row_ids, row_labels, vectors[rows], k, self.rerankers))
+            results.append(
+                rank_exact(
+                    query, row_ids, row_labels, vectors[rows], k, self.rerankers, self.explain
+                )
+            )
         return results
