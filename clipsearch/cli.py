@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,19 +246,33 @@ def _eval_index(
         yield stack.enter_context(_open(settings, create=True, progress=not quiet))
 
 
-def _print_report(report: dict[str, Any], as_json: bool, baseline: Path | None) -> None:
+def _run_eval(
+    evaluate: Callable[[Index], Any],
+    db: Path | None,
+    model: str | None,
+    device: str | None,
+    quiet: bool,
+    as_json: bool,
+    baseline: Path | None,
+) -> None:
+    """Run one evaluation on its index and print the report (with deltas to `baseline`)."""
     from clipsearch.evaluation.report import format_table
 
+    try:
+        previous = None
+        if baseline is not None:
+            try:
+                previous = json.loads(baseline.read_text())
+            except (OSError, ValueError) as exc:
+                raise ClipsearchError(f"cannot read baseline {baseline}: {exc}") from exc
+        with _eval_index(db, model, device, quiet) as idx:
+            report = evaluate(idx).to_dict()
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
     if as_json:
         _print_json(report)
-        return
-    previous = None
-    if baseline is not None:
-        try:
-            previous = json.loads(baseline.read_text())
-        except (OSError, ValueError) as exc:
-            raise _fail(ClipsearchError(f"cannot read baseline {baseline}: {exc}")) from None
-    typer.echo(format_table(report, previous))
+    else:
+        typer.echo(format_table(report, previous))
 
 
 @eval_app.command("classes")
@@ -281,11 +295,12 @@ def eval_classes(
 
     try:
         labelled = read_queries(queries) if queries is not None else []
-        with _eval_index(db, model, device, quiet) as idx:
-            report = evaluate_classes(idx, root, labelled, ann=ann)
     except ClipsearchError as exc:
         raise _fail(exc) from None
-    _print_report(report.to_dict(), as_json, baseline)
+    _run_eval(
+        lambda idx: evaluate_classes(idx, root, labelled, ann=ann),
+        db, model, device, quiet, as_json, baseline,
+    )  # fmt: skip
 
 
 @eval_app.command("captions")
@@ -303,12 +318,10 @@ def eval_captions(
     """Recall@1/5/10 and median rank, text→image and image→text (Flickr30k/COCO protocol)."""
     from clipsearch.evaluation import evaluate_captions
 
-    try:
-        with _eval_index(db, model, device, quiet) as idx:
-            report = evaluate_captions(idx, images, captions, ann=ann)
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
-    _print_report(report.to_dict(), as_json, baseline)
+    _run_eval(
+        lambda idx: evaluate_captions(idx, images, captions, ann=ann),
+        db, model, device, quiet, as_json, baseline,
+    )  # fmt: skip
 
 
 def main() -> None:
