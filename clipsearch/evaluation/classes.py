@@ -27,7 +27,6 @@ from clipsearch.evaluation.collection import (
 )
 from clipsearch.evaluation.metrics import average_precision, precision_at
 from clipsearch.index import Index
-from clipsearch.indexer.scan import scan
 from clipsearch.search.rerank import Reranker
 
 #: Prompt templates in the style of CLIP's CIFAR-10 prompt engineering.
@@ -92,10 +91,11 @@ def evaluate_classes(
     """`ann`: candidates from an HNSW index; `rerankers`: applied to text→image retrieval.
     Either limits retrieval to the top 10, so average precision is then not measured."""
     index.add([root])
-    paths = [f.path for f in scan([root]).files]
-    by_path = index.db.ids_by_path()
-    ids = [by_path[p] for p in paths if p in by_path]
-    label_of = {by_path[p]: class_of(p) for p in paths if p in by_path}
+    # The rows under `root` are what `add` just scanned and indexed: no second folder walk.
+    prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
+    indexed = sorted((p, i) for p, i in index.db.ids_by_path().items() if p.startswith(prefix))
+    ids = [i for _, i in indexed]
+    label_of = {i: class_of(p) for p, i in indexed}
     classes = sorted(set(label_of.values()))
     if len(classes) < 2:
         raise QueryError(f"{root}: needs at least two class folders with images")

@@ -10,7 +10,7 @@ import numpy as np
 from clipsearch.errors import QueryError
 from clipsearch.index import Index
 from clipsearch.search.rerank import Reranker
-from clipsearch.search.searcher import InMemoryStore, Searcher
+from clipsearch.search.searcher import InMemoryStore, Searcher, positions_of
 from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, fill_from_db
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
@@ -42,8 +42,10 @@ def image_searcher(index: Index, ann: bool = False, rerankers: Sequence[Reranker
 def stored_image_vectors(index: Index, ids: Sequence[int]) -> Matrix:
     """The vectors the index holds for these image ids, in this order (no re-encoding)."""
     found, _, matrix = index.db.vectors_for(list(ids))
-    position = {row_id: i for i, row_id in enumerate(found)}
-    return matrix[[position[i] for i in ids]]
+    rows = positions_of(found, np.asarray(ids))
+    if (rows < 0).any():
+        raise QueryError(f"{int((rows < 0).sum())} evaluation images left the index meanwhile")
+    return np.asarray(matrix[rows], dtype=np.float32)
 
 
 def image_ids(index: Index, paths: Sequence[str]) -> list[int]:

@@ -70,6 +70,19 @@ class InMemoryStore:
         return found, [self.labels[i] for i in found], self.vectors[found]
 
 
+def positions_of(found: Sequence[int], wanted: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """For each id in `wanted`, its position in `found` (ids as a store returned them, in any
+    order), or -1 where the store did not return it."""
+    found_ids = np.asarray(found, dtype=np.int64)
+    wanted = np.asarray(wanted, dtype=np.int64)
+    if len(found_ids) == 0:
+        return np.full(len(wanted), -1, dtype=np.int64)
+    order = np.argsort(found_ids)
+    sorted_ids = found_ids[order]
+    at = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    return np.where(sorted_ids[at] == wanted, order[at], -1)
+
+
 def rank_exact(
     query: np.ndarray[Any, Any],
     ids: Sequence[int],
@@ -147,16 +160,10 @@ class Searcher:
         ids, labels, vectors = self.store.vectors_for(wanted.tolist())
         if not ids:
             return [[] for _ in range(len(queries))]
-        order = np.argsort(ids)
-        sorted_ids = np.asarray(ids)[order]
         results = []
         for query, row in zip(queries, candidates, strict=True):
-            row = row[row >= 0]
-            at = np.searchsorted(sorted_ids, row)
-            present = (at < len(sorted_ids)) & (
-                sorted_ids[np.minimum(at, len(sorted_ids) - 1)] == row
-            )
-            rows = order[at[present]]
+            rows = positions_of(ids, row[row >= 0])
+            rows = rows[rows >= 0]
             row_ids, row_labels = [ids[r] for r in rows], [labels[r] for r in rows]
             results.append(
                 rank_exact(
