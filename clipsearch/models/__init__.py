@@ -26,8 +26,9 @@ def load_encoder(spec: str | ModelSpec, device: str | None = None) -> Encoder:
 
     keep_freed_memory()
     parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+    resolved = resolve_device(device)
     if parsed.arch == MINI_ARCH:
         from clipsearch.models.mini import load_mini
 
-        return load_mini(parsed, resolve_device(device))
-    return load_open_clip(parsed, device=device)
+        return load_mini(parsed, resolved)
+    return load_open_clip(parsed, resolved)

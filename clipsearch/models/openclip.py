@@ -110,10 +110,9 @@ def _load_failure_message(spec: ModelSpec, exc: BaseException | str) -> str:
     )
 
 
-def load_open_clip(spec: ModelSpec, device: str | None = None) -> ClipEncoder:
+def load_open_clip(spec: ModelSpec, device: torch.device) -> ClipEncoder:
     """An open_clip model in inference mode, with its own preprocessing and tokenizer."""
-    resolved = resolve_device(device)
-    model, preprocess = _build(spec, resolved)
+    model, preprocess = _build(spec, device)
     size = model.visual.image_size
     return ClipEncoder(
         model,
@@ -122,5 +121,5 @@ def load_open_clip(spec: ModelSpec, device: str | None = None) -> ClipEncoder:
         input_size=int(size[0] if isinstance(size, tuple | list) else size),
         spec=spec.text,
         identity=spec.identity,
-        device=resolved,
+        device=device,
     )

@@ -106,9 +106,10 @@ class FlatIndex(_IdMappedIndex):
     def __init__(self, dim: int, index: Any | None = None) -> None:
         super().__init__(dim, index if index is not None else faiss.IndexFlatIP(dim))
         self._gpu_copy: Any | None = None
+        self._use_gpu = faiss_gpu_count() > 0  # asked once, not on every search
 
     def _searchable(self) -> Any:
-        if faiss_gpu_count() == 0:
+        if not self._use_gpu:
             return self.index
         if self._gpu_copy is None:
             try:
