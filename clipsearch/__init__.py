@@ -9,17 +9,24 @@ with clipsearch.open("~/photos-index", model="tiny-random") as idx:
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.index import Index, IndexStats, IndexSummary, open_index
+from clipsearch.search.filters import Filter
+from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
+from clipsearch.texts import TextHit
 
 open = open_index  # `clipsearch.open(...)` reads as intended
 
 __version__ = "0.1.0"
 __all__ = [
     "ClipsearchError",
+    "Filter",
     "Hit",
     "Index",
     "IndexStats",
     "IndexSummary",
+    "Query",
+    "QueryPart",
+    "TextHit",
     "__version__",
     "open",
     "open_index",

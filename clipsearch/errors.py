@@ -46,3 +46,8 @@ class ImageDecodeError(ClipsearchError):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+
+
+class TextSourceError(ClipsearchError):
+    """A file of texts to index (captions CSV, JSONL, vocabulary, sidecar) is unreadable or
+    malformed; the message lists the bad lines. Nothing from the file was added."""

@@ -22,6 +22,7 @@ from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import Skip, scan
+from clipsearch.indexer.text_sources import SIDECAR
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
@@ -29,9 +30,11 @@ from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
+from clipsearch.texts import TextCollection, TextHit
 
 if TYPE_CHECKING:
     from clipsearch.indexer.pipeline import EmbedCounts
+    from clipsearch.tagging import TagResult
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
 
@@ -46,6 +49,7 @@ class IndexSummary:
     moved: int = 0
     unchanged: int = 0
     encoded: int = 0  # images that went through the model
+    sidecars: int = 0  # .txt / .xmp descriptions (re-)indexed as texts
     skipped: list[Skip] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,6 +60,7 @@ class IndexSummary:
 class IndexStats:
     directory: str
     count: int
+    texts: int
     model: str | None
     model_identity: str | None
     dim: int | None
@@ -106,6 +111,7 @@ class Index:
         self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
         self._vectors: vi.FlatIndex | None = None
+        self._texts: TextCollection | None = None
         recorded = _recorded_info(db)
         self._model_spec = model or (recorded.spec if recorded else DEFAULT_MODEL)
         if recorded is not None:
@@ -148,6 +154,13 @@ class Index:
             self._encoder = load_encoder(self._model_spec, device=self.device)
         return self._encoder
 
+    @property
+    def texts(self) -> TextCollection:
+        """The index's texts: captions, records, vocabularies, sidecar descriptions."""
+        if self._texts is None:
+            self._texts = TextCollection(self)
+        return self._texts
+
     def vector_index(self) -> vi.FlatIndex:
         if self._vectors is None:
             info = self.model_info
@@ -159,7 +172,8 @@ class Index:
             self._vectors, _ = vi.load_or_rebuild(self.db, self.directory, info.identity, info.dim)
         return self._vectors
 
-    def _record_model(self) -> ModelInfo:
+    def record_model(self) -> ModelInfo:
+        """The index's model, recorded on first write (images or texts)."""
         info = self.model_info
         if info is None:
             info = self.encoder.info
@@ -188,7 +202,7 @@ class Index:
             skipped=[*scanned.skipped, *plan.skipped],
         )
         if plan.embed:
-            self._record_model()
+            self.record_model()
         info = self.model_info
         vectors = self.vector_index() if info is not None else None
         try:
@@ -208,6 +222,12 @@ class Index:
         if vectors is not None and info is not None:
             stamp = vi.Stamp(self.db.generation(), info.identity, info.dim, vectors.kind)
             vi.save_cache(self.directory, vectors, stamp)
+        if scanned.sidecars or self.texts.table.sources(SIDECAR):
+            sidecars = self.texts.sync_sidecars(
+                roots, [f.path for f in scanned.files], scanned.sidecars
+            )
+            summary.sidecars = sidecars.added
+            summary.skipped.extend(sidecars.skipped)
         return summary
 
     def _embed(self, jobs: list[EmbedJob], vectors: vi.FlatIndex) -> EmbedCounts:
@@ -237,7 +257,7 @@ class Index:
             if part.kind == "text":
                 return np.asarray(next(encoded))
             if part.kind == "image":
-                return self._embed_image_file(Path(str(part.value)))
+                return self.embed_image_file(Path(str(part.value)))
             return self._stored_vector(int(part.value))
 
         # Parts are embedded in order, so the texts come out of `encoded` in order too.
@@ -251,7 +271,8 @@ class Index:
             raise QueryError(f"no image with id {item_id} in this index")
         return np.asarray(matrix[0])
 
-    def _embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
+    def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
+        """The unit vector of an image file (indexed or not), through the index's model."""
         from clipsearch.indexer.decode import decode_image, register_heif
 
         register_heif()
@@ -283,6 +304,39 @@ class Index:
         vector = self.embed_query(text, image, query=query)
         return self.search_vectors(vector[None, :], k, filters, rerankers, explain)[0]
 
+    def search_texts(
+        self,
+        text: str | None = None,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        query: Query | None = None,
+        k: int = 10,
+        kind: str | None = None,
+        source: str | None = None,
+        distinct: bool = True,
+    ) -> list[TextHit]:
+        """Texts nearest to an image (retrieval captioning), a text, or a fused `Query`;
+        `kind` ("captions", "jsonl", "vocabulary", "sidecar") or `source` (a file added with
+        `texts.add`) restrict which texts; `distinct`: repeated texts appear once."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        self.texts.vector_index()  # no texts: fails here, before a model is loaded
+        vector = self.embed_query(text, image, query=query)
+        return self.texts.search_vectors(vector[None, :], k, kind, source, distinct)[0]
+
+    def tag(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        top: int = 5,
+        vocabulary: str | os.PathLike[str] | None = None,
+        store: bool = False,
+    ) -> list[TagResult]:
+        """Zero-shot tags for image files or indexed folders; see `clipsearch.tagging`."""
+        from clipsearch.tagging import tag_images
+
+        return tag_images(self, paths, top=top, vocabulary=vocabulary, store=store)
+
     def search_vectors(
         self,
         queries: np.ndarray[Any, Any],
@@ -311,6 +365,7 @@ class Index:
         return IndexStats(
             directory=str(self.directory),
             count=self.db.count(),
+            texts=self.texts.table.count(),
             model=info.spec if info else None,
             model_identity=info.identity if info else None,
             dim=info.dim if info else None,

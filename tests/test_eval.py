@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import clipsearch
 from clipsearch.cli import app
-from clipsearch.errors import QueryError
+from clipsearch.errors import QueryError, TextSourceError
 from clipsearch.evaluation import evaluate_captions, evaluate_classes
 from clipsearch.evaluation.classes import LabelledQuery
 from clipsearch.evaluation.metrics import (
@@ -172,10 +172,10 @@ def test_bad_caption_files_are_clear_errors(colour_index: Any, tmp_path: Path) -
     (tmp_path / "photos").mkdir()
     bad = tmp_path / "bad.csv"
     bad.write_text("file,text\nx.png,hello\n")
-    with pytest.raises(QueryError, match="'image' and 'caption'"):
+    with pytest.raises(TextSourceError, match="'image' and 'caption'"):
         evaluate_captions(colour_index, tmp_path / "photos", bad)
     bad.write_text("image,caption\nx.png,\n")
-    with pytest.raises(QueryError, match=r"empty image or caption on lines \[2\]"):
+    with pytest.raises(TextSourceError, match=r"empty image or caption on line\(s\) 2;"):
         evaluate_captions(colour_index, tmp_path / "photos", bad)
     _solid(tmp_path / "photos" / "a.png", (1, 2, 3), 0)
     bad.write_text("image,caption\na.png,red\nmissing.png,blue\n")

@@ -33,6 +33,7 @@ def test_second_run_embeds_nothing(tmp_path: Path, counting_encoder: CountingEnc
         "moved": 0,
         "unchanged": 10,
         "encoded": 0,
+        "sidecars": 0,
         "skipped": [],
     }
     assert counting_encoder.images_encoded == 10

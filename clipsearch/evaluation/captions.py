@@ -8,7 +8,6 @@ captions become a text collection searched the same way.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Sequence
@@ -16,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
     image_ids,
@@ -26,6 +24,7 @@ from clipsearch.evaluation.collection import (
 )
 from clipsearch.evaluation.metrics import Ranks, first_relevant_rank, median_rank, recall_at
 from clipsearch.index import Index
+from clipsearch.indexer.text_sources import decode_utf8, parse_captions, read_bytes
 from clipsearch.search.rerank import Reranker
 
 KS = (1, 5, 10)
@@ -46,20 +45,7 @@ class CaptionReport:
 
 def read_captions(path: Path) -> list[tuple[str, str]]:
     """(image, caption) rows of a CSV with an `image,caption` header; bad rows are an error."""
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
-                raise QueryError(f"{path}: needs a header with 'image' and 'caption' columns")
-            rows = [(r["image"].strip(), (r["caption"] or "").strip()) for r in reader]
-    except OSError as exc:
-        raise QueryError(f"cannot read captions file {path}: {exc.strerror or exc}") from exc
-    empty = [i + 2 for i, (image, caption) in enumerate(rows) if not image or not caption]
-    if empty:
-        raise QueryError(f"{path}: empty image or caption on lines {empty[:10]}")
-    if not rows:
-        raise QueryError(f"{path}: no captions")
-    return rows
+    return parse_captions(path, decode_utf8(path, read_bytes(path)))
 
 
 def _chance_recall(pool: int, relevant: int, k: int) -> float:

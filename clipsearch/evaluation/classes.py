@@ -20,23 +20,14 @@ import numpy as np
 from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
-    ensemble,
     image_searcher,
     stored_image_vectors,
     text_searcher,
 )
 from clipsearch.evaluation.metrics import average_precision, precision_at
 from clipsearch.index import Index
+from clipsearch.search.prompts import TEMPLATES, prompt_vectors
 from clipsearch.search.rerank import Reranker
-
-#: Prompt templates in the style of CLIP's CIFAR-10 prompt engineering.
-TEMPLATES = (
-    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.",
-    "a low contrast photo of a {}.", "a high contrast photo of a {}.", "a bad photo of a {}.",
-    "a good photo of a {}.", "a photo of a small {}.", "a photo of a big {}.",
-    "a photo of the {}.", "a blurry photo of the {}.", "a bad photo of the {}.",
-    "a good photo of the {}.", "a photo of the small {}.", "a photo of the big {}.",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -103,9 +94,7 @@ def evaluate_classes(
     if unknown:
         raise QueryError(f"queries name classes that are not folders of {root}: {unknown}")
 
-    prompts = [t.format(c.replace("_", " ")) for c in classes for t in templates]
-    prompt_vectors = index.encoder.encode_texts(prompts).reshape(len(classes), len(templates), -1)
-    class_vectors = np.stack([ensemble(v) for v in prompt_vectors])
+    class_vectors = prompt_vectors(index.encoder, classes, templates)
 
     predicted = text_searcher(classes, class_vectors, ann).search_many(
         stored_image_vectors(index, ids), k=1

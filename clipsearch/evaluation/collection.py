@@ -58,9 +58,3 @@ def image_ids(index: Index, paths: Sequence[str]) -> list[int]:
         )
         raise QueryError(f"{len(missing)} evaluation images are not in the index: {shown}")
     return [by_path[p] for p in paths]
-
-
-def ensemble(vectors: Matrix) -> Matrix:
-    """Template ensembling: the normalised mean of normalised prompt embeddings."""
-    mean = vectors.mean(axis=0)
-    return np.asarray(mean / np.linalg.norm(mean), dtype=np.float32)

@@ -11,6 +11,7 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+SIDECAR_EXTENSIONS = frozenset({".txt", ".xmp"})
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Skip:
 class ScanResult:
     files: list[FileStat] = field(default_factory=list)
     skipped: list[Skip] = field(default_factory=list)
+    #: `.txt` / `.xmp` files seen on the way: sidecar descriptions, if an image matches.
+    sidecars: list[FileStat] = field(default_factory=list)
 
 
 def heif_available() -> bool:
@@ -60,7 +63,8 @@ def scan(roots: Iterable[Path]) -> ScanResult:
                     )
                 )
                 continue
-            if ext not in IMAGE_EXTENSIONS and ext not in HEIF_EXTENSIONS:
+            is_sidecar = ext in SIDECAR_EXTENSIONS
+            if not is_sidecar and ext not in IMAGE_EXTENSIONS and ext not in HEIF_EXTENSIONS:
                 continue
             if path in seen:
                 continue
@@ -68,10 +72,13 @@ def scan(roots: Iterable[Path]) -> ScanResult:
             try:
                 st = os.stat(path)
             except OSError as exc:
-                result.skipped.append(Skip(path, f"unreadable: {exc.strerror or exc}"))
+                if not is_sidecar:
+                    result.skipped.append(Skip(path, f"unreadable: {exc.strerror or exc}"))
                 continue
-            result.files.append(FileStat(path, st.st_size, st.st_mtime_ns))
+            found = FileStat(path, st.st_size, st.st_mtime_ns)
+            (result.sidecars if is_sidecar else result.files).append(found)
     result.files.sort(key=lambda f: f.path)
+    result.sidecars.sort(key=lambda f: f.path)
     return result
 
 

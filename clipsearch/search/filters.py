@@ -12,10 +12,10 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, func
+from sqlalchemy import ColumnElement, and_, func, select
 
 from clipsearch.errors import QueryError
-from clipsearch.storage.schema import ImageRow
+from clipsearch.storage.schema import ImageRow, ImageTag
 
 Orientation = Literal["landscape", "portrait", "square"]
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
@@ -33,6 +33,7 @@ class Filter:
     min_height: int | None = None
     orientation: Orientation | None = None
     formats: tuple[str, ...] = ()  # Pillow format names, e.g. ("JPEG", "PNG")
+    tags: tuple[str, ...] = ()  # images carrying every one of these tags (any case)
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) in (None, ()) for f in fields(self))
@@ -66,6 +67,9 @@ class Filter:
         if self.formats:
             names = [_FORMAT_ALIASES.get(f.upper(), f.upper()) for f in self.formats]
             out.append(ImageRow.format.in_(names))
+        for tag in self.tags:
+            tagged = select(ImageTag.image_id).where(func.lower(ImageTag.tag) == tag.lower())
+            out.append(ImageRow.id.in_(tagged))
         return out
 
     def where(self) -> Any:

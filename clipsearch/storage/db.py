@@ -18,10 +18,19 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from clipsearch.errors import IndexNotFoundError, SchemaVersionError
-from clipsearch.storage.schema import MIGRATIONS, SCHEMA_VERSION, ImageRow, Meta, read_version
+from clipsearch.storage.schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    ZERO_SHOT,
+    ImageRow,
+    ImageTag,
+    Meta,
+    read_version,
+)
 
 DB_FILENAME = "clipsearch.db"
 Vector = np.ndarray[Any, np.dtype[np.float32]]
+IdArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,46 @@ class Move:
     mtime_ns: int
 
 
+def bump(session: Session, key: str = "generation") -> None:
+    """Advance a write counter inside the caller's transaction."""
+    current = session.get(Meta, key)
+    value = int(current.value) + 1 if current else 1
+    session.merge(Meta(key=key, value=str(value)))
+
+
+def vectors_for(
+    engine: Engine, id_col: Any, label_col: Any, vector_col: Any, ids: Sequence[int]
+) -> tuple[list[int], list[str], Vector]:
+    """(ids, labels, matrix) of the rows among `ids` that exist, from any table with a float32
+    vector blob."""
+    if not ids:
+        return [], [], np.zeros((0, 0), dtype=np.float32)
+    stmt = select(id_col, label_col, vector_col).where(id_col.in_(list(ids)))
+    with Session(engine) as session:
+        rows = session.execute(stmt).all()
+    if not rows:
+        return [], [], np.zeros((0, 0), dtype=np.float32)
+    matrix = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
+    return [r[0] for r in rows], [r[1] for r in rows], matrix
+
+
+def iter_vectors(
+    engine: Engine, id_col: Any, vector_col: Any, chunk: int
+) -> Iterator[tuple[IdArray, Vector]]:
+    """All (ids, vectors) of a table in id order, `chunk` rows at a time."""
+    last = 0
+    with Session(engine) as session:
+        while True:
+            stmt = select(id_col, vector_col).where(id_col > last).order_by(id_col).limit(chunk)
+            rows = session.execute(stmt).all()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield ids, vectors.reshape(len(rows), -1)
+            last = int(ids[-1])
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL + NORMAL: a killed process never loses a committed batch, and readers (a search
@@ -65,6 +114,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")  # a deleted image takes its tags with it
     cur.close()
 
 
@@ -120,8 +170,9 @@ class Database:
             for key, value in values.items():
                 session.merge(Meta(key=key, value=value))
 
-    def generation(self) -> int:
-        return int(self.get_meta().get("generation", "0"))
+    def generation(self, key: str = "generation") -> int:
+        """The write counter of the images (or, with `key`, of another table)."""
+        return int(self.get_meta().get(key, "0"))
 
     def count(self) -> int:
         with Session(self.engine) as session:
@@ -158,36 +209,11 @@ class Database:
 
     def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Vector]:
         """Rows for the given ids that still exist, as (ids, paths, matrix)."""
-        if not ids:
-            return [], [], np.zeros((0, 0), dtype=np.float32)
-        stmt = select(ImageRow.id, ImageRow.path, ImageRow.vector).where(ImageRow.id.in_(list(ids)))
-        with Session(self.engine) as session:
-            rows = session.execute(stmt).all()
-        if not rows:
-            return [], [], np.zeros((0, 0), dtype=np.float32)
-        matrix = np.stack([np.frombuffer(r.vector, dtype=np.float32) for r in rows])
-        return [r.id for r in rows], [r.path for r in rows], matrix
+        return vectors_for(self.engine, ImageRow.id, ImageRow.path, ImageRow.vector, ids)
 
-    def iter_vectors(
-        self, chunk: int = 20_000
-    ) -> Iterator[tuple[np.ndarray[Any, np.dtype[np.int64]], Vector]]:
+    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Vector]]:
         """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds)."""
-        last = 0
-        with Session(self.engine) as session:
-            while True:
-                stmt = (
-                    select(ImageRow.id, ImageRow.vector)
-                    .where(ImageRow.id > last)
-                    .order_by(ImageRow.id)
-                    .limit(chunk)
-                )
-                rows = session.execute(stmt).all()
-                if not rows:
-                    return
-                ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.frombuffer(b"".join(r.vector for r in rows), dtype=np.float32)
-                yield ids, vectors.reshape(len(rows), -1)
-                last = int(ids[-1])
+        return iter_vectors(self.engine, ImageRow.id, ImageRow.vector, chunk)
 
     def rows(self, ids: Iterable[int] | None = None) -> list[ImageRow]:
         stmt = select(ImageRow).order_by(ImageRow.id)
@@ -198,10 +224,8 @@ class Database:
 
     # -- writes (each one transaction, each bumps the generation) -----------------------
 
-    def _bump(self, session: Session) -> None:
-        current = session.get(Meta, "generation")
-        value = int(current.value) + 1 if current else 1
-        session.merge(Meta(key="generation", value=str(value)))
+    def _bump(self, session: Session, key: str = "generation") -> None:
+        bump(session, key)
 
     def apply_file_changes(
         self, removed: Sequence[int], moved: Sequence[Move], touched: Sequence[Move]
@@ -257,5 +281,11 @@ class Database:
                 select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))
             )
             by_path = {path: row_id for path, row_id in found}
+            # A changed image's zero-shot tags described the old picture.
+            session.execute(
+                delete(ImageTag).where(
+                    ImageTag.image_id.in_(list(by_path.values())), ImageTag.origin == ZERO_SHOT
+                )
+            )
             self._bump(session)
         return [by_path[p] for p in paths]

@@ -1,17 +1,26 @@
 """The SQLite schema (SQLAlchemy 2.0 declarative) and its numbered migrations.
 
-SQLite is the source of truth: every image row carries its embedding, so the FAISS index can
-always be rebuilt from here.
+SQLite is the source of truth: every image and text row carries its embedding, so the FAISS
+indexes can always be rebuilt from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Float, Integer, LargeBinary, String, Text, text
+from sqlalchemy import (
+    Connection,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Base(DeclarativeBase):
@@ -44,12 +53,70 @@ class ImageRow(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, dim values
 
 
+class TextSource(Base):
+    """A file texts were read from (captions CSV, JSONL, vocabulary, sidecar), so that a
+    re-add of an unchanged file costs nothing and a changed one replaces its texts."""
+
+    __tablename__ = "text_sources"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # captions | jsonl | vocabulary | sidecar
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    added_at: Mapped[float] = mapped_column(Float)
+
+
+class TextRow(Base):
+    __tablename__ = "texts"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source_id: Mapped[int] = mapped_column(
+        ForeignKey("text_sources.id", ondelete="CASCADE"), index=True
+    )
+    key: Mapped[str | None] = mapped_column(Text)  # the JSONL id, or the term of a vocabulary
+    text: Mapped[str] = mapped_column(Text)
+    image_path: Mapped[str | None] = mapped_column(Text, index=True)  # the image it describes
+    metadata_json: Mapped[str | None] = mapped_column(Text)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, like images.vector
+
+
+class ImageTag(Base):
+    """A tag on an image: from zero-shot tagging (score = cosine) or an XMP keyword (1.0)."""
+
+    __tablename__ = "image_tags"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
+    score: Mapped[float] = mapped_column(Float)
+    origin: Mapped[str] = mapped_column(String(16))  # ZERO_SHOT | XMP
+
+
+ZERO_SHOT = "zero-shot"
+XMP = "xmp"
+
+
+_V1_TABLES = ("meta", "images")
+
+
 def _v1(conn: Connection) -> None:
-    Base.metadata.create_all(conn)
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in _V1_TABLES])
+
+
+def _v2(conn: Connection) -> None:
+    """Texts as a searchable modality, and tags on images."""
+    Base.metadata.create_all(
+        conn, tables=[t for name, t in Base.metadata.tables.items() if name not in _V1_TABLES]
+    )
 
 
 #: MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

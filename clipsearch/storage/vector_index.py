@@ -1,15 +1,17 @@
 """The FAISS vector index: a cache of the database's vectors, rebuilt from it when stale.
 
-The index file sits beside the database with a small JSON stamp (the database generation it
-reflects, the model identity and the dimension). `load_or_rebuild` trusts the file only when
-the stamp matches the database; otherwise it rebuilds from the stored vectors, which is how a
-killed indexing run or a deleted cache file recovers.
+Each index file (one for the images, one for the texts) sits beside the database with a small
+JSON stamp (the generation of the table it reflects, the model identity and the dimension).
+`load_or_rebuild` trusts the file only when the stamp matches the database; otherwise it
+rebuilds from the stored vectors, which is how a killed indexing run or a deleted cache file
+recovers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,10 +19,10 @@ from typing import Any, Protocol
 import faiss
 import numpy as np
 
-from clipsearch.storage.db import Database
-
-INDEX_FILENAME = "vectors.faiss"
-STAMP_FILENAME = "vectors.json"
+#: Cache names: `<name>.faiss` with its stamp `<name>.json` beside the database.
+IMAGES = "vectors"
+TEXTS = "texts"
+INDEX_FILENAME = f"{IMAGES}.faiss"
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 IdArray = np.ndarray[Any, np.dtype[np.int64]]
 
@@ -156,20 +158,35 @@ class HNSWIndex(_IdMappedIndex):
         return params
 
 
-def build_from_db(db: Database, dim: int) -> FlatIndex:
+class VectorSource(Protocol):
+    """A table of stored vectors a FAISS cache can be rebuilt from (images, or texts)."""
+
+    def generation(self) -> int: ...
+
+    def count(self) -> int: ...
+
+    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]: ...
+
+
+def build_from_db(source: VectorSource, dim: int) -> FlatIndex:
     index = FlatIndex(dim)
-    fill_from_db(index, db)
+    fill_from_db(index, source)
     return index
 
 
-def fill_from_db(index: _IdMappedIndex, db: Database) -> None:
-    for ids, vectors in db.iter_vectors():
+def fill_from_db(index: _IdMappedIndex, source: VectorSource) -> None:
+    for ids, vectors in source.iter_vectors():
         index.add(ids, vectors)
 
 
-def _read_stamp(directory: Path) -> Stamp | None:
+def _files(directory: Path, name: str) -> tuple[Path, Path]:
+    """The index file and its stamp, for the collection `name` ("vectors" for the images)."""
+    return directory / f"{name}.faiss", directory / f"{name}.json"
+
+
+def _read_stamp(path: Path) -> Stamp | None:
     try:
-        raw = json.loads((directory / STAMP_FILENAME).read_text())
+        raw = json.loads(path.read_text())
         return Stamp(
             int(raw["generation"]), str(raw["identity"]), int(raw["dim"]), str(raw["kind"])
         )
@@ -177,33 +194,35 @@ def _read_stamp(directory: Path) -> Stamp | None:
         return None
 
 
-def save_cache(directory: Path, index: FlatIndex, stamp: Stamp) -> None:
+def save_cache(directory: Path, index: FlatIndex, stamp: Stamp, name: str = IMAGES) -> None:
     """Write the index and then its stamp, each atomically (write + rename)."""
-    invalidate_cache(directory)  # never a moment where an old stamp vouches for a new file
-    tmp = directory / (INDEX_FILENAME + ".tmp")
+    index_path, stamp_path = _files(directory, name)
+    invalidate_cache(directory, name)  # never a moment where an old stamp vouches for a new file
+    tmp = index_path.with_name(index_path.name + ".tmp")
     index.save(tmp)
-    os.replace(tmp, directory / INDEX_FILENAME)
-    tmp_stamp = directory / (STAMP_FILENAME + ".tmp")
+    os.replace(tmp, index_path)
+    tmp_stamp = stamp_path.with_name(stamp_path.name + ".tmp")
     tmp_stamp.write_text(json.dumps(stamp.__dict__))
-    os.replace(tmp_stamp, directory / STAMP_FILENAME)
+    os.replace(tmp_stamp, stamp_path)
 
 
-def invalidate_cache(directory: Path) -> None:
-    (directory / STAMP_FILENAME).unlink(missing_ok=True)
+def invalidate_cache(directory: Path, name: str = IMAGES) -> None:
+    _files(directory, name)[1].unlink(missing_ok=True)
 
 
 def load_or_rebuild(
-    db: Database, directory: Path, identity: str, dim: int
+    source: VectorSource, directory: Path, identity: str, dim: int, name: str = IMAGES
 ) -> tuple[FlatIndex, bool]:
-    """The index matching the database now, and whether it had to be rebuilt."""
-    expected = Stamp(db.generation(), identity, dim, FlatIndex.kind)
-    if _read_stamp(directory) == expected:
+    """The index matching the stored vectors now, and whether it had to be rebuilt."""
+    index_path, stamp_path = _files(directory, name)
+    expected = Stamp(source.generation(), identity, dim, FlatIndex.kind)
+    if _read_stamp(stamp_path) == expected:
         try:
-            index = FlatIndex.load(directory / INDEX_FILENAME, dim)
-            if index.ntotal == db.count():
+            index = FlatIndex.load(index_path, dim)
+            if index.ntotal == source.count():
                 return index, False
         except RuntimeError:  # unreadable or truncated file: fall through to a rebuild
             pass
-    index = build_from_db(db, dim)
-    save_cache(directory, index, expected)
+    index = build_from_db(source, dim)
+    save_cache(directory, index, expected, name)
     return index, True

@@ -1,76 +1,26 @@
-"""The `clipsearch` command: parses, calls the library, prints. Nothing else lives here.
-
-Results go to stdout (`--json` for machines); progress and errors go to stderr. Heavy imports
-(torch, open_clip) happen inside the library only when a command needs the model.
-"""
+"""Commands on images: index, search, stats."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import typer
 
 from clipsearch import config
+from clipsearch.cli.common import (
+    DbOption,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    QuietOption,
+    _fail,
+    _open,
+    _print_json,
+    _print_text_hits,
+    app,
+)
 from clipsearch.errors import ClipsearchError
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
-
-if TYPE_CHECKING:
-    from clipsearch.index import Index
-
-app = typer.Typer(
-    name="clipsearch",
-    help="Index a photo collection with CLIP and search it by words or by example.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-DbOption = typer.Option(
-    None, "--db", help="Index directory [env CLIPSEARCH_DB; default ~/.local/share/clipsearch]."
-)
-ModelOption = typer.Option(
-    None,
-    "--model",
-    help=(
-        "Model spec: 'tiny-random', 'ARCH:TAG' (e.g. ViT-B-32:laion2b_s34b_b79k, the default "
-        "for a new index), 'ARCH:/path/to/checkpoint.pt'. Default: the index's own model."
-    ),
-)
-DeviceOption = typer.Option(
-    None, "--device", help="cpu, cuda or cuda:N [default: cuda if available]."
-)
-JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
-QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
-
-
-def _fail(exc: ClipsearchError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=1)
-
-
-def _open(settings: config.Settings, *, create: bool, progress: bool = False) -> Index:
-    from clipsearch.index import open_index
-
-    return open_index(
-        settings.db,
-        settings.model,
-        create=create,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        workers=settings.workers,
-        max_pixels=settings.max_pixels,
-        progress=progress,
-    )
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @app.command()
@@ -143,6 +93,15 @@ def search(
     file_type: list[str] = typer.Option(
         [], "--type", help="Only this format, e.g. jpeg, png (repeatable)."
     ),
+    tag: list[str] = typer.Option(
+        [], "--tag", help="Only images with this tag (repeatable: all must hold)."
+    ),
+    texts: bool = typer.Option(
+        False, "--texts", help="Search the indexed texts instead of the images."
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help="With --texts: only captions, jsonl, vocabulary or sidecar texts."
+    ),
     diverse: float | None = typer.Option(
         None, "--diverse", help="MMR diversity weight 0..1 (0.3 is a good start)."
     ),
@@ -158,7 +117,7 @@ def search(
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Find the images nearest to a text and/or example images (fused: see README)."""
+    """Find the images (or with --texts the texts) nearest to words and/or example images."""
     from clipsearch.search.filters import Filter
     from clipsearch.search.query import Query
     from clipsearch.search.rerank import MMR, CollapseNearDuplicates, Reranker
@@ -175,7 +134,7 @@ def search(
             folder=str(folder) if folder else None, path_glob=glob, taken_after=after,
             taken_before=before, min_width=min_width, min_height=min_height,
             orientation=orientation,  # type: ignore[arg-type]  # checked by Filter
-            formats=tuple(file_type),
+            formats=tuple(file_type), tags=tuple(tag),
         )  # fmt: skip
         rerankers: list[Reranker] = []
         if collapse is not None:
@@ -184,6 +143,9 @@ def search(
             rerankers.append(MMR(diverse))
         settings = config.resolve(db=db, model=model, device=device)
         with _open(settings, create=False) as idx:
+            if texts:
+                _print_text_hits(idx.search_texts(query=fused, k=k, kind=kind), as_json)
+                return
             hits = idx.search(
                 query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain
             )
@@ -217,120 +179,3 @@ def stats(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
         return
     for key, value in facts.to_dict().items():
         typer.echo(f"{key:>18}: {value}")
-
-
-eval_app = typer.Typer(
-    help="Measure retrieval quality (Recall@K, zero-shot accuracy, mAP) on a labelled set.",
-    no_args_is_help=True,
-)
-app.add_typer(eval_app, name="eval")
-EvalDbOption = typer.Option(
-    None, "--db", help="Keep the evaluation index here (re-runs are incremental) [a temp dir]."
-)
-BaselineOption = typer.Option(None, "--baseline", help="A previous --json report: print deltas.")
-AnnOption = typer.Option(
-    False, "--ann", help="Candidates from an HNSW index instead of exact search (Recall@K only)."
-)
-
-
-@contextlib.contextmanager
-def _eval_index(
-    db: Path | None, model: str | None, device: str | None, quiet: bool
-) -> Iterator[Index]:
-    """The evaluation index: `db` if given, else a temporary one removed afterwards."""
-    with contextlib.ExitStack() as stack:
-        directory = (
-            db if db is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        )
-        settings = config.resolve(db=directory, model=model, device=device)
-        yield stack.enter_context(_open(settings, create=True, progress=not quiet))
-
-
-def _run_eval(
-    evaluate: Callable[[Index], Any],
-    db: Path | None,
-    model: str | None,
-    device: str | None,
-    quiet: bool,
-    as_json: bool,
-    baseline: Path | None,
-) -> None:
-    """Run one evaluation on its index and print the report (with deltas to `baseline`)."""
-    from clipsearch.evaluation.report import format_table
-
-    try:
-        previous = None
-        if baseline is not None:
-            try:
-                previous = json.loads(baseline.read_text())
-            except (OSError, ValueError) as exc:
-                raise ClipsearchError(f"cannot read baseline {baseline}: {exc}") from exc
-        with _eval_index(db, model, device, quiet) as idx:
-            report = evaluate(idx).to_dict()
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
-    if as_json:
-        _print_json(report)
-    else:
-        typer.echo(format_table(report, previous))
-
-
-@eval_app.command("classes")
-def eval_classes(
-    root: Path = typer.Argument(..., help="Folder of class folders: ROOT/<class>/*.jpg."),
-    queries: Path | None = typer.Option(
-        None, "--queries", help='JSON list of {"query": ..., "class": ...}: precision@10 each.'
-    ),
-    db: Path | None = EvalDbOption,
-    model: str | None = ModelOption,
-    device: str | None = DeviceOption,
-    as_json: bool = JsonOption,
-    baseline: Path | None = BaselineOption,
-    ann: bool = AnnOption,
-    quiet: bool = QuietOption,
-) -> None:
-    """Zero-shot accuracy (prompt ensembles), text→image precision@10 and mAP per class."""
-    from clipsearch.evaluation import evaluate_classes
-    from clipsearch.evaluation.classes import read_queries
-
-    try:
-        labelled = read_queries(queries) if queries is not None else []
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
-    _run_eval(
-        lambda idx: evaluate_classes(idx, root, labelled, ann=ann),
-        db, model, device, quiet, as_json, baseline,
-    )  # fmt: skip
-
-
-@eval_app.command("captions")
-def eval_captions(
-    captions: Path = typer.Argument(..., help="CSV with an image,caption header."),
-    images: Path = typer.Option(..., "--images", help="Folder holding the CSV's images."),
-    db: Path | None = EvalDbOption,
-    model: str | None = ModelOption,
-    device: str | None = DeviceOption,
-    as_json: bool = JsonOption,
-    baseline: Path | None = BaselineOption,
-    ann: bool = AnnOption,
-    quiet: bool = QuietOption,
-) -> None:
-    """Recall@1/5/10 and median rank, text→image and image→text (Flickr30k/COCO protocol)."""
-    from clipsearch.evaluation import evaluate_captions
-
-    _run_eval(
-        lambda idx: evaluate_captions(idx, images, captions, ann=ann),
-        db, model, device, quiet, as_json, baseline,
-    )  # fmt: skip
-
-
-def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("interrupted; committed batches are kept, re-run to continue", err=True)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

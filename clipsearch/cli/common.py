@@ -1,0 +1,75 @@
+"""What every command shares: the app, the common options, opening the index, printing."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from clipsearch import config
+from clipsearch.errors import ClipsearchError
+
+if TYPE_CHECKING:
+    from clipsearch.index import Index
+    from clipsearch.texts import TextHit
+
+app = typer.Typer(
+    name="clipsearch",
+    help="Index a photo collection with CLIP and search it by words or by example.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DbOption = typer.Option(
+    None, "--db", help="Index directory [env CLIPSEARCH_DB; default ~/.local/share/clipsearch]."
+)
+ModelOption = typer.Option(
+    None,
+    "--model",
+    help=(
+        "Model spec: 'tiny-random', 'ARCH:TAG' (e.g. ViT-B-32:laion2b_s34b_b79k, the default "
+        "for a new index), 'ARCH:/path/to/checkpoint.pt'. Default: the index's own model."
+    ),
+)
+DeviceOption = typer.Option(
+    None, "--device", help="cpu, cuda or cuda:N [default: cuda if available]."
+)
+JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
+def _fail(exc: ClipsearchError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=1)
+
+
+def _open(settings: config.Settings, *, create: bool, progress: bool = False) -> Index:
+    from clipsearch.index import open_index
+
+    return open_index(
+        settings.db,
+        settings.model,
+        create=create,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        workers=settings.workers,
+        max_pixels=settings.max_pixels,
+        progress=progress,
+    )
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _print_text_hits(hits: list[TextHit], as_json: bool) -> None:
+    if as_json:
+        _print_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        typer.echo("no hits", err=True)
+    for rank, hit in enumerate(hits, 1):
+        about = f"  [{hit.image_path}]" if hit.image_path else ""
+        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.kind:<10}  {hit.text}{about}")

@@ -1,0 +1,114 @@
+"""Commands on texts: tag images, add / list / remove text sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clipsearch import config
+from clipsearch.cli.common import (
+    DbOption,
+    DeviceOption,
+    JsonOption,
+    ModelOption,
+    _fail,
+    _open,
+    _print_json,
+    app,
+)
+from clipsearch.errors import ClipsearchError
+
+
+@app.command()
+def tag(
+    paths: list[Path] = typer.Argument(..., help="Image files, or folders of indexed images."),
+    top: int = typer.Option(5, "-k", "--top", help="Tags per image."),
+    vocabulary: Path | None = typer.Option(
+        None, "--vocabulary", help="One term per line [clipsearch's own, ~1,900 terms]."
+    ),
+    store: bool = typer.Option(
+        False, "--store", help="Keep the tags of indexed images, for `search --tag`."
+    ),
+    db: Path | None = DbOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Zero-shot tags for images: the vocabulary terms nearest to each (prompt ensembles)."""
+    try:
+        settings = config.resolve(db=db, model=model, device=device)
+        with _open(settings, create=True) as idx:
+            results = idx.tag(paths, top=top, vocabulary=vocabulary, store=store)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+        return
+    for result in results:
+        tags = ", ".join(f"{t} ({s:.2f})" for t, s in result.tags)
+        typer.echo(f"{result.path}: {tags}")
+
+
+texts_app = typer.Typer(
+    help="Texts to search (image→text, text→text): captions, records, vocabularies.",
+    no_args_is_help=True,
+)
+app.add_typer(texts_app, name="texts")
+
+
+@texts_app.command("add")
+def texts_add(
+    files: list[Path] = typer.Argument(
+        ..., help="captions CSV (image,caption), JSONL ({id, text, ...}) or vocabulary .txt."
+    ),
+    kind: str | None = typer.Option(
+        None, "--kind", help="captions, jsonl or vocabulary [from the file name]."
+    ),
+    db: Path | None = DbOption,
+    model: str | None = ModelOption,
+    device: str | None = DeviceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Add texts; re-adding a changed file replaces its texts, an unchanged one is skipped."""
+    try:
+        settings = config.resolve(db=db, model=model, device=device)
+        with _open(settings, create=True) as idx:
+            summaries = [idx.texts.add(f, kind=kind) for f in files]
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json([s.to_dict() for s in summaries])
+        return
+    for s in summaries:
+        state = "unchanged" if s.unchanged else f"{s.encoded} encoded"
+        typer.echo(f"{s.source}: {s.texts} {s.kind} texts ({state})")
+
+
+@texts_app.command("list")
+def texts_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
+    """The text sources in the index, with how many texts each holds."""
+    try:
+        with _open(config.resolve(db=db), create=False) as idx:
+            sources = idx.texts.table.sources()
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json([{"kind": s.kind, "source": s.path, "texts": s.texts} for s in sources])
+        return
+    for s in sources:
+        typer.echo(f"{s.texts:>7}  {s.kind:<10}  {s.path}")
+
+
+@texts_app.command("remove")
+def texts_remove(
+    source: str = typer.Argument(..., help="A source as `texts list` shows it."),
+    db: Path | None = DbOption,
+) -> None:
+    """Drop a text source and its texts."""
+    try:
+        with _open(config.resolve(db=db), create=False) as idx:
+            idx.texts.remove(source)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"removed {source}")

@@ -1,0 +1,235 @@
+"""The index's text collection: texts embedded in the images' space and searched like them
+(image→text "retrieval captioning", text→text), from captions CSVs, JSONL files, tag
+vocabularies and sidecar descriptions next to images.
+
+Texts live in the same database as the images (source of truth) with their own FAISS cache
+(`texts.faiss`), rebuilt from the stored vectors whenever the texts change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipsearch.errors import QueryError, TextSourceError
+from clipsearch.indexer import text_sources as ts
+from clipsearch.indexer.scan import FileStat, Skip
+from clipsearch.search.prompts import TAG_TEMPLATES, prompt_vectors
+from clipsearch.search.searcher import Searcher
+from clipsearch.storage import vector_index as vi
+from clipsearch.storage.schema import XMP
+from clipsearch.storage.texts import SourceFile, TextRecord, TextTable
+
+if TYPE_CHECKING:
+    from clipsearch.index import Index
+
+#: The path recorded for the vocabulary shipped with clipsearch.
+BUILTIN_VOCABULARY = "builtin:vocabulary"
+#: With `distinct`, how many more hits to fetch than asked, to fill k after merging repeats.
+DISTINCT_OVERSAMPLE = 4
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+
+
+@dataclass(frozen=True)
+class TextHit:
+    """One text found by a search."""
+
+    id: int
+    text: str
+    score: float
+    kind: str  # captions | jsonl | vocabulary | sidecar
+    source: str  # the file it came from
+    key: str | None = None  # JSONL id, vocabulary term, XMP field
+    image_path: str | None = None  # the image it describes, if any
+    metadata: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TextSummary:
+    """What adding one text source did."""
+
+    source: str
+    kind: str
+    texts: int
+    encoded: int  # texts that went through the model (the rest were unchanged)
+    unchanged: bool  # the file was already indexed as it is
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SidecarSummary:
+    added: int = 0
+    removed: int = 0
+    skipped: list[Skip] = field(default_factory=list)
+
+
+def builtin_vocabulary() -> bytes:
+    return resources.files("clipsearch").joinpath("data/vocabulary.txt").read_bytes()
+
+
+class TextCollection:
+    """The texts of one `Index` (reached as `index.texts`)."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.table = TextTable(index.db)
+        self._faiss: vi.FlatIndex | None = None
+
+    # -- adding ---------------------------------------------------------------------------
+
+    def add(self, path: str | os.PathLike[str], kind: str | None = None) -> TextSummary:
+        """Index a captions CSV, a JSONL file or a vocabulary (kind from the file name unless
+        given). Re-adding an unchanged file does nothing; a changed one replaces its texts,
+        re-encoding only texts that are new."""
+        source_path = Path(os.path.abspath(Path(path).expanduser()))
+        kind = kind or ts.detect_kind(source_path)
+        data = ts.read_bytes(source_path)
+        st = source_path.stat()
+        source = SourceFile(
+            kind, str(source_path), ts.file_digest(data), st.st_size, st.st_mtime_ns
+        )
+        return self._replace(source, ts.read_entries(source_path, kind, data))
+
+    def add_builtin_vocabulary(self) -> TextSummary:
+        data = builtin_vocabulary()
+        source = SourceFile(ts.VOCABULARY, BUILTIN_VOCABULARY, ts.file_digest(data), len(data), 0)
+        content = ts.decode_utf8(Path(BUILTIN_VOCABULARY), data)
+        entries = [ts.TextEntry(t, key=t) for t in ts.parse_vocabulary(content)]
+        return self._replace(source, entries)
+
+    def _replace(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
+        known = self.table.source(source.path)
+        if known is not None and known.sha256 == source.sha256 and known.kind == source.kind:
+            count = next((s.texts for s in self.table.sources() if s.path == source.path), 0)
+            return TextSummary(source.path, source.kind, count, 0, True)
+        self.index.record_model()
+        reuse = self.table.vectors_by_text(source.path) if known is not None else {}
+        fresh = list(dict.fromkeys(e.text for e in entries if e.text not in reuse))
+        if fresh:
+            reuse.update(zip(fresh, self._embed(fresh, source.kind), strict=True))
+        records = [
+            TextRecord(e.text, reuse[e.text], e.key, e.image_path, e.metadata) for e in entries
+        ]
+        self.table.replace_source(source, records)
+        self._faiss = None
+        return TextSummary(source.path, source.kind, len(records), len(fresh), False)
+
+    def _embed(self, texts: list[str], kind: str) -> Matrix:
+        encoder = self.index.encoder
+        if kind == ts.VOCABULARY:  # bare terms: prompt-ensembled, as in zero-shot CLIP
+            return prompt_vectors(encoder, texts, TAG_TEMPLATES)
+        return np.asarray(encoder.encode_texts(texts), dtype=np.float32)
+
+    def remove(self, path: str) -> int:
+        """Drop a text source (as listed by `sources()`) and its texts."""
+        target = path if path == BUILTIN_VOCABULARY else os.path.abspath(os.path.expanduser(path))
+        removed = self.table.remove_sources([target])
+        if not removed:
+            raise TextSourceError(f"no text source {target} in this index")
+        self._faiss = None
+        return removed
+
+    def sync_sidecars(
+        self, roots: Sequence[Path], images: Sequence[str], sidecars: Sequence[FileStat]
+    ) -> SidecarSummary:
+        """Index the `.txt` / `.xmp` descriptions beside these images, drop those of sidecar
+        files that left the given roots, and keep XMP keywords as tags on their images."""
+        summary = SidecarSummary()
+        matched = ts.match_sidecars(images, [s.path for s in sidecars])
+        stats = {s.path: s for s in sidecars}
+        ids_by_path = self.index.db.ids_by_path()
+        for sidecar_path, image_path in sorted(matched.items()):
+            st = stats[sidecar_path]
+            known = self.table.source(sidecar_path)
+            if known and (known.size, known.mtime_ns) == (st.size, st.mtime_ns):
+                continue
+            try:
+                data = ts.read_bytes(Path(sidecar_path))
+                content = ts.read_sidecar(Path(sidecar_path), image_path, data)
+            except TextSourceError as exc:
+                summary.skipped.append(Skip(sidecar_path, str(exc).split(": ", 1)[-1]))
+                continue
+            source = SourceFile(
+                ts.SIDECAR, sidecar_path, ts.file_digest(data), st.size, st.mtime_ns
+            )
+            self._replace(source, content.texts)
+            if image_path in ids_by_path:
+                keywords = {k: 1.0 for k in content.keywords}
+                self.table.set_tags({ids_by_path[image_path]: list(keywords.items())}, XMP)
+            summary.added += 1
+        prefixes = tuple(str(r).rstrip(os.sep) + os.sep for r in roots)
+        gone = [
+            s.path
+            for s in self.table.sources(ts.SIDECAR)
+            if (s.path.startswith(prefixes) or s.path in map(str, roots)) and s.path not in matched
+        ]
+        summary.removed = self.table.remove_sources(gone)
+        if summary.added or summary.removed:
+            self._faiss = None
+        return summary
+
+    # -- searching ------------------------------------------------------------------------
+
+    def vector_index(self) -> vi.FlatIndex:
+        if self._faiss is None:
+            info = self.index.model_info
+            if info is None or self.table.count() == 0:
+                raise QueryError(
+                    "this index holds no texts; add some with `clipsearch texts add FILE` "
+                    "(captions CSV, JSONL or vocabulary), or sidecar .txt/.xmp files"
+                )
+            self._faiss, _ = vi.load_or_rebuild(
+                self.table, self.index.directory, info.identity, info.dim, vi.TEXTS
+            )
+        return self._faiss
+
+    def ids_of(self, kind: str | None = None, source: str | None = None) -> np.ndarray[Any, Any]:
+        return self.table.ids_of(kind=kind, source=source)
+
+    def search_vectors(
+        self,
+        queries: Matrix,
+        k: int = 10,
+        kind: str | None = None,
+        source: str | None = None,
+        distinct: bool = False,
+    ) -> list[list[TextHit]]:
+        """Texts nearest to each unit query vector (Q, dim), best first; `kind` / `source`
+        restrict to texts of that kind or from that source file; `distinct` keeps only the
+        best of identical texts (five images captioned "a dog" give one hit)."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        faiss_index = self.vector_index()
+        allowed = None
+        if kind is not None or source is not None:
+            allowed = self.ids_of(kind=kind, source=source)
+        depth = k * DISTINCT_OVERSAMPLE if distinct else k
+        matches = Searcher(self.table, faiss_index).search_many(
+            np.asarray(queries, dtype=np.float32), depth, allowed
+        )
+        if distinct:
+            matches = [list({m.label: m for m in reversed(row)}.values())[::-1] for row in matches]
+            matches = [sorted(row, key=lambda m: (-m.score, m.id))[:k] for row in matches]
+        rows = self.table.rows([m.id for row in matches for m in row])
+        return [[self._hit(m.id, m.score, rows) for m in row] for row in matches]
+
+    @staticmethod
+    def _hit(text_id: int, score: float, rows: dict[int, Any]) -> TextHit:
+        text, source = rows[text_id]
+        metadata = json.loads(text.metadata_json) if text.metadata_json else None
+        return TextHit(
+            text_id, text.text, score, source.kind, source.path, text.key, text.image_path,
+            metadata,
+        )  # fmt: skip
