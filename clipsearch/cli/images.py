@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,6 +23,12 @@ from clipsearch.cli.common import (
 )
 from clipsearch.errors import ClipsearchError
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
+
+if TYPE_CHECKING:
+    from clipsearch.index import Index
+    from clipsearch.search.filters import Filter
+    from clipsearch.search.query import Query
+    from clipsearch.search.searcher import Hit
 
 
 @app.command()
@@ -108,6 +116,13 @@ def search(
     collapse: float | None = typer.Option(
         None, "--collapse", help="Drop near-duplicates above this cosine (e.g. 0.95)."
     ),
+    ensemble: list[Path] = typer.Option(
+        [], "--ensemble", help="Another index of the same photos (another model) to fuse with."
+    ),
+    ensemble_weight: float = typer.Option(
+        1.0, "--ensemble-weight", help="Weight of each --ensemble index against this one's 1.0."
+    ),
+    fusion: str = typer.Option("score", "--fusion", help="Ensemble fusion: score or rrf."),
     explain: bool = typer.Option(
         False, "--explain", help="Show each hit's rank at every stage of the pipeline."
     ),
@@ -146,9 +161,14 @@ def search(
             if texts:
                 _print_text_hits(idx.search_texts(query=fused, k=k, kind=kind), as_json)
                 return
-            hits = idx.search(
-                query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain
-            )
+            if ensemble:
+                hits = _ensemble_search(
+                    idx, ensemble, ensemble_weight, fusion, fused, k, filters, explain
+                )
+            else:
+                hits = idx.search(
+                    query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain
+                )
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -163,6 +183,27 @@ def search(
         if hit.explain:
             stages = ", ".join(f"{name} {value:g}" for name, value in hit.explain.items())
             typer.echo(f"{'':>23}{stages}")
+
+
+def _ensemble_search(
+    idx: Index,
+    others: list[Path],
+    weight: float,
+    fusion: str,
+    query: Query,
+    k: int,
+    filters: Filter,
+    explain: bool,
+) -> list[Hit]:
+    from clipsearch.search.ensemble import Ensemble, Member
+
+    with contextlib.ExitStack() as stack:
+        members = [Member(idx)]
+        for directory in others:
+            other = stack.enter_context(_open(config.resolve(db=directory), create=False))
+            members.append(Member(other, weight))
+        ensemble = Ensemble(members, fusion)  # type: ignore[arg-type]  # checked by Ensemble
+        return ensemble.search(query, k, filters, explain)
 
 
 @app.command()

@@ -15,16 +15,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
     image_ids,
-    image_searcher,
+    rank_images,
     stored_image_vectors,
     text_searcher,
 )
-from clipsearch.evaluation.metrics import Ranks, first_relevant_rank, median_rank, recall_at
+from clipsearch.evaluation.metrics import (
+    average_precision_at,
+    first_relevant_rank,
+    median_rank,
+    recall_at,
+)
 from clipsearch.index import Index
 from clipsearch.indexer.text_sources import decode_utf8, parse_captions, read_bytes
+from clipsearch.search.ensemble import Ensemble
 from clipsearch.search.rerank import Reranker
 
 KS = (1, 5, 10)
@@ -61,9 +69,13 @@ def evaluate_captions(
     captions_csv: Path,
     ann: bool = False,
     rerankers: Sequence[Reranker] = (),
+    text_rerankers: Sequence[Reranker] = (),
+    ensemble: Ensemble | None = None,
 ) -> CaptionReport:
     """`ann`: candidates from an HNSW index instead of exact search, to see what ANN costs.
-    `rerankers`: applied to text→image retrieval, to see what each stage does."""
+    `rerankers` / `text_rerankers`: applied to text→image / image→text retrieval, to see
+    what each stage does; `ensemble`: text→image through a late-fusion ensemble whose first
+    member is `index`."""
     rows = read_captions(captions_csv)
     index.add([images])
     names = list(dict.fromkeys(image for image, _ in rows))
@@ -73,28 +85,35 @@ def evaluate_captions(
     caption_vectors = index.encoder.encode_texts(captions)
     pool = index.db.count()
 
-    top_only = ann or bool(rerankers)
-    hits = image_searcher(index, ann, rerankers).search_many(
-        caption_vectors, TOP_DEPTH if top_only else pool
+    top_only = ann or bool(rerankers) or ensemble is not None
+    ranked_images = rank_images(
+        index, captions, TOP_DEPTH if top_only else pool, ann, rerankers, ensemble, caption_vectors
     )
-    t2i = first_relevant_rank(
-        [[h.id for h in row] for row in hits], [{id_of[image]} for image, _ in rows]
-    )
+    t2i_relevant = [{id_of[image]} for image, _ in rows]
 
     captions_of: dict[int, set[int]] = {}
     for position, (image, _) in enumerate(rows):
         captions_of.setdefault(id_of[image], set()).add(position)
-    matches = text_searcher(captions, caption_vectors, ann).search_many(
-        stored_image_vectors(index, ids), k=TOP_DEPTH if ann else len(captions)
+    texts_top_only = ann or bool(text_rerankers)
+    searcher = text_searcher(captions, caption_vectors, ann, text_rerankers)
+    matches = searcher.search_many(
+        stored_image_vectors(index, ids), k=TOP_DEPTH if texts_top_only else len(captions)
     )
-    i2t = first_relevant_rank(
-        [[m.id for m in row] for row in matches], [captions_of[i] for i in ids]
-    )
+    ranked_texts = [[m.id for m in row] for row in matches]
+    i2t_relevant = [captions_of[i] for i in ids]
 
     per_image = len(captions) / len(names)
 
-    def summary(ranks: Ranks, full_depth: bool) -> dict[str, float]:
+    def summary(
+        ranked: list[list[int]], relevant: list[set[int]], full_depth: bool
+    ) -> dict[str, float]:
+        ranks = first_relevant_rank(ranked, relevant)
         out = {f"R@{k}": recall_at(ranks, k) for k in KS}
+        out["mAP@10"] = float(
+            np.mean(
+                [average_precision_at(r, rel, 10) for r, rel in zip(ranked, relevant, strict=True)]
+            )
+        )
         if full_depth:
             out["median_rank"] = median_rank(ranks)
         return out
@@ -103,8 +122,8 @@ def evaluate_captions(
         images=len(names),
         captions=len(captions),
         search="hnsw" if ann else "exact",
-        text_to_image=summary(t2i, not top_only),
-        image_to_text=summary(i2t, not ann),
+        text_to_image=summary(ranked_images, t2i_relevant, not top_only),
+        image_to_text=summary(ranked_texts, i2t_relevant, not texts_top_only),
         chance={
             "text_to_image_R@10": _chance_recall(pool, 1, 10),
             "image_to_text_R@10": _chance_recall(len(captions), round(per_image), 10),

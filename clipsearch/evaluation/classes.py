@@ -20,12 +20,13 @@ import numpy as np
 from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
-    image_searcher,
+    rank_images,
     stored_image_vectors,
     text_searcher,
 )
-from clipsearch.evaluation.metrics import average_precision, precision_at
+from clipsearch.evaluation.metrics import average_precision, average_precision_at, precision_at
 from clipsearch.index import Index
+from clipsearch.search.ensemble import Ensemble
 from clipsearch.search.prompts import TEMPLATES, prompt_vectors
 from clipsearch.search.rerank import Reranker
 
@@ -47,6 +48,7 @@ class ClassReport:
     mean_precision_at_10: float = 0.0
     average_precision: dict[str, float] = field(default_factory=dict)
     mean_average_precision: float | None = None  # None when retrieval stops at the top 10
+    mean_average_precision_at_10: float = 0.0  # AP over the top 10 (any run)
     queries: list[dict[str, Any]] = field(default_factory=list)  # free-text queries
     mean_query_precision_at_10: float | None = None
 
@@ -78,9 +80,12 @@ def evaluate_classes(
     templates: Sequence[str] = TEMPLATES,
     ann: bool = False,
     rerankers: Sequence[Reranker] = (),
+    ensemble: Ensemble | None = None,
 ) -> ClassReport:
-    """`ann`: candidates from an HNSW index; `rerankers`: applied to text→image retrieval.
-    Either limits retrieval to the top 10, so average precision is then not measured."""
+    """`ann`: candidates from an HNSW index; `rerankers`: applied to text→image retrieval;
+    `ensemble`: text→image through a late-fusion ensemble whose first member is `index`.
+    Each limits retrieval to the top 10, so full average precision is then not measured
+    (AP@10 always is)."""
     index.add([root])
     # The rows under `root` are what `add` just scanned and indexed: no second folder walk.
     prefix = os.path.abspath(root).rstrip(os.sep) + os.sep
@@ -109,22 +114,29 @@ def evaluate_classes(
     report.accuracy_per_class = {c: hit / total for c, (hit, total) in correct.items()}
 
     members = {c: {i for i in ids if label_of[i] == c} for c in classes}
-    top_only = ann or bool(rerankers)
-    searcher = image_searcher(index, ann, rerankers)
-    class_hits = searcher.search_many(class_vectors, TOP_DEPTH if top_only else index.db.count())
-    for c, hits in zip(classes, class_hits, strict=True):
-        ranked = [h.id for h in hits]
+    top_only = ann or bool(rerankers) or ensemble is not None
+    depth = TOP_DEPTH if top_only else index.db.count()
+    if ensemble is None:
+        class_ranked = rank_images(index, classes, depth, ann, rerankers, vectors=class_vectors)
+    else:
+        per_member = [prompt_vectors(m.index.encoder, classes, templates) for m in ensemble.members]
+        class_ranked = [[h.id for h in row] for row in ensemble.search_vectors(per_member, depth)]
+    ap10 = {}
+    for c, ranked in zip(classes, class_ranked, strict=True):
         report.precision_at_10[c] = precision_at(ranked, members[c], 10)
+        ap10[c] = average_precision_at(ranked, members[c], 10)
         if not top_only:
             report.average_precision[c] = average_precision(ranked, members[c])
     report.mean_precision_at_10 = float(np.mean(list(report.precision_at_10.values())))
+    report.mean_average_precision_at_10 = float(np.mean(list(ap10.values())))
     if not top_only:
         report.mean_average_precision = float(np.mean(list(report.average_precision.values())))
 
     if queries:
-        query_vectors = index.encoder.encode_texts([q.query for q in queries])
-        for q, hits in zip(queries, searcher.search_many(query_vectors, 10), strict=True):
-            p10 = precision_at([h.id for h in hits], members[q.label], 10)
+        texts = [q.query for q in queries]
+        query_ranked = rank_images(index, texts, TOP_DEPTH, ann, rerankers, ensemble)
+        for q, ranked in zip(queries, query_ranked, strict=True):
+            p10 = precision_at(ranked, members[q.label], 10)
             report.queries.append({"query": q.query, "class": q.label, "precision_at_10": p10})
         report.mean_query_precision_at_10 = float(
             np.mean([q["precision_at_10"] for q in report.queries])

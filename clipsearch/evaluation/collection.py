@@ -9,6 +9,7 @@ import numpy as np
 
 from clipsearch.errors import QueryError
 from clipsearch.index import Index
+from clipsearch.search.ensemble import Ensemble
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import InMemoryStore, Searcher, positions_of
 from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, fill_from_db
@@ -20,11 +21,13 @@ Matrix = np.ndarray[Any, np.dtype[np.float32]]
 TOP_DEPTH = 10
 
 
-def text_searcher(labels: Sequence[str], vectors: Matrix, ann: bool = False) -> Searcher:
+def text_searcher(
+    labels: Sequence[str], vectors: Matrix, ann: bool = False, rerankers: Sequence[Reranker] = ()
+) -> Searcher:
     """Texts searched the way images are: FAISS candidates, then exact rescoring."""
     index = HNSWIndex(vectors.shape[1]) if ann else FlatIndex(vectors.shape[1])
     index.add(np.arange(len(labels), dtype=np.int64), vectors)
-    return Searcher(InMemoryStore(labels, vectors), index)
+    return Searcher(InMemoryStore(labels, vectors), index, rerankers=rerankers)
 
 
 def image_searcher(index: Index, ann: bool = False, rerankers: Sequence[Reranker] = ()) -> Searcher:
@@ -58,3 +61,29 @@ def image_ids(index: Index, paths: Sequence[str]) -> list[int]:
         )
         raise QueryError(f"{len(missing)} evaluation images are not in the index: {shown}")
     return [by_path[p] for p in paths]
+
+
+def rank_images(
+    index: Index,
+    texts: Sequence[str],
+    depth: int,
+    ann: bool = False,
+    rerankers: Sequence[Reranker] = (),
+    ensemble: Ensemble | None = None,
+    vectors: Matrix | None = None,
+) -> list[list[int]]:
+    """Image ids ranked for each text query, through the index's searcher or an ensemble
+    (whose first member must be `index`); `vectors`: the texts already encoded by `index`."""
+    if ensemble is None:
+        queries = vectors if vectors is not None else index.encoder.encode_texts(list(texts))
+        hits = image_searcher(index, ann, rerankers).search_many(queries, depth)
+        return [[h.id for h in row] for row in hits]
+    if ensemble.members[0].index is not index:
+        raise QueryError("the ensemble's first member must be the index being evaluated")
+    per_member = [
+        vectors
+        if vectors is not None and m.index is index
+        else m.index.encoder.encode_texts(list(texts))
+        for m in ensemble.members
+    ]
+    return [[h.id for h in row] for row in ensemble.search_vectors(per_member, depth)]

@@ -49,3 +49,16 @@ def average_precision(ranked: Sequence[int], relevant: Collection[int]) -> float
             hits += 1
             total += hits / position
     return total / len(relevant)
+
+
+def average_precision_at(ranked: Sequence[int], relevant: Collection[int], k: int) -> float:
+    """AP over the top k only, divided by min(|relevant|, k): comparable between a full
+    ranking and a re-ranked top-k list. With one relevant item it is 1/rank (0 beyond k)."""
+    if not relevant:
+        return 0.0
+    hits, total = 0, 0.0
+    for position, item in enumerate(ranked[:k], start=1):
+        if item in relevant:
+            hits += 1
+            total += hits / position
+    return total / min(len(relevant), k)

@@ -197,6 +197,16 @@ class Database:
                 path: row_id for path, row_id in session.execute(select(ImageRow.path, ImageRow.id))
             }
 
+    def ids_for_paths(self, paths: Sequence[str], chunk: int = 10_000) -> dict[str, int]:
+        """Row ids of those of `paths` that are indexed."""
+        out: dict[str, int] = {}
+        with Session(self.engine) as session:
+            for start in range(0, len(paths), chunk):
+                wanted = list(paths[start : start + chunk])
+                stmt = select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(wanted))
+                out.update({path: row_id for path, row_id in session.execute(stmt)})
+        return out
+
     def known_hashes(self) -> set[str]:
         with Session(self.engine) as session:
             return set(session.scalars(select(ImageRow.sha256).distinct()))
