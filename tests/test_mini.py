@@ -66,3 +66,16 @@ def test_real_queries_find_the_right_cifar_images(tmp_path: Path) -> None:
         for query, wanted in [("a cat", "cat"), ("a truck", "truck"), ("a ship at sea", "ship")]:
             top = [label[h.id] for h in idx.search(text=query, k=8)]
             assert top.count(wanted) >= 5, (query, top)
+
+
+def test_trimmed_padding_gives_the_same_text_vectors(mini: object) -> None:
+    texts = ["a cat", "a very long caption about two dogs running along a sandy beach at dusk"]
+    trimmed = mini.encode_texts(texts)  # type: ignore[attr-defined]
+    tokenizer = mini.tokenizer  # type: ignore[attr-defined]
+    assert tokenizer(texts).shape[1] < 64  # the padding nobody uses is cut off
+    try:
+        mini.tokenizer = tokenizer.inner  # type: ignore[attr-defined]  # full 64-token padding
+        padded = mini.encode_texts(texts)  # type: ignore[attr-defined]
+    finally:
+        mini.tokenizer = tokenizer  # type: ignore[attr-defined]
+    np.testing.assert_allclose(trimmed, padded, atol=1e-5)

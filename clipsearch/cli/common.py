@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from clipsearch import config
 from clipsearch.errors import ClipsearchError
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from clipsearch.index import Index
@@ -58,6 +62,23 @@ def _open(settings: config.Settings, *, create: bool, progress: bool = False) ->
         max_pixels=settings.max_pixels,
         progress=progress,
     )
+
+
+def _with_index(
+    call: Callable[[Index], T],
+    *,
+    db: Path | None,
+    create: bool,
+    model: str | None = None,
+    device: str | None = None,
+) -> T:
+    """Run `call` on the index the settings name; a library error exits with its message."""
+    try:
+        settings = config.resolve(db=db, model=model, device=device)
+        with _open(settings, create=create) as idx:
+            return call(idx)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
 
 
 def _print_json(data: Any) -> None:

@@ -19,6 +19,7 @@ from clipsearch.cli.common import (
     _open,
     _print_json,
     _print_text_hits,
+    _with_index,
     app,
 )
 from clipsearch.errors import ClipsearchError
@@ -209,12 +210,7 @@ def _ensemble_search(
 @app.command()
 def stats(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
     """Show what the index holds: count, model, dimension, index type, size on disk."""
-    try:
-        settings = config.resolve(db=db)
-        with _open(settings, create=False) as idx:
-            facts = idx.stats()
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
+    facts = _with_index(lambda idx: idx.stats(), db=db, create=False)
     if as_json:
         _print_json(facts.to_dict())
         return

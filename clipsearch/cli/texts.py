@@ -6,18 +6,15 @@ from pathlib import Path
 
 import typer
 
-from clipsearch import config
 from clipsearch.cli.common import (
     DbOption,
     DeviceOption,
     JsonOption,
     ModelOption,
-    _fail,
-    _open,
     _print_json,
+    _with_index,
     app,
 )
-from clipsearch.errors import ClipsearchError
 
 
 @app.command()
@@ -36,12 +33,10 @@ def tag(
     as_json: bool = JsonOption,
 ) -> None:
     """Zero-shot tags for images: the vocabulary terms nearest to each (prompt ensembles)."""
-    try:
-        settings = config.resolve(db=db, model=model, device=device)
-        with _open(settings, create=True) as idx:
-            results = idx.tag(paths, top=top, vocabulary=vocabulary, store=store)
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
+    results = _with_index(
+        lambda idx: idx.tag(paths, top=top, vocabulary=vocabulary, store=store),
+        db=db, create=True, model=model, device=device,
+    )  # fmt: skip
     if as_json:
         _print_json([r.to_dict() for r in results])
         return
@@ -71,12 +66,10 @@ def texts_add(
     as_json: bool = JsonOption,
 ) -> None:
     """Add texts; re-adding a changed file replaces its texts, an unchanged one is skipped."""
-    try:
-        settings = config.resolve(db=db, model=model, device=device)
-        with _open(settings, create=True) as idx:
-            summaries = [idx.texts.add(f, kind=kind) for f in files]
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
+    summaries = _with_index(
+        lambda idx: [idx.texts.add(f, kind=kind) for f in files],
+        db=db, create=True, model=model, device=device,
+    )  # fmt: skip
     if as_json:
         _print_json([s.to_dict() for s in summaries])
         return
@@ -88,11 +81,7 @@ def texts_add(
 @texts_app.command("list")
 def texts_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
     """The text sources in the index, with how many texts each holds."""
-    try:
-        with _open(config.resolve(db=db), create=False) as idx:
-            sources = idx.texts.table.sources()
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
+    sources = _with_index(lambda idx: idx.texts.table.sources(), db=db, create=False)
     if as_json:
         _print_json([{"kind": s.kind, "source": s.path, "texts": s.texts} for s in sources])
         return
@@ -106,9 +95,5 @@ def texts_remove(
     db: Path | None = DbOption,
 ) -> None:
     """Drop a text source and its texts."""
-    try:
-        with _open(config.resolve(db=db), create=False) as idx:
-            idx.texts.remove(source)
-    except ClipsearchError as exc:
-        raise _fail(exc) from None
+    _with_index(lambda idx: idx.texts.remove(source), db=db, create=False)
     typer.echo(f"removed {source}")

@@ -81,9 +81,11 @@ def evaluate_classes(
     ann: bool = False,
     rerankers: Sequence[Reranker] = (),
     ensemble: Ensemble | None = None,
+    text_rerankers: Sequence[Reranker] = (),
 ) -> ClassReport:
     """`ann`: candidates from an HNSW index; `rerankers`: applied to text→image retrieval;
-    `ensemble`: text→image through a late-fusion ensemble whose first member is `index`.
+    `ensemble`: text→image through a late-fusion ensemble whose first member is `index`;
+    `text_rerankers`: applied to zero-shot classification (image→text).
     Each limits retrieval to the top 10, so full average precision is then not measured
     (AP@10 always is)."""
     index.add([root])
@@ -101,7 +103,7 @@ def evaluate_classes(
 
     class_vectors = prompt_vectors(index.encoder, classes, templates)
 
-    predicted = text_searcher(classes, class_vectors, ann).search_many(
+    predicted = text_searcher(classes, class_vectors, ann, text_rerankers).search_many(
         stored_image_vectors(index, ids), k=1
     )
     correct = {c: [0, 0] for c in classes}
