@@ -51,3 +51,8 @@ class ImageDecodeError(ClipsearchError):
 class TextSourceError(ClipsearchError):
     """A file of texts to index (captions CSV, JSONL, vocabulary, sidecar) is unreadable or
     malformed; the message lists the bad lines. Nothing from the file was added."""
+
+
+class AdapterError(ClipsearchError):
+    """An adapter cannot be fitted, stored or applied: bad pairs file, unknown adapter id, a
+    fit that makes validation worse, or an adapter for another model's space."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsearch.adapters.space import SearchSpace
 from clipsearch.errors import (
     EmptyIndexError,
     ImageDecodeError,
@@ -27,8 +28,9 @@ from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, p
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
 from clipsearch.search.rerank import Reranker
-from clipsearch.search.searcher import Hit, Searcher
+from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
+from clipsearch.storage.adapters import AdapterTable
 from clipsearch.storage.db import Database
 from clipsearch.texts import TextCollection, TextHit
 
@@ -112,6 +114,7 @@ class Index:
         self._encoder = encoder
         self._vectors: vi.FlatIndex | None = None
         self._texts: TextCollection | None = None
+        self._space: SearchSpace | None = None
         recorded = _recorded_info(db)
         self._model_spec = model or (recorded.spec if recorded else DEFAULT_MODEL)
         if recorded is not None:
@@ -161,16 +164,53 @@ class Index:
             self._texts = TextCollection(self)
         return self._texts
 
-    def vector_index(self) -> vi.FlatIndex:
-        if self._vectors is None:
+    @property
+    def adapters(self) -> AdapterTable:
+        """The adapters fitted for this index (`clipsearch tune`), and which one is active."""
+        return AdapterTable(self.db)
+
+    def space(self) -> SearchSpace:
+        """The space searches run in: the model's, or the active adapter's."""
+        if self._space is None:
             info = self.model_info
             if info is None:
                 raise EmptyIndexError(
                     f"the index at {self.directory} is empty; add images with "
                     f"`clipsearch index PATH --db {self.directory}`"
                 )
-            self._vectors, _ = vi.load_or_rebuild(self.db, self.directory, info.identity, info.dim)
+            active = self.adapters.active_id()
+            adapter = self.adapters.get(active) if active is not None else None
+            self._space = SearchSpace(info, adapter)
+        return self._space
+
+    def use_adapter(self, adapter_id: int | None) -> None:
+        """Apply this stored adapter from now on (None: none). The FAISS indexes are rebuilt
+        from the stored vectors on next use: a matrix multiply, no image is decoded."""
+        self.adapters.set_active(adapter_id)
+        self._space, self._vectors = None, None
+        if self._texts is not None:
+            self._texts.reset()
+
+    def vector_index(self) -> vi.FlatIndex:
+        if self._vectors is None:
+            space = self.space()
+            self._vectors, _ = vi.load_or_rebuild(
+                space.image_store(self.db), self.directory, space.identity, space.dim
+            )
         return self._vectors
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """Texts as query vectors in the search space (through the active adapter)."""
+        return self.space().texts(self.encoder.encode_texts(list(texts)))
+
+    def image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]:
+        """Stored images as vectors in the search space, in the order of `ids`."""
+        found, _, matrix = self.db.vectors_for(list(ids))
+        rows = positions_of(found, np.asarray(ids))
+        if (rows < 0).any():
+            missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
+            raise QueryError(f"no image with id {missing[0]} in this index")
+        return self.space().images(matrix[rows])
 
     def record_model(self) -> ModelInfo:
         """The index's model, recorded on first write (images or texts)."""
@@ -220,7 +260,8 @@ class Index:
             self._vectors = None
             raise
         if vectors is not None and info is not None:
-            stamp = vi.Stamp(self.db.generation(), info.identity, info.dim, vectors.kind)
+            space = self.space()
+            stamp = vi.Stamp(self.db.generation(), space.identity, space.dim, vectors.kind)
             vi.save_cache(self.directory, vectors, stamp)
         if scanned.sidecars or self.texts.table.sources(SIDECAR):
             sidecars = self.texts.sync_sidecars(
@@ -233,9 +274,11 @@ class Index:
     def _embed(self, jobs: list[EmbedJob], vectors: vi.FlatIndex) -> EmbedCounts:
         from clipsearch.indexer.pipeline import embed_files
 
+        space = self.space()
+
         def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
             vectors.remove(replaced)
-            vectors.add(ids, matrix)
+            vectors.add(ids, space.images(matrix))
 
         return embed_files(jobs, self.encoder, self.db, on_commit, self.options)
 
@@ -251,28 +294,22 @@ class Index:
         """The unit query vector: of a text and/or an image file, or of a fused `Query`."""
         q = query if query is not None else Query.of(text=text, image=image)
         texts = [str(p.value) for p in q.parts if p.kind == "text"]
-        encoded = iter(self.encoder.encode_texts(texts) if texts else [])
+        encoded = iter(self.encode_texts(texts) if texts else [])
 
         def vector(part: QueryPart) -> np.ndarray[Any, Any]:
             if part.kind == "text":
                 return np.asarray(next(encoded))
             if part.kind == "image":
                 return self.embed_image_file(Path(str(part.value)))
-            return self._stored_vector(int(part.value))
+            return np.asarray(self.image_vectors([int(part.value)])[0])
 
         # Parts are embedded in order, so the texts come out of `encoded` in order too.
         positive = [(vector(p), p.weight) for p in q.positive]
         negative = [(vector(p), p.weight) for p in q.negative]
         return fuse(positive, negative)
 
-    def _stored_vector(self, item_id: int) -> np.ndarray[Any, Any]:
-        found, _, matrix = self.db.vectors_for([item_id])
-        if not found:
-            raise QueryError(f"no image with id {item_id} in this index")
-        return np.asarray(matrix[0])
-
     def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
-        """The unit vector of an image file (indexed or not), through the index's model."""
+        """An image file (indexed or not) as a vector in the search space."""
         from clipsearch.indexer.decode import decode_image, register_heif
 
         register_heif()
@@ -283,7 +320,7 @@ class Index:
             )
         except ImageDecodeError as exc:
             raise QueryError(f"query image {path}: {exc.reason}") from exc
-        return np.asarray(encoder.encode_images(decoded.pixels[None])[0], dtype=np.float32)
+        return np.asarray(self.space().images(encoder.encode_images(decoded.pixels[None]))[0])
 
     def search(
         self,
@@ -347,7 +384,8 @@ class Index:
     ) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring."""
-        searcher = Searcher(self.db, self.vector_index(), rerankers=rerankers, explain=explain)
+        store = self.space().image_store(self.db)
+        searcher = Searcher(store, self.vector_index(), rerankers=rerankers, explain=explain)
         allowed = None
         if filters is not None and not filters.is_empty():
             allowed = self.db.ids_where(filters.where())

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsearch.errors import QueryError
-from clipsearch.search.searcher import positions_of
 from clipsearch.storage.schema import ZERO_SHOT
 from clipsearch.texts import BUILTIN_VOCABULARY
 
@@ -86,9 +85,7 @@ def tag_images(
     vectors = np.zeros((len(targets), index.texts.vector_index().dim), dtype=np.float32)
     indexed = [(row, i) for row, (_, i) in enumerate(targets) if i is not None]
     if indexed:
-        found, _, matrix = index.db.vectors_for([i for _, i in indexed])
-        rows = positions_of(found, np.asarray([i for _, i in indexed]))
-        vectors[[row for row, _ in indexed]] = matrix[rows]
+        vectors[[row for row, _ in indexed]] = index.image_vectors([i for _, i in indexed])
     for row, (path, image_id) in enumerate(targets):
         if image_id is None:
             vectors[row] = index.embed_image_file(Path(path))

@@ -129,7 +129,7 @@ class TextCollection:
     def _embed(self, texts: list[str], kind: str) -> Matrix:
         encoder = self.index.encoder
         if kind == ts.VOCABULARY:  # bare terms: prompt-ensembled, as in zero-shot CLIP
-            return prompt_vectors(encoder, texts, TAG_TEMPLATES)
+            return prompt_vectors(encoder.encode_texts, texts, TAG_TEMPLATES)
         return np.asarray(encoder.encode_texts(texts), dtype=np.float32)
 
     def remove(self, path: str) -> int:
@@ -182,17 +182,22 @@ class TextCollection:
 
     # -- searching ------------------------------------------------------------------------
 
+    def reset(self) -> None:
+        """Forget the loaded FAISS index (the texts or the search space changed)."""
+        self._faiss = None
+
     def vector_index(self) -> vi.FlatIndex:
         if self._faiss is None:
-            info = self.index.model_info
-            if info is None or self.table.count() == 0:
+            if self.index.model_info is None or self.table.count() == 0:
                 raise QueryError(
                     "this index holds no texts; add some with `clipsearch texts add FILE` "
                     "(captions CSV, JSONL or vocabulary), or sidecar .txt/.xmp files"
                 )
+            space = self.index.space()
             self._faiss, _ = vi.load_or_rebuild(
-                self.table, self.index.directory, info.identity, info.dim, vi.TEXTS
-            )
+                space.text_store(self.table), self.index.directory, space.identity, space.dim,
+                vi.TEXTS,
+            )  # fmt: skip
         return self._faiss
 
     def ids_of(self, kind: str | None = None, source: str | None = None) -> np.ndarray[Any, Any]:
@@ -216,7 +221,8 @@ class TextCollection:
         if kind is not None or source is not None:
             allowed = self.ids_of(kind=kind, source=source)
         depth = k * DISTINCT_OVERSAMPLE if distinct else k
-        matches = Searcher(self.table, faiss_index).search_many(
+        store = self.index.space().text_store(self.table)
+        matches = Searcher(store, faiss_index).search_many(
             np.asarray(queries, dtype=np.float32), depth, allowed
         )
         if distinct:

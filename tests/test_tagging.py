@@ -32,7 +32,7 @@ def test_tags_are_the_nearest_prompt_ensembles(
 ) -> None:
     photos = write_images(tmp_path / "photos", 5)
     loose = write_images(tmp_path / "elsewhere", 1, start=50)[0]
-    term_vectors = prompt_vectors(counting_encoder.inner, TERMS, TAG_TEMPLATES)
+    term_vectors = prompt_vectors(counting_encoder.inner.encode_texts, TERMS, TAG_TEMPLATES)
     with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         results = idx.tag([tmp_path / "photos", loose], top=3, vocabulary=_vocabulary(tmp_path))

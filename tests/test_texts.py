@@ -59,7 +59,9 @@ def test_text_search_equals_brute_force_over_every_kind(
 
         texts = [c for _, c in CAPTIONS] + ["a sailing boat at sea", "a bowl of soup"]
         plain = counting_encoder.inner.encode_texts(texts)
-        terms = prompt_vectors(counting_encoder.inner, ["dog", "cat", "boat"], TAG_TEMPLATES)
+        terms = prompt_vectors(
+            counting_encoder.inner.encode_texts, ["dog", "cat", "boat"], TAG_TEMPLATES
+        )
         everything = np.concatenate([plain, terms])
         labels = [*texts, "dog", "cat", "boat"]
 

@@ -21,7 +21,6 @@ from clipsearch.evaluation.collection import (
     TOP_DEPTH,
     image_ids,
     rank_images,
-    stored_image_vectors,
     text_searcher,
 )
 from clipsearch.evaluation.metrics import (
@@ -82,7 +81,7 @@ def evaluate_captions(
     ids = image_ids(index, [os.path.abspath(images / name) for name in names])
     id_of = dict(zip(names, ids, strict=True))
     captions = [caption for _, caption in rows]
-    caption_vectors = index.encoder.encode_texts(captions)
+    caption_vectors = index.encode_texts(captions)
     pool = index.db.count()
 
     top_only = ann or bool(rerankers) or ensemble is not None
@@ -97,7 +96,7 @@ def evaluate_captions(
     texts_top_only = ann or bool(text_rerankers)
     searcher = text_searcher(captions, caption_vectors, ann, text_rerankers)
     matches = searcher.search_many(
-        stored_image_vectors(index, ids), k=TOP_DEPTH if texts_top_only else len(captions)
+        index.image_vectors(ids), k=TOP_DEPTH if texts_top_only else len(captions)
     )
     ranked_texts = [[m.id for m in row] for row in matches]
     i2t_relevant = [captions_of[i] for i in ids]

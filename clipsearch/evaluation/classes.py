@@ -21,7 +21,6 @@ from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
     rank_images,
-    stored_image_vectors,
     text_searcher,
 )
 from clipsearch.evaluation.metrics import average_precision, average_precision_at, precision_at
@@ -101,10 +100,10 @@ def evaluate_classes(
     if unknown:
         raise QueryError(f"queries name classes that are not folders of {root}: {unknown}")
 
-    class_vectors = prompt_vectors(index.encoder, classes, templates)
+    class_vectors = prompt_vectors(index.encode_texts, classes, templates)
 
     predicted = text_searcher(classes, class_vectors, ann, text_rerankers).search_many(
-        stored_image_vectors(index, ids), k=1
+        index.image_vectors(ids), k=1
     )
     correct = {c: [0, 0] for c in classes}
     for image_id, best in zip(ids, predicted, strict=True):
@@ -121,7 +120,9 @@ def evaluate_classes(
     if ensemble is None:
         class_ranked = rank_images(index, classes, depth, ann, rerankers, vectors=class_vectors)
     else:
-        per_member = [prompt_vectors(m.index.encoder, classes, templates) for m in ensemble.members]
+        per_member = [
+            prompt_vectors(m.index.encode_texts, classes, templates) for m in ensemble.members
+        ]
         class_ranked = [[h.id for h in row] for row in ensemble.search_vectors(per_member, depth)]
     ap10 = {}
     for c, ranked in zip(classes, class_ranked, strict=True):

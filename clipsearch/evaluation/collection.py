@@ -11,7 +11,7 @@ from clipsearch.errors import QueryError
 from clipsearch.index import Index
 from clipsearch.search.ensemble import Ensemble
 from clipsearch.search.rerank import Reranker
-from clipsearch.search.searcher import InMemoryStore, Searcher, positions_of
+from clipsearch.search.searcher import InMemoryStore, Searcher
 from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, fill_from_db
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
@@ -33,22 +33,13 @@ def text_searcher(
 def image_searcher(index: Index, ann: bool = False, rerankers: Sequence[Reranker] = ()) -> Searcher:
     """The index's own two-stage searcher, or one whose candidates come from HNSW; with
     re-rankers after the exact rescoring."""
+    space = index.space()
+    store = space.image_store(index.db)
     if not ann:
-        return Searcher(index.db, index.vector_index(), rerankers=rerankers)
-    info = index.model_info
-    assert info is not None
-    graph = HNSWIndex(info.dim)
-    fill_from_db(graph, index.db)
-    return Searcher(index.db, graph, rerankers=rerankers)
-
-
-def stored_image_vectors(index: Index, ids: Sequence[int]) -> Matrix:
-    """The vectors the index holds for these image ids, in this order (no re-encoding)."""
-    found, _, matrix = index.db.vectors_for(list(ids))
-    rows = positions_of(found, np.asarray(ids))
-    if (rows < 0).any():
-        raise QueryError(f"{int((rows < 0).sum())} evaluation images left the index meanwhile")
-    return np.asarray(matrix[rows], dtype=np.float32)
+        return Searcher(store, index.vector_index(), rerankers=rerankers)
+    graph = HNSWIndex(space.dim)
+    fill_from_db(graph, store)
+    return Searcher(store, graph, rerankers=rerankers)
 
 
 def image_ids(index: Index, paths: Sequence[str]) -> list[int]:
@@ -75,15 +66,13 @@ def rank_images(
     """Image ids ranked for each text query, through the index's searcher or an ensemble
     (whose first member must be `index`); `vectors`: the texts already encoded by `index`."""
     if ensemble is None:
-        queries = vectors if vectors is not None else index.encoder.encode_texts(list(texts))
+        queries = vectors if vectors is not None else index.encode_texts(texts)
         hits = image_searcher(index, ann, rerankers).search_many(queries, depth)
         return [[h.id for h in row] for row in hits]
     if ensemble.members[0].index is not index:
         raise QueryError("the ensemble's first member must be the index being evaluated")
     per_member = [
-        vectors
-        if vectors is not None and m.index is index
-        else m.index.encoder.encode_texts(list(texts))
+        vectors if vectors is not None and m.index is index else m.index.encode_texts(texts)
         for m in ensemble.members
     ]
     return [[h.id for h in row] for row in ensemble.search_vectors(per_member, depth)]

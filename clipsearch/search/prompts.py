@@ -7,12 +7,10 @@ embeddings gives one steadier vector per term. Used by zero-shot classification 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from clipsearch.models.base import Encoder
 
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -40,12 +38,13 @@ def ensemble(vectors: Matrix) -> Matrix:
 
 
 def prompt_vectors(
-    encoder: Encoder, terms: Sequence[str], templates: Sequence[str] = TEMPLATES
+    encode_texts: Callable[[list[str]], Matrix],
+    terms: Sequence[str],
+    templates: Sequence[str] = TEMPLATES,
 ) -> Matrix:
-    """One ensembled unit vector per term, (len(terms), dim); underscores read as spaces."""
-    if not terms:
-        return np.zeros((0, encoder.info.dim), dtype=np.float32)
+    """One ensembled unit vector per term, (len(terms), dim); underscores read as spaces.
+    `encode_texts`: a model's (`encoder.encode_texts`) or an index's, in its search space."""
     prompts = [t.format(term.replace("_", " ")) for term in terms for t in templates]
-    encoded = np.asarray(encoder.encode_texts(prompts), dtype=np.float32)
+    encoded = np.asarray(encode_texts(prompts), dtype=np.float32)
     grouped = encoded.reshape(len(terms), len(templates), -1)
     return np.stack([ensemble(v) for v in grouped])

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Base(DeclarativeBase):
@@ -101,22 +101,44 @@ ZERO_SHOT = "zero-shot"
 XMP = "xmp"
 
 
-_V1_TABLES = ("meta", "images")
+class AdapterRow(Base):
+    """A fitted map z = W x + b per modality over the stored (raw) embeddings; the one named
+    by meta `active_adapter` is applied to the index and to every query."""
+
+    __tablename__ = "adapters"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # contrastive | pca | identity
+    model_identity: Mapped[str] = mapped_column(Text)  # the raw space it maps from
+    in_dim: Mapped[int] = mapped_column(Integer)
+    out_dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    pairs: Mapped[int] = mapped_column(Integer)  # image-caption pairs it was fitted on
+    metrics_json: Mapped[str] = mapped_column(Text)  # settings, split sizes, before/after recall
+    params: Mapped[bytes] = mapped_column(LargeBinary)  # .npz: w_img, b_img, w_txt, b_txt
+
+
+def _create(conn: Connection, *names: str) -> None:
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[n] for n in names])
 
 
 def _v1(conn: Connection) -> None:
-    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in _V1_TABLES])
+    _create(conn, "meta", "images")
 
 
 def _v2(conn: Connection) -> None:
     """Texts as a searchable modality, and tags on images."""
-    Base.metadata.create_all(
-        conn, tables=[t for name, t in Base.metadata.tables.items() if name not in _V1_TABLES]
-    )
+    _create(conn, "text_sources", "texts", "image_tags")
+
+
+def _v3(conn: Connection) -> None:
+    """Projection adapters over the stored embeddings."""
+    _create(conn, "adapters")
 
 
 #: MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -1,0 +1,44 @@
+"""A vector table seen through an adapter: what FAISS is built from and what exact rescoring
+reads when an adapter is active."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+IdArray = np.ndarray[Any, np.dtype[np.int64]]
+
+
+class StoredVectors(Protocol):
+    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]: ...
+
+    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]: ...
+
+    def generation(self) -> int: ...
+
+    def count(self) -> int: ...
+
+
+class AdaptedStore:
+    """`inner`'s rows with `transform` applied to every vector read."""
+
+    def __init__(self, inner: StoredVectors, transform: Callable[[Matrix], Matrix]) -> None:
+        self.inner = inner
+        self.transform = transform
+
+    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
+        found, labels, matrix = self.inner.vectors_for(ids)
+        return found, labels, self.transform(matrix) if found else matrix
+
+    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
+        for ids, vectors in self.inner.iter_vectors(chunk):
+            yield ids, self.transform(vectors)
+
+    def generation(self) -> int:
+        return self.inner.generation()
+
+    def count(self) -> int:
+        return self.inner.count()
