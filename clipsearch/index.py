@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -19,10 +18,11 @@ from clipsearch.errors import (
     ModelMismatchError,
     QueryError,
 )
+from clipsearch.facts import IndexStats, IndexSummary, file_size, recorded_info
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob, make_plan
-from clipsearch.indexer.scan import Skip, scan
+from clipsearch.indexer.scan import scan
 from clipsearch.indexer.text_sources import SIDECAR
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
 from clipsearch.search.filters import Filter
@@ -30,63 +30,19 @@ from clipsearch.search.query import Query, QueryPart, fuse
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
+from clipsearch.storage.adapters import ACTIVE as ACTIVE_ADAPTER
 from clipsearch.storage.adapters import AdapterTable
 from clipsearch.storage.db import Database
 from clipsearch.texts import TextCollection, TextHit
 
 if TYPE_CHECKING:
+    from clipsearch.adapters.fit import FitSettings
+    from clipsearch.adapters.model import Adapter
+    from clipsearch.adapters.tune import TuneResult
     from clipsearch.indexer.pipeline import EmbedCounts
     from clipsearch.tagging import TagResult
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
-
-
-@dataclass
-class IndexSummary:
-    """What one `add` run did."""
-
-    added: int = 0
-    updated: int = 0
-    removed: int = 0
-    moved: int = 0
-    unchanged: int = 0
-    encoded: int = 0  # images that went through the model
-    sidecars: int = 0  # .txt / .xmp descriptions (re-)indexed as texts
-    skipped: list[Skip] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class IndexStats:
-    directory: str
-    count: int
-    texts: int
-    model: str | None
-    model_identity: str | None
-    dim: int | None
-    index_type: str
-    faiss_gpus: int
-    database_bytes: int
-    vector_index_bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _recorded_info(db: Database) -> ModelInfo | None:
-    meta = db.get_meta()
-    if "model_identity" not in meta:
-        return None
-    return ModelInfo(meta["model_spec"], meta["model_identity"], int(meta["dim"]))
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 class Index:
@@ -115,7 +71,9 @@ class Index:
         self._vectors: vi.FlatIndex | None = None
         self._texts: TextCollection | None = None
         self._space: SearchSpace | None = None
-        recorded = _recorded_info(db)
+        self._space_key: tuple[ModelInfo, str | None] | None = None
+        self._vectors_identity = ""
+        recorded = recorded_info(db.get_meta())
         self._model_spec = model or (recorded.spec if recorded else DEFAULT_MODEL)
         if recorded is not None:
             asked = encoder.info.identity if encoder else None
@@ -149,7 +107,7 @@ class Index:
 
     @property
     def model_info(self) -> ModelInfo | None:
-        return _recorded_info(self.db)
+        return recorded_info(self.db.get_meta())
 
     @property
     def encoder(self) -> Encoder:
@@ -170,33 +128,54 @@ class Index:
         return AdapterTable(self.db)
 
     def space(self) -> SearchSpace:
-        """The space searches run in: the model's, or the active adapter's."""
-        if self._space is None:
-            info = self.model_info
-            if info is None:
-                raise EmptyIndexError(
-                    f"the index at {self.directory} is empty; add images with "
-                    f"`clipsearch index PATH --db {self.directory}`"
-                )
-            active = self.adapters.active_id()
-            adapter = self.adapters.get(active) if active is not None else None
-            self._space = SearchSpace(info, adapter)
+        """The space searches run in: the model's, or the active adapter's. Read afresh on
+        every call (one small query), so an adapter switched by another process applies."""
+        meta = self.db.get_meta()
+        info = recorded_info(meta)
+        if info is None:
+            raise EmptyIndexError(
+                f"the index at {self.directory} is empty; add images with "
+                f"`clipsearch index PATH --db {self.directory}`"
+            )
+        active = meta.get(ACTIVE_ADAPTER)
+        key = (info, active)
+        if self._space is None or self._space_key != key:
+            adapter = self.adapters.get(int(active)) if active else None
+            self._space, self._space_key = SearchSpace(info, adapter), key
         return self._space
 
     def use_adapter(self, adapter_id: int | None) -> None:
         """Apply this stored adapter from now on (None: none). The FAISS indexes are rebuilt
         from the stored vectors on next use: a matrix multiply, no image is decoded."""
         self.adapters.set_active(adapter_id)
-        self._space, self._vectors = None, None
-        if self._texts is not None:
-            self._texts.reset()
+
+    def tune(
+        self,
+        pairs_csv: str | os.PathLike[str],
+        settings: FitSettings | None = None,
+        *,
+        images: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        activate: bool = True,
+    ) -> TuneResult:
+        """Fit an adapter on an `image,caption` CSV of indexed photos; see `adapters.tune`."""
+        from clipsearch.adapters.tune import tune
+
+        return tune(self, pairs_csv, settings, images=images, force=force, activate=activate)
+
+    def reduce(self, dims: int, *, whiten: bool = False, activate: bool = True) -> Adapter:
+        """A PCA adapter to `dims` dimensions (a smaller FAISS index); see `adapters.pca`."""
+        from clipsearch.adapters.tune import reduce
+
+        return reduce(self, dims, whiten=whiten, activate=activate)
 
     def vector_index(self) -> vi.FlatIndex:
-        if self._vectors is None:
-            space = self.space()
+        space = self.space()
+        if self._vectors is None or self._vectors_identity != space.identity:
             self._vectors, _ = vi.load_or_rebuild(
                 space.image_store(self.db), self.directory, space.identity, space.dim
             )
+            self._vectors_identity = space.identity
         return self._vectors
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
@@ -390,8 +369,12 @@ class Index:
         if filters is not None and not filters.is_empty():
             allowed = self.db.ids_where(filters.where())
         matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k, allowed)
+        adapter = self.space().adapter_label
         return [
-            [Hit(m.id, m.label, m.score, dict(m.explain) if explain else None) for m in row]
+            [
+                Hit(m.id, m.label, m.score, dict(m.explain) if explain else None, adapter)
+                for m in row
+            ]
             for row in matches
         ]
 
@@ -407,10 +390,11 @@ class Index:
             model=info.spec if info else None,
             model_identity=info.identity if info else None,
             dim=info.dim if info else None,
+            adapter=self.space().adapter_label if info else None,
             index_type=vi.FlatIndex.kind,
             faiss_gpus=vi.faiss_gpu_count(),
-            database_bytes=_file_size(self.db.path) + _file_size(wal),
-            vector_index_bytes=_file_size(self.directory / vi.INDEX_FILENAME),
+            database_bytes=file_size(self.db.path) + file_size(wal),
+            vector_index_bytes=file_size(self.directory / vi.INDEX_FILENAME),
         )
 
 

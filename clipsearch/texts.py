@@ -86,6 +86,7 @@ class TextCollection:
         self.index = index
         self.table = TextTable(index.db)
         self._faiss: vi.FlatIndex | None = None
+        self._faiss_identity = ""
 
     # -- adding ---------------------------------------------------------------------------
 
@@ -182,22 +183,19 @@ class TextCollection:
 
     # -- searching ------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget the loaded FAISS index (the texts or the search space changed)."""
-        self._faiss = None
-
     def vector_index(self) -> vi.FlatIndex:
-        if self._faiss is None:
-            if self.index.model_info is None or self.table.count() == 0:
-                raise QueryError(
-                    "this index holds no texts; add some with `clipsearch texts add FILE` "
-                    "(captions CSV, JSONL or vocabulary), or sidecar .txt/.xmp files"
-                )
-            space = self.index.space()
+        if self.index.model_info is None or self.table.count() == 0:
+            raise QueryError(
+                "this index holds no texts; add some with `clipsearch texts add FILE` "
+                "(captions CSV, JSONL or vocabulary), or sidecar .txt/.xmp files"
+            )
+        space = self.index.space()
+        if self._faiss is None or self._faiss_identity != space.identity:
             self._faiss, _ = vi.load_or_rebuild(
                 space.text_store(self.table), self.index.directory, space.identity, space.dim,
                 vi.TEXTS,
             )  # fmt: skip
+            self._faiss_identity = space.identity
         return self._faiss
 
     def ids_of(self, kind: str | None = None, source: str | None = None) -> np.ndarray[Any, Any]:

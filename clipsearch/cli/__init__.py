@@ -18,6 +18,9 @@ from clipsearch.cli import images  # noqa: F401
 from clipsearch.cli import texts  # noqa: F401
 
 # isort: split
+from clipsearch.cli import adapters  # noqa: F401
+
+# isort: split
 from clipsearch.cli import evaluate  # noqa: F401
 from clipsearch.cli.common import app
 

@@ -132,7 +132,8 @@ class _PathLookup:
 
     def __init__(self, index: Index, paths: Sequence[str]) -> None:
         self.ids = index.db.ids_for_paths(paths)
-        _, found_paths, matrix = index.db.vectors_for(list(self.ids.values()))
+        store = index.space().image_store(index.db)
+        _, found_paths, matrix = store.vectors_for(list(self.ids.values()))
         self.vectors = {p: matrix[i] for i, p in enumerate(found_paths)}
 
     def scores(self, query: Matrix, paths: Sequence[str], floor: float) -> np.ndarray[Any, Any]:

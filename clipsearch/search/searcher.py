@@ -33,12 +33,11 @@ class Hit:
     score: float
     #: With `explain`: the hit's rank at each stage (candidate, exact, then each re-ranker).
     explain: dict[str, float] | None = None
+    #: The adapter the search ran through (`clipsearch adapters list`), if one was active.
+    adapter: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.explain is None:
-            del out["explain"]
-        return out
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class Match(NamedTuple):

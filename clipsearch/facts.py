@@ -1,0 +1,59 @@
+"""Plain records the `Index` returns about itself: what an `add` did, what the index holds."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipsearch.indexer.scan import Skip
+from clipsearch.models.base import ModelInfo
+
+
+@dataclass
+class IndexSummary:
+    """What one `add` run did."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    encoded: int = 0  # images that went through the model
+    sidecars: int = 0  # .txt / .xmp descriptions (re-)indexed as texts
+    skipped: list[Skip] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    directory: str
+    count: int
+    texts: int
+    model: str | None
+    model_identity: str | None
+    dim: int | None
+    adapter: str | None  # the active adapter, if any (`clipsearch adapters list`)
+    index_type: str
+    faiss_gpus: int
+    database_bytes: int
+    vector_index_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recorded_info(meta: dict[str, str]) -> ModelInfo | None:
+    """The model an index's meta table records, if any."""
+    if "model_identity" not in meta:
+        return None
+    return ModelInfo(meta["model_spec"], meta["model_identity"], int(meta["dim"]))
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
