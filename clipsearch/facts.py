@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipsearch.errors import ModelMismatchError
 from clipsearch.indexer.scan import Skip
 from clipsearch.models.base import ModelInfo
 
@@ -57,3 +58,14 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def check_model(directory: Path, recorded: ModelInfo, asked: str | None, spec: str | None) -> None:
+    """An index opened with another model than it was built with is an error saying which."""
+    if asked is not None and asked != recorded.identity:
+        raise ModelMismatchError(
+            f"the index at {directory} was built with model {recorded.spec!r} "
+            f"({recorded.identity}, {recorded.dim} dims), not {spec or asked!r}; "
+            f"search it with --model {recorded.spec!r} (or leave --model out), or "
+            "build a separate index for the other model with --db"
+        )

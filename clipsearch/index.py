@@ -15,10 +15,9 @@ from clipsearch.errors import (
     EmptyIndexError,
     ImageDecodeError,
     IndexNotFoundError,
-    ModelMismatchError,
     QueryError,
 )
-from clipsearch.facts import IndexStats, IndexSummary, file_size, recorded_info
+from clipsearch.facts import IndexStats, IndexSummary, check_model, file_size, recorded_info
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob, make_plan
@@ -79,13 +78,7 @@ class Index:
             asked = encoder.info.identity if encoder else None
             if asked is None and model is not None:
                 asked = parse_model_spec(model).identity
-            if asked is not None and asked != recorded.identity:
-                raise ModelMismatchError(
-                    f"the index at {directory} was built with model {recorded.spec!r} "
-                    f"({recorded.identity}, {recorded.dim} dims), not {model or asked!r}; "
-                    f"search it with --model {recorded.spec!r} (or leave --model out), or "
-                    "build a separate index for the other model with --db"
-                )
+            check_model(directory, recorded, asked, model)
 
     # -- context manager -----------------------------------------------------------------
 

@@ -91,9 +91,9 @@ def tune(
     image_ids, captions, image_of = read_pairs(index, Path(pairs_csv), base)
     found, _, matrix = index.db.vectors_for(image_ids)
     order = {row_id: row for row, row_id in enumerate(found)}
-    images = matrix[[order[i] for i in image_ids]]
-    texts = np.asarray(index.encoder.encode_texts(captions), dtype=np.float32)
-    adapter, report = fit_adapter(images, texts, image_of, settings)
+    image_vectors = matrix[[order[i] for i in image_ids]]
+    text_vectors = np.asarray(index.encoder.encode_texts(captions), dtype=np.float32)
+    adapter, report = fit_adapter(image_vectors, text_vectors, image_of, settings)
     if not report.improved and not force:
         return TuneResult(adapter, report, saved=False, active=False)
     info = index.record_model()
