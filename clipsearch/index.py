@@ -67,7 +67,7 @@ class Index:
         self.device = device
         self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
-        self._vectors: vi.FlatIndex | None = None
+        self._vectors: vi.IdIndex | None = None
         self._texts: TextCollection | None = None
         self._space: SearchSpace | None = None
         self._space_key: tuple[ModelInfo, str | None] | None = None
@@ -162,14 +162,35 @@ class Index:
 
         return reduce(self, dims, whiten=whiten, activate=activate)
 
-    def vector_index(self) -> vi.FlatIndex:
+    def vector_index(self) -> vi.IdIndex:
         space = self.space()
         if self._vectors is None or self._vectors_identity != space.identity:
             self._vectors, _ = vi.load_or_rebuild(
-                space.image_store(self.db), self.directory, space.identity, space.dim
-            )
+                space.image_store(self.db), self.directory, space.identity, space.dim,
+                choice=self.index_choice(),
+            )  # fmt: skip
             self._vectors_identity = space.identity
         return self._vectors
+
+    def index_choice(self) -> vi.IndexChoice:
+        """The FAISS index type this index should have now (`clipsearch reindex` sets it)."""
+        meta = self.db.get_meta()
+        nprobe = int(meta["nprobe"]) if meta.get("nprobe") else None
+        return vi.choose_index(meta.get("index_type", "auto"), self.db.count(), nprobe)
+
+    def reindex(self, index_type: str | None = None, nprobe: int | None = None) -> vi.IdIndex:
+        """Rebuild the FAISS index from the stored vectors, as `index_type` (auto, flat,
+        ivf-sq8) from now on if given; `nprobe`: IVF lists scanned per query."""
+        if index_type is not None:
+            vi.choose_index(index_type, 0)  # a bad name fails before anything changes
+            self.db.set_meta(index_type=index_type)
+        if nprobe is not None:
+            if nprobe < 1:
+                raise QueryError(f"nprobe must be at least 1, got {nprobe}")
+            self.db.set_meta(nprobe=str(nprobe))
+        vi.invalidate_cache(self.directory)
+        self._vectors = None
+        return self.vector_index()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """Texts as query vectors in the search space (through the active adapter)."""
@@ -235,6 +256,8 @@ class Index:
             space = self.space()
             stamp = vi.Stamp(self.db.generation(), space.identity, space.dim, vectors.kind)
             vi.save_cache(self.directory, vectors, stamp)
+            if vi.family_of(vectors.kind) != self.index_choice().family:
+                self.reindex()  # grown past (or shrunk below) the size for another type
         if scanned.sidecars or self.texts.table.sources(SIDECAR):
             sidecars = self.texts.sync_sidecars(
                 roots, [f.path for f in scanned.files], scanned.sidecars
@@ -243,7 +266,7 @@ class Index:
             summary.skipped.extend(sidecars.skipped)
         return summary
 
-    def _embed(self, jobs: list[EmbedJob], vectors: vi.FlatIndex) -> EmbedCounts:
+    def _embed(self, jobs: list[EmbedJob], vectors: vi.IdIndex) -> EmbedCounts:
         from clipsearch.indexer.pipeline import embed_files
 
         space = self.space()
@@ -375,6 +398,7 @@ class Index:
 
     def stats(self) -> IndexStats:
         info = self.model_info
+        stamp = vi.read_stamp(self.directory)
         wal = self.db.path.with_name(self.db.path.name + "-wal")
         return IndexStats(
             directory=str(self.directory),
@@ -384,7 +408,7 @@ class Index:
             model_identity=info.identity if info else None,
             dim=info.dim if info else None,
             adapter=self.space().adapter_label if info else None,
-            index_type=vi.FlatIndex.kind,
+            index_type=stamp.kind if stamp is not None else "none (built on first search)",
             faiss_gpus=vi.faiss_gpu_count(),
             database_bytes=file_size(self.db.path) + file_size(wal),
             vector_index_bytes=file_size(self.directory / vi.INDEX_FILENAME),

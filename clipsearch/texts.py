@@ -85,7 +85,7 @@ class TextCollection:
     def __init__(self, index: Index) -> None:
         self.index = index
         self.table = TextTable(index.db)
-        self._faiss: vi.FlatIndex | None = None
+        self._faiss: vi.IdIndex | None = None
         self._faiss_identity = ""
 
     # -- adding ---------------------------------------------------------------------------
@@ -183,7 +183,7 @@ class TextCollection:
 
     # -- searching ------------------------------------------------------------------------
 
-    def vector_index(self) -> vi.FlatIndex:
+    def vector_index(self) -> vi.IdIndex:
         if self.index.model_info is None or self.table.count() == 0:
             raise QueryError(
                 "this index holds no texts; add some with `clipsearch texts add FILE` "
@@ -193,7 +193,7 @@ class TextCollection:
         if self._faiss is None or self._faiss_identity != space.identity:
             self._faiss, _ = vi.load_or_rebuild(
                 space.text_store(self.table), self.index.directory, space.identity, space.dim,
-                vi.TEXTS,
+                vi.TEXTS, vi.choose_index("auto", self.table.count()),
             )  # fmt: skip
             self._faiss_identity = space.identity
         return self._faiss

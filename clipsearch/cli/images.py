@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -205,6 +206,29 @@ def _ensemble_search(
             members.append(Member(other, weight))
         ensemble = Ensemble(members, fusion)  # type: ignore[arg-type]  # checked by Ensemble
         return ensemble.search(query, k, filters, explain)
+
+
+@app.command()
+def reindex(
+    index_type: str | None = typer.Option(
+        None, "--index-type", help="auto (by size), flat (exact) or ivf-sq8 [keep the current]."
+    ),
+    nprobe: int | None = typer.Option(
+        None, "--nprobe", help="ivf-sq8: lists scanned per query [nlist/128, at least 8]."
+    ),
+    db: Path | None = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Rebuild the FAISS index from the stored vectors (no photo is read), as another type."""
+    started = time.perf_counter()
+    built = _with_index(lambda idx: idx.reindex(index_type, nprobe), db=db, create=False)
+    facts = {"index_type": built.kind, "vectors": built.ntotal,
+             "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+    if as_json:
+        _print_json(facts)
+    else:
+        typer.echo(f"rebuilt {facts['index_type']} with {facts['vectors']} vectors "
+                   f"in {facts['seconds']} s")  # fmt: skip
 
 
 @app.command()

@@ -16,8 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import faiss
 import numpy as np
+
+from clipsearch.storage.faiss_index import (
+    FlatIndex,
+    HNSWIndex,
+    IdIndex,
+    IndexChoice,
+    IVFIndex,
+    VectorIndex,
+    choose_index,
+    faiss_gpu_count,
+    family_of,
+    new_index,
+    read_index,
+)
+
+__all__ = [
+    "FlatIndex", "HNSWIndex", "IVFIndex", "IdIndex", "IndexChoice", "Stamp", "VectorIndex",
+    "VectorSource", "choose_index", "faiss_gpu_count", "family_of", "load_or_rebuild",
+    "save_cache",
+]  # fmt: skip
 
 #: Cache names: `<name>.faiss` with its stamp `<name>.json` beside the database.
 IMAGES = "vectors"
@@ -27,135 +46,12 @@ Matrix = np.ndarray[Any, np.dtype[np.float32]]
 IdArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
-class VectorIndex(Protocol):
-    """Approximate (or exact) nearest neighbours by inner product over unit vectors."""
-
-    def search(
-        self, queries: Matrix, k: int, allowed: IdArray | None = None
-    ) -> tuple[Matrix, IdArray]:
-        """(Q, dim) queries -> (Q, k) scores and ids, best first; id -1 pads missing hits.
-        With `allowed`, only those ids are considered."""
-        ...
-
-
 @dataclass(frozen=True)
 class Stamp:
     generation: int
     identity: str
     dim: int
     kind: str
-
-
-def faiss_gpu_count() -> int:
-    """GPUs the installed FAISS build can use (0 with faiss-cpu), asked at run time."""
-    get = getattr(faiss, "get_num_gpus", None)
-    return int(get()) if get is not None else 0
-
-
-class _IdMappedIndex:
-    """A FAISS index addressed by our database ids (`IndexIDMap2` around `inner`)."""
-
-    kind = "?"
-
-    def __init__(self, dim: int, inner: Any) -> None:
-        self.dim = dim
-        # Typed Any: faiss's stubs miss the numpy overloads its Python wrappers accept.
-        self.index: Any = (
-            inner if isinstance(inner, faiss.IndexIDMap2) else faiss.IndexIDMap2(inner)
-        )
-
-    @property
-    def ntotal(self) -> int:
-        return int(self.index.ntotal)
-
-    def add(self, ids: IdArray, vectors: Matrix) -> None:
-        if len(ids):
-            self.index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32),
-                np.ascontiguousarray(ids, dtype=np.int64),
-            )
-
-    def _searchable(self) -> Any:
-        return self.index
-
-    def _search_parameters(self) -> Any:
-        return faiss.SearchParameters()
-
-    def search(
-        self, queries: Matrix, k: int, allowed: IdArray | None = None
-    ) -> tuple[Matrix, IdArray]:
-        k = max(1, min(k, self.ntotal))
-        x = np.ascontiguousarray(queries, dtype=np.float32)
-        if allowed is None:
-            scores, ids = self._searchable().search(x, k)
-            return scores, ids
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        params = self._search_parameters()
-        params.sel = selector  # kept referenced by `selector` until the search returns
-        scores, ids = self.index.search(x, k, params=params)
-        return scores, ids
-
-
-class FlatIndex(_IdMappedIndex):
-    """Exact inner-product search (`IndexFlatIP`).
-
-    The CPU index is the one kept and saved. When FAISS sees GPUs, searches run on a GPU copy
-    made on first search after a change (adds and removes go to the CPU index).
-    """
-
-    kind = "flat-ip"
-
-    def __init__(self, dim: int, index: Any | None = None) -> None:
-        super().__init__(dim, index if index is not None else faiss.IndexFlatIP(dim))
-        self._gpu_copy: Any | None = None
-        self._use_gpu = faiss_gpu_count() > 0  # asked once, not on every search
-
-    def _searchable(self) -> Any:
-        if not self._use_gpu:
-            return self.index
-        if self._gpu_copy is None:
-            try:
-                self._gpu_copy = faiss.index_cpu_to_all_gpus(self.index)
-            except (AttributeError, RuntimeError):  # a GPU build without usable devices
-                return self.index
-        return self._gpu_copy
-
-    def add(self, ids: IdArray, vectors: Matrix) -> None:
-        self._gpu_copy = None
-        super().add(ids, vectors)
-
-    def remove(self, ids: IdArray) -> None:
-        self._gpu_copy = None
-        if len(ids):
-            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
-
-    def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
-
-    @classmethod
-    def load(cls, path: Path, dim: int) -> FlatIndex:
-        return cls(dim, faiss.read_index(str(path)))
-
-
-class HNSWIndex(_IdMappedIndex):
-    """Approximate search over an HNSW graph (`IndexHNSWFlat`, inner product).
-
-    For now used by `clipsearch eval --ann` to make ANN loss visible; a graph cannot drop
-    points, so it is built from the stored vectors when needed, not kept in step.
-    """
-
-    kind = "hnsw"
-
-    def __init__(self, dim: int, m: int = 32, ef_search: int = 64) -> None:
-        graph = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efSearch = ef_search
-        self.ef_search = ef_search
-        super().__init__(dim, graph)
-
-    def _search_parameters(self) -> Any:
-        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing in stubs
-        params.efSearch = self.ef_search
-        return params
 
 
 class VectorSource(Protocol):
@@ -168,13 +64,30 @@ class VectorSource(Protocol):
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]: ...
 
 
-def build_from_db(source: VectorSource, dim: int) -> FlatIndex:
-    index = FlatIndex(dim)
+#: IVF training uses at most this many vectors (FAISS wants 30-256 per list).
+TRAIN_SAMPLE_MAX = 200_000
+
+
+def build_from_db(source: VectorSource, dim: int, choice: IndexChoice | None = None) -> IdIndex:
+    """A new index of the given type holding every stored vector (trained first if IVF)."""
+    choice = choice or IndexChoice("flat")
+    index = new_index(choice, dim)
+    if not index.is_trained:
+        index.train(training_sample(source, min(TRAIN_SAMPLE_MAX, 256 * choice.nlist)))
     fill_from_db(index, source)
     return index
 
 
-def fill_from_db(index: _IdMappedIndex, source: VectorSource) -> None:
+def training_sample(source: VectorSource, size: int, seed: int = 0) -> Matrix:
+    """About `size` stored vectors, drawn uniformly in one pass over the table."""
+    total = max(source.count(), 1)
+    keep = min(1.0, size / total)
+    rng = np.random.default_rng(seed)
+    parts = [v[rng.random(len(v)) < keep] for _, v in source.iter_vectors()]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def fill_from_db(index: IdIndex, source: VectorSource) -> None:
     for ids, vectors in source.iter_vectors():
         index.add(ids, vectors)
 
@@ -194,7 +107,11 @@ def _read_stamp(path: Path) -> Stamp | None:
         return None
 
 
-def save_cache(directory: Path, index: FlatIndex, stamp: Stamp, name: str = IMAGES) -> None:
+def read_stamp(directory: Path, name: str = IMAGES) -> Stamp | None:
+    return _read_stamp(_files(directory, name)[1])
+
+
+def save_cache(directory: Path, index: IdIndex, stamp: Stamp, name: str = IMAGES) -> None:
     """Write the index and then its stamp, each atomically (write + rename)."""
     index_path, stamp_path = _files(directory, name)
     invalidate_cache(directory, name)  # never a moment where an old stamp vouches for a new file
@@ -211,18 +128,30 @@ def invalidate_cache(directory: Path, name: str = IMAGES) -> None:
 
 
 def load_or_rebuild(
-    source: VectorSource, directory: Path, identity: str, dim: int, name: str = IMAGES
-) -> tuple[FlatIndex, bool]:
-    """The index matching the stored vectors now, and whether it had to be rebuilt."""
+    source: VectorSource,
+    directory: Path,
+    identity: str,
+    dim: int,
+    name: str = IMAGES,
+    choice: IndexChoice | None = None,
+) -> tuple[IdIndex, bool]:
+    """The index matching the stored vectors now, and whether it had to be rebuilt. A saved
+    index is kept if its stamp matches and it is of the chosen family (an IVF index keeps the
+    lists it was trained with until `clipsearch reindex`)."""
+    choice = choice or IndexChoice("flat")
     index_path, stamp_path = _files(directory, name)
-    expected = Stamp(source.generation(), identity, dim, FlatIndex.kind)
-    if _read_stamp(stamp_path) == expected:
+    stamp = _read_stamp(stamp_path)
+    if (
+        stamp is not None
+        and (stamp.generation, stamp.identity, stamp.dim) == (source.generation(), identity, dim)
+        and family_of(stamp.kind) == choice.family
+    ):
         try:
-            index = FlatIndex.load(index_path, dim)
-            if index.ntotal == source.count():
+            index = read_index(index_path, dim, choice)
+            if index.ntotal == source.count() and index.kind == stamp.kind:
                 return index, False
         except RuntimeError:  # unreadable or truncated file: fall through to a rebuild
             pass
-    index = build_from_db(source, dim)
-    save_cache(directory, index, expected, name)
+    index = build_from_db(source, dim, choice)
+    save_cache(directory, index, Stamp(source.generation(), identity, dim, index.kind), name)
     return index, True

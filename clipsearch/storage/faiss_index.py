@@ -1,0 +1,211 @@
+"""The FAISS index types, addressed by our database ids, and the automatic choice by size.
+
+- `flat`: exact inner product (`IndexIDMap2(IndexFlatIP)`); right below ~50k vectors, where
+  a query costs a few milliseconds.
+- `ivf-sq8`: an inverted file of 8-bit scalar-quantised vectors (`IndexIVFScalarQuantizer`),
+  a quarter of the memory of float32, trained on a sample; a query scans `nprobe` of `nlist`
+  lists. Its candidates are approximate; the searcher rescores them exactly on the stored
+  vectors, so quantisation error never reorders the final top-k.
+- `hnsw`: a graph (`IndexHNSWFlat`), used by `clipsearch eval --ann`; a graph cannot drop
+  points, so it is not kept in step with the database.
+
+When FAISS sees GPUs, searches of a kept index run on a GPU copy made on first search after a
+change; adds and removes go to the CPU index, which is the one saved.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+
+from clipsearch.errors import ConfigError
+
+Matrix = np.ndarray[Any, np.dtype[np.float32]]
+IdArray = np.ndarray[Any, np.dtype[np.int64]]
+INDEX_TYPES = ("auto", "flat", "ivf-sq8")
+#: With `auto`, collections from this size on get an IVF index instead of exact search.
+AUTO_IVF_MIN = 50_000
+
+
+class VectorIndex(Protocol):
+    """Approximate (or exact) nearest neighbours by inner product over unit vectors."""
+
+    def search(
+        self, queries: Matrix, k: int, allowed: IdArray | None = None
+    ) -> tuple[Matrix, IdArray]:
+        """(Q, dim) queries -> (Q, k) scores and ids, best first; id -1 pads missing hits.
+        With `allowed`, only those ids are considered."""
+        ...
+
+
+def faiss_gpu_count() -> int:
+    """GPUs the installed FAISS build can use (0 with faiss-cpu), asked at run time."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """An index type with its parameters, resolved from what was asked and the size."""
+
+    family: str  # flat | ivf-sq8
+    nlist: int = 0
+    nprobe: int = 0
+
+    @property
+    def kind(self) -> str:
+        return "flat-ip" if self.family == "flat" else f"ivf{self.nlist}-sq8"
+
+
+def choose_index(requested: str, count: int, nprobe: int | None = None) -> IndexChoice:
+    """`auto`: exact below `AUTO_IVF_MIN` vectors, else IVF-SQ8 with about 4·√N lists
+    (a power of two; 4,096 at 1M; at least 39 vectors to train each list, at least 8 lists)
+    and nprobe = nlist / 128 (at least 8)."""
+    if requested not in INDEX_TYPES:
+        raise ConfigError(f"index type must be one of {', '.join(INDEX_TYPES)}, not {requested!r}")
+    family = requested
+    if requested == "auto":
+        family = "flat" if count < AUTO_IVF_MIN else "ivf-sq8"
+    if family == "flat":
+        return IndexChoice("flat")
+    nlist = 2 ** round(math.log2(4 * math.sqrt(max(count, 1))))
+    trainable = 2 ** int(math.log2(max(count // 39, 1)))
+    nlist = max(8, min(nlist, trainable, 65_536))
+    return IndexChoice("ivf-sq8", nlist, nprobe or max(8, nlist // 128))
+
+
+def family_of(kind: str) -> str:
+    return "flat" if kind == "flat-ip" else "ivf-sq8" if kind.endswith("-sq8") else kind
+
+
+class IdIndex:
+    """A FAISS index over (id, vector) pairs with our ids: add, remove, search, save."""
+
+    def __init__(self, dim: int, index: Any, kind: str) -> None:
+        self.dim = dim
+        self.kind = kind
+        # Typed Any: faiss's stubs miss the numpy overloads its Python wrappers accept.
+        self.index: Any = index
+        self._gpu_copy: Any | None = None
+        self._use_gpu = faiss_gpu_count() > 0  # asked once, not on every search
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    def train(self, sample: Matrix) -> None:
+        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+    def add(self, ids: IdArray, vectors: Matrix) -> None:
+        self._gpu_copy = None
+        if len(ids):
+            self.index.add_with_ids(
+                np.ascontiguousarray(vectors, dtype=np.float32),
+                np.ascontiguousarray(ids, dtype=np.int64),
+            )
+
+    def remove(self, ids: IdArray) -> None:
+        self._gpu_copy = None
+        if len(ids):
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def save(self, path: Path) -> None:
+        faiss.write_index(self.index, str(path))
+
+    def _search_parameters(self) -> Any | None:
+        """Search-time settings (nprobe, efSearch); None where the defaults do."""
+        return None
+
+    def _searchable(self) -> Any:
+        if not self._use_gpu:
+            return self.index
+        if self._gpu_copy is None:
+            try:
+                self._gpu_copy = faiss.index_cpu_to_all_gpus(self.index)
+            except (AttributeError, RuntimeError):  # a GPU build without usable devices
+                return self.index
+        return self._gpu_copy
+
+    def search(
+        self, queries: Matrix, k: int, allowed: IdArray | None = None
+    ) -> tuple[Matrix, IdArray]:
+        k = max(1, min(k, self.ntotal))
+        x = np.ascontiguousarray(queries, dtype=np.float32)
+        params = self._search_parameters()
+        if allowed is None:
+            searchable = self._searchable()
+            if params is None or searchable is not self.index:
+                scores, ids = searchable.search(x, k)
+            else:
+                scores, ids = searchable.search(x, k, params=params)
+            return scores, ids
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        params = params if params is not None else faiss.SearchParameters()
+        params.sel = selector  # kept referenced by `selector` until the search returns
+        scores, ids = self.index.search(x, k, params=params)
+        return scores, ids
+
+
+class FlatIndex(IdIndex):
+    """Exact inner-product search."""
+
+    def __init__(self, dim: int, index: Any | None = None) -> None:
+        inner = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        super().__init__(dim, inner, "flat-ip")
+
+
+class IVFIndex(IdIndex):
+    """IVF with 8-bit scalar quantisation; train it (on a sample) before adding."""
+
+    def __init__(self, dim: int, nlist: int, nprobe: int, index: Any | None = None) -> None:
+        if index is None:
+            quantizer = faiss.IndexFlatIP(dim)
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+            )
+            self._quantizer = quantizer  # the IVF index does not own it from Python
+        super().__init__(dim, index, f"ivf{nlist}-sq8")
+        self.nprobe = nprobe
+
+    def _search_parameters(self) -> Any:
+        params = faiss.SearchParametersIVF()
+        params.nprobe = self.nprobe
+        return params
+
+
+class HNSWIndex(IdIndex):
+    """Approximate search over an HNSW graph (inner product), for `eval --ann`."""
+
+    def __init__(self, dim: int, m: int = 32, ef_search: int = 64) -> None:
+        graph = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efSearch = ef_search
+        self.ef_search = ef_search
+        super().__init__(dim, faiss.IndexIDMap2(graph), "hnsw")
+
+    def _search_parameters(self) -> Any:
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing in stubs
+        params.efSearch = self.ef_search
+        return params
+
+
+def new_index(choice: IndexChoice, dim: int) -> IdIndex:
+    if choice.family == "flat":
+        return FlatIndex(dim)
+    return IVFIndex(dim, choice.nlist, choice.nprobe)
+
+
+def read_index(path: Path, dim: int, choice: IndexChoice) -> IdIndex:
+    """A saved index; an IVF one searches with `choice.nprobe`."""
+    index = faiss.read_index(str(path))
+    if isinstance(index, faiss.IndexIVF):
+        return IVFIndex(dim, int(index.nlist), choice.nprobe or 8, index)
+    return FlatIndex(dim, index)
