@@ -27,18 +27,19 @@ import numpy as np
 from benchmarks._common import RESULTS, markdown_table, write_result
 
 SEED = 0
-CENTRES = 1000
 
 
-def clustered(n: int, dim: int, seed: int) -> np.ndarray[Any, Any]:
-    """Unit vectors around `CENTRES` random centres (noise as large as the centres)."""
+def clustered(
+    n: int, dim: int, seed: int, centres: int = 1000, noise: float = 1.0
+) -> np.ndarray[Any, Any]:
+    """Unit vectors around `centres` random centres, with noise `noise` times their scale."""
     rng = np.random.default_rng(seed)
-    centres = np.random.default_rng(SEED).normal(size=(CENTRES, dim)).astype(np.float32)
+    middle = np.random.default_rng(SEED).normal(size=(centres, dim)).astype(np.float32)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 100_000):
         stop = min(n, start + 100_000)
-        x = centres[rng.integers(0, CENTRES, stop - start)]
-        x += rng.normal(size=x.shape).astype(np.float32)
+        x = middle[rng.integers(0, centres, stop - start)]
+        x += noise * rng.normal(size=x.shape).astype(np.float32)
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -112,6 +113,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--index-type", default="auto")
     parser.add_argument("--nprobe", type=int, default=None)
+    parser.add_argument("--centres", type=int, default=1000)
+    parser.add_argument("--noise", type=float, default=1.0)
+    parser.add_argument("--name", default="vector_search", help="results file name")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -122,8 +126,8 @@ def main() -> None:
 
     import clipsearch
 
-    vectors = clustered(args.n, args.dim, seed=1)
-    queries = clustered(args.queries, args.dim, seed=2)
+    vectors = clustered(args.n, args.dim, 1, args.centres, args.noise)
+    queries = clustered(args.queries, args.dim, 2, args.centres, args.noise)
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         root = Path(tmp)
@@ -173,8 +177,8 @@ def main() -> None:
          "open s"], rows,
     )  # fmt: skip
     notes = (
-        f"{args.n:,} vectors, dimension {args.dim}, clustered around {CENTRES} random centres "
-        f"(noise as large as the centres), unit length; {args.queries:,} queries from the same "
+        f"{args.n:,} vectors, dimension {args.dim}, clustered around {args.centres:,} random "
+        f"centres (Gaussian noise {args.noise:g} times their scale), unit length; {args.queries:,} queries from the same "
         f"distribution, k = {args.k}. Single-query latency: one query per call (p50/p99 over "
         "all queries; numpy and FAISS exact over the first 50). clipsearch's figures are measured "
         "in a fresh process that opens the saved index: open s = opening the database and "
@@ -185,8 +189,10 @@ def main() -> None:
         f"Writing the {args.n:,} rows to SQLite took {write_s:.0f} s."
     )
     body = f"{table}\n\n{notes}"
-    path = write_result("vector_search", "Vector search at scale", body)
-    (RESULTS / "vector_search.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
+    command = " ".join(sys.argv[1:])
+    body += f"\n\nArguments: `{command or '(defaults)'}`."
+    path = write_result(args.name, "Vector search at scale", body)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")
     print(body)
     print(f"written to {path}")
 
