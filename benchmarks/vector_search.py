@@ -178,13 +178,13 @@ def main() -> None:
     )  # fmt: skip
     notes = (
         f"{args.n:,} vectors, dimension {args.dim}, clustered around {args.centres:,} random "
-        f"centres (Gaussian noise {args.noise:g} times their scale), unit length; {args.queries:,} queries from the same "
-        f"distribution, k = {args.k}. Single-query latency: one query per call (p50/p99 over "
-        "all queries; numpy and FAISS exact over the first 50). clipsearch's figures are measured "
-        "in a fresh process that opens the saved index: open s = opening the database and "
-        "loading the FAISS file; memory = that process's resident set (FAISS index, Python, "
-        "SQLite cache) after opening and at its peak. Build = training on a sample plus adding "
-        "every vector read back from SQLite. "
+        f"centres (Gaussian noise {args.noise:g} times their scale), unit length; "
+        f"{args.queries:,} queries from the same distribution, k = {args.k}. Single-query "
+        "latency: one query per call (p50/p99 over all queries; numpy and FAISS exact over "
+        "the first 50). clipsearch's figures are measured in a fresh process that opens the "
+        "saved index: open s = opening the database and loading the FAISS file; memory = that "
+        "process's resident set (FAISS index, Python, SQLite cache) after opening and at its "
+        "peak. Build = training on a sample plus adding every vector read back from SQLite. "
         f"Files: {', '.join(f'{n} {s / 2**20:.0f} MiB' for n, s in sorted(files.items()))}. "
         f"Writing the {args.n:,} rows to SQLite took {write_s:.0f} s."
     )
