@@ -81,8 +81,9 @@ def latencies(search: Any, queries: np.ndarray[Any, Any]) -> np.ndarray[Any, Any
     return np.array(out) * 1000
 
 
-def child(directory: Path, queries_path: Path, k: int) -> None:
-    """Open the index, search every query alone, then all at once; print JSON."""
+def child(directory: Path, queries_path: Path, k: int, nprobes: list[int]) -> None:
+    """Open the index, then for each nprobe (IVF) search every query alone and all at once;
+    print one JSON line per nprobe."""
     import clipsearch
 
     queries = np.load(queries_path)
@@ -91,18 +92,21 @@ def child(directory: Path, queries_path: Path, k: int) -> None:
     index = idx.vector_index()
     opened = time.perf_counter() - started
     rss_open = _status_mib("VmRSS")
-    idx.search_vectors(queries[:5], k)  # warm caches
-    single = latencies(lambda q: idx.search_vectors(q, k), queries)
-    started = time.perf_counter()
-    batch = idx.search_vectors(queries, k)
-    batch_s = time.perf_counter() - started
-    print(json.dumps({
-        "open_s": opened, "kind": index.kind, "rss_after_open_mib": rss_open,
-        "peak_rss_mib": _status_mib("VmHWM"),
-        "p50_ms": float(np.percentile(single, 50)), "p99_ms": float(np.percentile(single, 99)),
-        "batch_qps": len(queries) / batch_s,
-        "ids": [[h.id for h in row] for row in batch],
-    }))  # fmt: skip
+    for nprobe in nprobes or [getattr(index, "nprobe", 0)]:
+        if nprobe:
+            index.nprobe = nprobe  # type: ignore[attr-defined]
+        idx.search_vectors(queries[:5], k)  # warm caches
+        single = latencies(lambda q: idx.search_vectors(q, k), queries)
+        started = time.perf_counter()
+        batch = idx.search_vectors(queries, k)
+        batch_s = time.perf_counter() - started
+        print(json.dumps({
+            "open_s": opened, "kind": index.kind, "nprobe": nprobe,
+            "rss_after_open_mib": rss_open, "peak_rss_mib": _status_mib("VmHWM"),
+            "p50_ms": float(np.percentile(single, 50)), "p99_ms": float(np.percentile(single, 99)),
+            "batch_qps": len(queries) / batch_s,
+            "ids": [[h.id for h in row] for row in batch],
+        }), flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -116,10 +120,12 @@ def main() -> None:
     parser.add_argument("--centres", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--name", default="vector_search", help="results file name")
+    parser.add_argument("--nprobes", default="", help="IVF: measure these, e.g. 32,128,512")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]), args.k)
+        nprobes = [int(p) for p in args.nprobes.split(",") if p]
+        child(Path(args.child[0]), Path(args.child[1]), args.k, nprobes)
         return
 
     import faiss
@@ -153,25 +159,25 @@ def main() -> None:
         started = time.perf_counter()
         with clipsearch.open(root / "db", create=False) as idx:
             built = idx.reindex(args.index_type, args.nprobe)
-            kind, nprobe = built.kind, getattr(built, "nprobe", 0)
+            kind = built.kind
         build_s = time.perf_counter() - started
         print(f"built {kind} in {build_s:.0f} s", flush=True)
         out = subprocess.run(
-            [sys.executable, __file__, "--k", str(args.k), "--child", str(root / "db"),
-             str(root / "queries.npy")],
+            [sys.executable, __file__, "--k", str(args.k), "--nprobes", args.nprobes,
+             "--child", str(root / "db"), str(root / "queries.npy")],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         print(out.stderr, file=sys.stderr)
-        out = out.stdout
-        result = json.loads(out.strip().splitlines()[-1])
-        recall = np.mean([len(set(r) & {int(t) + 1 for t in tr}) / args.k
-                          for r, tr in zip(result["ids"], truth, strict=True)])  # fmt: skip
+        for line in out.stdout.strip().splitlines():
+            result = json.loads(line)
+            recall = np.mean([len(set(r) & {int(t) + 1 for t in tr}) / args.k
+                              for r, tr in zip(result["ids"], truth, strict=True)])  # fmt: skip
+            memory = f"{result['rss_after_open_mib']:.0f} open, {result['peak_rss_mib']:.0f} peak"
+            rows.append([f"clipsearch {kind} nprobe {result['nprobe']} + exact rescoring",
+                         f"{build_s:.0f}", f"{result['p50_ms']:.2f}", f"{result['p99_ms']:.2f}",
+                         f"{result['batch_qps']:.0f}", f"{recall:.3f}", memory,
+                         f"{result['open_s']:.2f}"])  # fmt: skip
         files = {p.name: p.stat().st_size for p in (root / "db").iterdir()}
-        rows.append([f"clipsearch {kind} nprobe {nprobe} + exact rescoring",
-                     f"{build_s:.0f}", f"{result['p50_ms']:.2f}", f"{result['p99_ms']:.2f}",
-                     f"{result['batch_qps']:.0f}", f"{recall:.3f}",
-                     f"{result['rss_after_open_mib']:.0f} open, {result['peak_rss_mib']:.0f} peak",
-                     f"{result['open_s']:.2f}"])  # fmt: skip
     table = markdown_table(
         ["search", "build s", "p50 ms", "p99 ms", "batch q/s", "recall@10", "memory MiB",
          "open s"], rows,
