@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from clipsearch.storage import vector_index as vi
 from clipsearch.storage.adapters import ACTIVE as ACTIVE_ADAPTER
 from clipsearch.storage.adapters import AdapterTable
 from clipsearch.storage.db import Database
+from clipsearch.storage.query_cache import QueryCache
 from clipsearch.texts import TextCollection, TextHit
 
 if TYPE_CHECKING:
@@ -289,7 +290,9 @@ class Index:
         """The unit query vector: of a text and/or an image file, or of a fused `Query`."""
         q = query if query is not None else Query.of(text=text, image=image)
         texts = [str(p.value) for p in q.parts if p.kind == "text"]
-        encoded = iter(self.encode_texts(texts) if texts else [])
+        encoded: Iterator[Any] = iter(
+            self.space().texts(self._raw_text_queries(texts)) if texts else []
+        )
 
         def vector(part: QueryPart) -> np.ndarray[Any, Any]:
             if part.kind == "text":
@@ -302,6 +305,19 @@ class Index:
         positive = [(vector(p), p.weight) for p in q.positive]
         negative = [(vector(p), p.weight) for p in q.negative]
         return fuse(positive, negative)
+
+    def _raw_text_queries(self, texts: list[str]) -> np.ndarray[Any, Any]:
+        """Model embeddings of query texts, from the query cache where it has them (then no
+        model is loaded at all), else encoded and cached."""
+        identity = self.space().info.identity
+        cache = QueryCache(self.db)
+        found = cache.get(identity, texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            fresh = dict(zip(missing, self.encoder.encode_texts(missing), strict=True))
+            cache.put(identity, fresh)
+            found |= fresh
+        return np.stack([found[t] for t in texts])
 
     def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
         """An image file (indexed or not) as a vector in the search space."""

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Base(DeclarativeBase):
@@ -119,6 +119,17 @@ class AdapterRow(Base):
     params: Mapped[bytes] = mapped_column(LargeBinary)  # .npz: w_img, b_img, w_txt, b_txt
 
 
+class CachedQuery(Base):
+    """A text query's raw embedding, so that repeating a search needs no model at all."""
+
+    __tablename__ = "query_cache"
+
+    identity: Mapped[str] = mapped_column(Text, primary_key=True)  # the model's
+    text: Mapped[str] = mapped_column(Text, primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    used_at: Mapped[float] = mapped_column(Float, index=True)
+
+
 def _create(conn: Connection, *names: str) -> None:
     Base.metadata.create_all(conn, tables=[Base.metadata.tables[n] for n in names])
 
@@ -137,8 +148,13 @@ def _v3(conn: Connection) -> None:
     _create(conn, "adapters")
 
 
+def _v4(conn: Connection) -> None:
+    """A cache of text-query embeddings."""
+    _create(conn, "query_cache")
+
+
 #: MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -1,0 +1,75 @@
+"""Repeated text queries come from the query cache: same results, no model, no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import clipsearch
+from clipsearch.adapters.model import Adapter
+from clipsearch.storage import query_cache
+from clipsearch.storage.query_cache import QueryCache
+from tests.conftest import CountingEncoder, write_images
+
+
+def test_a_repeated_query_is_not_encoded_again(
+    tmp_path: Path, counting_encoder: CountingEncoder
+) -> None:
+    write_images(tmp_path / "photos", 8)
+    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        first = idx.search("a red square", k=5)
+        encoded = counting_encoder.texts_encoded
+    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+        assert idx.search("a red square", k=5) == first
+        assert counting_encoder.texts_encoded == encoded  # answered from the cache
+        idx.search("a blue circle", k=5)
+        assert counting_encoder.texts_encoded == encoded + 1
+        # The cache holds raw model vectors: an adapter applies on top of them.
+        info = idx.record_model()
+        rotated = Adapter.identity(info.dim)
+        idx.use_adapter(idx.adapters.add(rotated, info.identity).id)
+        assert [h.id for h in idx.search("a red square", k=5)] == [h.id for h in first]
+        assert counting_encoder.texts_encoded == encoded + 1
+
+
+def test_the_cache_keeps_only_the_newest_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipsearch.storage.db import Database
+
+    monkeypatch.setattr(query_cache, "MAX_ENTRIES", 3)
+    db = Database.open(tmp_path)
+    try:
+        cache = QueryCache(db)
+        for i in range(5):
+            cache.put("model", {f"q{i}": np.full(4, i, dtype=np.float32)})
+        kept = cache.get("model", [f"q{i}" for i in range(5)])
+        assert sorted(kept) == ["q2", "q3", "q4"]
+        np.testing.assert_array_equal(kept["q4"], np.full(4, 4, dtype=np.float32))
+        assert cache.get("another model", ["q4"]) == {}
+    finally:
+        db.close()
+
+
+def test_a_repeated_cli_search_imports_no_torch(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 6)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        expected = [h.path for h in idx.search("a red square", k=3)]
+    argv = ["search", "a red square", "--db", str(tmp_path / "db"), "-k", "3", "--json"]
+    snippet = (
+        "import sys\n"
+        "from clipsearch.cli import main\n"
+        f"sys.argv = ['clipsearch', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert [h["path"] for h in json.loads(result.stdout)] == expected
