@@ -9,6 +9,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("CLIPSEARCH_CONFIG", os.devnull + ".absent.toml")
 
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,17 @@ def images(tmp_path: Path) -> Callable[..., list[Path]]:
         return write_images(tmp_path / sub, count, start, ext)
 
     return make
+
+
+def run_cli_checking_imports(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run `clipsearch ARGV` in a fresh interpreter that fails if torch or open_clip got
+    imported on the way (commands that need no model must stay light)."""
+    snippet = (
+        "import sys\n"
+        "from clipsearch.cli import main\n"
+        f"sys.argv = ['clipsearch', *{list(argv)!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'open_clip' not in sys.modules, 'open_clip was imported'\n"
+    )
+    return subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clipsearch.cli import app
-from tests.conftest import REPO, write_images
+from tests.conftest import REPO, run_cli_checking_imports, write_images
 
 runner = CliRunner()
 
@@ -153,15 +153,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
 
 def test_help_and_stats_do_not_import_torch(tmp_path: Path) -> None:
     for argv in (["--help"], ["stats", "--db", str(tmp_path)], ["search", "--help"]):
-        snippet = (
-            "import sys\n"
-            "from clipsearch.cli import main\n"
-            f"sys.argv = ['clipsearch', *{argv!r}]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n"
-            "assert 'open_clip' not in sys.modules, 'open_clip was imported'\n"
-        )
-        result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
+        result = run_cli_checking_imports(argv)
         assert result.returncode == 0, f"{argv}: {result.stderr}"
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import clipsearch
 from clipsearch.adapters.model import Adapter
 from clipsearch.storage import query_cache
 from clipsearch.storage.query_cache import QueryCache
-from tests.conftest import CountingEncoder, write_images
+from tests.conftest import CountingEncoder, run_cli_checking_imports, write_images
 
 
 def test_a_repeated_query_is_not_encoded_again(
@@ -63,13 +61,6 @@ def test_a_repeated_cli_search_imports_no_torch(tmp_path: Path) -> None:
         idx.add([tmp_path / "photos"])
         expected = [h.path for h in idx.search("a red square", k=3)]
     argv = ["search", "a red square", "--db", str(tmp_path / "db"), "-k", "3", "--json"]
-    snippet = (
-        "import sys\n"
-        "from clipsearch.cli import main\n"
-        f"sys.argv = ['clipsearch', *{argv!r}]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-    )
-    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True)
+    result = run_cli_checking_imports(argv)
     assert result.returncode == 0, result.stderr
     assert [h["path"] for h in json.loads(result.stdout)] == expected
