@@ -44,11 +44,12 @@ def clustered(
     return out
 
 
-def write_index(directory: Path, vectors: np.ndarray[Any, Any]) -> float:
+def write_index(directory: Path, vectors: np.ndarray[Any, Any], vector_dtype: str) -> float:
     from clipsearch.storage.db import Database, ImageRecord
 
     started = time.perf_counter()
     db = Database.open(directory)
+    db.convert_vectors(vector_dtype)  # on the empty table: only records the type
     dim = vectors.shape[1]
     db.set_meta(model_spec="synthetic", model_identity=f"synthetic-{dim}", dim=str(dim))
     for start in range(0, len(vectors), 20_000):
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--centres", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=1.0)
     parser.add_argument("--name", default="vector_search", help="results file name")
+    parser.add_argument("--vector-dtype", default="float32", help="float32 or float16 in SQLite")
     parser.add_argument("--nprobes", default="", help="IVF: measure these, e.g. 32,128,512")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,7 +139,7 @@ def main() -> None:
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         root = Path(tmp)
-        write_s = write_index(root / "db", vectors)
+        write_s = write_index(root / "db", vectors, args.vector_dtype)
         np.save(root / "queries.npy", queries)
         print(f"wrote {args.n:,} rows in {write_s:.0f} s", flush=True)
 
@@ -184,7 +186,8 @@ def main() -> None:
     )  # fmt: skip
     notes = (
         f"{args.n:,} vectors, dimension {args.dim}, clustered around {args.centres:,} random "
-        f"centres (Gaussian noise {args.noise:g} times their scale), unit length; "
+        f"centres (Gaussian noise {args.noise:g} times their scale), unit length, stored in "
+        f"SQLite as {args.vector_dtype}; "
         f"{args.queries:,} queries from the same distribution, k = {args.k}. Single-query "
         "latency: one query per call (p50/p99 over all queries; numpy and FAISS exact over "
         "the first 50). clipsearch's figures are measured in a fresh process that opens the "

@@ -38,6 +38,7 @@ class IndexStats:
     dim: int | None
     adapter: str | None  # the active adapter, if any (`clipsearch adapters list`)
     index_type: str
+    vector_dtype: str  # how SQLite stores the image vectors: float32 or float16
     faiss_gpus: int
     database_bytes: int
     vector_index_bytes: int

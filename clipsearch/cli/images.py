@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -48,6 +48,9 @@ def index(
         "--max-pixels",
         help="Skip images larger than this (decompression-bomb guard) [150e6].",
     ),
+    vector_dtype: str | None = typer.Option(
+        None, "--vector-dtype", help="Store vectors as float32 or float16 (half the size)."
+    ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -62,6 +65,8 @@ def index(
             max_pixels=max_pixels,
         )
         with _open(settings, create=True, progress=not quiet) as idx:
+            if vector_dtype is not None:
+                idx.store_vectors_as(vector_dtype)
             summary = idx.add(paths)
     except ClipsearchError as exc:
         raise _fail(exc) from None
@@ -216,12 +221,21 @@ def reindex(
     nprobe: int | None = typer.Option(
         None, "--nprobe", help="ivf-sq8: lists scanned per query [nlist/128, at least 8]."
     ),
+    vector_dtype: str | None = typer.Option(
+        None, "--vector-dtype", help="Convert the stored vectors to float32 or float16."
+    ),
     db: Path | None = DbOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Rebuild the FAISS index from the stored vectors (no photo is read), as another type."""
     started = time.perf_counter()
-    built = _with_index(lambda idx: idx.reindex(index_type, nprobe), db=db, create=False)
+
+    def rebuild(idx: Index) -> Any:
+        if vector_dtype is not None:
+            idx.store_vectors_as(vector_dtype)
+        return idx.reindex(index_type, nprobe)
+
+    built = _with_index(rebuild, db=db, create=False)
     facts = {"index_type": built.kind, "vectors": built.ntotal,
              "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
     if as_json:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, updat
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clipsearch.errors import IndexNotFoundError, SchemaVersionError
+from clipsearch.errors import ConfigError, IndexNotFoundError, SchemaVersionError
 from clipsearch.storage.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -74,11 +74,26 @@ def bump(session: Session, key: str = "generation") -> None:
     session.merge(Meta(key=key, value=str(value)))
 
 
+#: How vectors may be stored: float32 (exact), or float16 (half the size; rescoring then
+#: differs from float32 by about 1e-3 in cosine).
+VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
+
+
+def decode_vectors(blob: bytes, dtype: np.dtype[Any], rows: int = 1) -> Vector:
+    """Stored bytes -> float32 matrix of `rows` rows."""
+    return np.frombuffer(blob, dtype=dtype).astype(np.float32).reshape(rows, -1)
+
+
 def vectors_for(
-    engine: Engine, id_col: Any, label_col: Any, vector_col: Any, ids: Sequence[int]
+    engine: Engine,
+    id_col: Any,
+    label_col: Any,
+    vector_col: Any,
+    ids: Sequence[int],
+    dtype: np.dtype[Any] = VECTOR_DTYPES["float32"],
 ) -> tuple[list[int], list[str], Vector]:
-    """(ids, labels, matrix) of the rows among `ids` that exist, from any table with a float32
-    vector blob."""
+    """(ids, labels, float32 matrix) of the rows among `ids` that exist, from any table with a
+    vector blob stored as `dtype`."""
     if not ids:
         return [], [], np.zeros((0, 0), dtype=np.float32)
     stmt = select(id_col, label_col, vector_col).where(id_col.in_(list(ids)))
@@ -86,12 +101,16 @@ def vectors_for(
         rows = session.execute(stmt).all()
     if not rows:
         return [], [], np.zeros((0, 0), dtype=np.float32)
-    matrix = np.stack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
+    matrix = decode_vectors(b"".join(r[2] for r in rows), dtype, len(rows))
     return [r[0] for r in rows], [r[1] for r in rows], matrix
 
 
 def iter_vectors(
-    engine: Engine, id_col: Any, vector_col: Any, chunk: int
+    engine: Engine,
+    id_col: Any,
+    vector_col: Any,
+    chunk: int,
+    dtype: np.dtype[Any] = VECTOR_DTYPES["float32"],
 ) -> Iterator[tuple[IdArray, Vector]]:
     """All (ids, vectors) of a table in id order, `chunk` rows at a time."""
     last = 0
@@ -102,9 +121,15 @@ def iter_vectors(
             if not rows:
                 return
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            yield ids, vectors.reshape(len(rows), -1)
+            yield ids, decode_vectors(b"".join(r[1] for r in rows), dtype, len(rows))
             last = int(ids[-1])
+
+
+def _dtype_of(blob: bytes, dim: int | None, recorded: np.dtype[Any]) -> np.dtype[Any]:
+    """A stored vector's type, from its length when the dimension is known."""
+    if dim:
+        return VECTOR_DTYPES["float16"] if len(blob) == 2 * dim else VECTOR_DTYPES["float32"]
+    return recorded
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -124,6 +149,7 @@ class Database:
     def __init__(self, engine: Engine, path: Path) -> None:
         self.engine = engine
         self.path = path
+        self.vector_dtype = VECTOR_DTYPES["float32"]  # the stored images' (meta vector_dtype)
 
     @classmethod
     def open(cls, directory: Path, create: bool = True) -> Database:
@@ -139,6 +165,7 @@ class Database:
         event.listen(engine, "connect", _sqlite_pragmas)
         db = cls(engine, path)
         db._migrate()
+        db.vector_dtype = VECTOR_DTYPES[db.get_meta().get("vector_dtype", "float32")]
         return db
 
     def close(self) -> None:
@@ -215,15 +242,17 @@ class Database:
         stmt = select(ImageRow.vector).where(ImageRow.sha256 == sha256).limit(1)
         with Session(self.engine) as session:
             blob = session.scalar(stmt)
-        return None if blob is None else np.frombuffer(blob, dtype=np.float32)
+        return None if blob is None else decode_vectors(blob, self.vector_dtype)[0]
 
     def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Vector]:
         """Rows for the given ids that still exist, as (ids, paths, matrix)."""
-        return vectors_for(self.engine, ImageRow.id, ImageRow.path, ImageRow.vector, ids)
+        return vectors_for(
+            self.engine, ImageRow.id, ImageRow.path, ImageRow.vector, ids, self.vector_dtype
+        )
 
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Vector]]:
         """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds)."""
-        return iter_vectors(self.engine, ImageRow.id, ImageRow.vector, chunk)
+        return iter_vectors(self.engine, ImageRow.id, ImageRow.vector, chunk, self.vector_dtype)
 
     def rows(self, ids: Iterable[int] | None = None) -> list[ImageRow]:
         stmt = select(ImageRow).order_by(ImageRow.id)
@@ -259,6 +288,37 @@ class Database:
                 )
             self._bump(session)
 
+    def convert_vectors(self, name: str, chunk: int = 20_000) -> None:
+        """Store every image vector as `name` (float32 or float16) from now on, rewriting the
+        stored ones a chunk per transaction; the setting is recorded last, and a killed
+        conversion is finished by running it again (each blob's length tells its type)."""
+        if name not in VECTOR_DTYPES:
+            raise ConfigError(f"vector type must be float32 or float16, not {name!r}")
+        target = VECTOR_DTYPES[name]
+        last = 0
+        while True:
+            with Session(self.engine) as session, session.begin():
+                rows = session.execute(
+                    select(ImageRow.id, ImageRow.vector)
+                    .where(ImageRow.id > last).order_by(ImageRow.id).limit(chunk)
+                ).all()  # fmt: skip
+                if not rows:
+                    break
+                dim = int(self.get_meta().get("dim", "0")) or None
+                for row_id, blob in rows:
+                    source = _dtype_of(blob, dim, self.vector_dtype)
+                    if source != target:
+                        vector = np.frombuffer(blob, dtype=source).astype(target)
+                        session.execute(
+                            update(ImageRow).where(ImageRow.id == row_id)
+                            .values(vector=vector.tobytes())
+                        )  # fmt: skip
+                last = rows[-1][0]
+        with Session(self.engine) as session, session.begin():
+            session.merge(Meta(key="vector_dtype", value=name))
+            self._bump(session)
+        self.vector_dtype = target
+
     def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
         """Insert or replace (by path) a batch of embedded images; returns their ids."""
         if not records:
@@ -275,7 +335,7 @@ class Database:
                 "format": r.format,
                 "taken_at": r.taken_at,
                 "indexed_at": now,
-                "vector": np.ascontiguousarray(r.vector, dtype="<f4").tobytes(),
+                "vector": np.ascontiguousarray(r.vector, dtype=self.vector_dtype).tobytes(),
             }
             for r in records
         ]
