@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from benchmarks import datasets
 from benchmarks._common import RESULTS, markdown_table, write_result
 
 SEED = 0
@@ -42,6 +43,20 @@ def clustered(
         x += noise * rng.normal(size=x.shape).astype(np.float32)
         out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
+
+
+def cifar_embeddings(model: str, queries: int) -> tuple[np.ndarray[Any, Any], ...]:
+    """Real embeddings: the 50,000 CIFAR-10 train images as the collection and the first
+    `queries` test images as queries, embedded by `model` (indexed once into the data cache)."""
+    import clipsearch
+
+    out = []
+    for split in ("train", "test"):
+        db = datasets.cache_dir() / f"cifar10-{split}-{model.replace(':', '_').replace('/', '_')}"
+        with clipsearch.open(db, model=model) as idx:
+            idx.add([datasets.cifar_folder(split)])
+            out.append(np.concatenate([v for _, v in idx.db.iter_vectors()]))
+    return out[0], out[1][np.random.default_rng(0).permutation(len(out[1]))[:queries]]
 
 
 def write_index(directory: Path, vectors: np.ndarray[Any, Any], vector_dtype: str) -> float:
@@ -123,6 +138,9 @@ def main() -> None:
     parser.add_argument("--name", default="vector_search", help="results file name")
     parser.add_argument("--vector-dtype", default="float32", help="float32 or float16 in SQLite")
     parser.add_argument("--nprobes", default="", help="IVF: measure these, e.g. 32,128,512")
+    parser.add_argument(
+        "--real", default="", help="a model: CIFAR-10 train embeddings, test images as queries"
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -134,8 +152,12 @@ def main() -> None:
 
     import clipsearch
 
-    vectors = clustered(args.n, args.dim, 1, args.centres, args.noise)
-    queries = clustered(args.queries, args.dim, 2, args.centres, args.noise)
+    if args.real:
+        vectors, queries = cifar_embeddings(args.real, args.queries)
+        args.n, args.dim = vectors.shape
+    else:
+        vectors = clustered(args.n, args.dim, 1, args.centres, args.noise)
+        queries = clustered(args.queries, args.dim, 2, args.centres, args.noise)
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:
         root = Path(tmp)
@@ -184,11 +206,18 @@ def main() -> None:
         ["search", "build s", "p50 ms", "p99 ms", "batch q/s", "recall@10", "memory MiB",
          "open s"], rows,
     )  # fmt: skip
+    data = (
+        f"{args.n:,} real `{args.real}` embeddings of the CIFAR-10 train images (dimension "
+        f"{args.dim}), stored in SQLite as {args.vector_dtype}; {len(queries):,} CIFAR-10 test "
+        f"images as queries, k = {args.k}."
+        if args.real
+        else f"{args.n:,} vectors, dimension {args.dim}, clustered around {args.centres:,} "
+        f"random centres (Gaussian noise {args.noise:g} times their scale), unit length, stored "
+        f"in SQLite as {args.vector_dtype}; {args.queries:,} queries from the same distribution, "
+        f"k = {args.k}."
+    )
     notes = (
-        f"{args.n:,} vectors, dimension {args.dim}, clustered around {args.centres:,} random "
-        f"centres (Gaussian noise {args.noise:g} times their scale), unit length, stored in "
-        f"SQLite as {args.vector_dtype}; "
-        f"{args.queries:,} queries from the same distribution, k = {args.k}. Single-query "
+        f"{data} Single-query "
         "latency: one query per call (p50/p99 over all queries; numpy and FAISS exact over "
         "the first 50). clipsearch's figures are measured in a fresh process that opens the "
         "saved index: open s = opening the database and loading the FAISS file; memory = that "

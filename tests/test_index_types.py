@@ -23,7 +23,9 @@ DIM = 32
 def test_the_choice_follows_the_size() -> None:
     assert vi.choose_index("auto", 10_000).family == "flat"
     big = vi.choose_index("auto", 1_000_000)
-    assert (big.family, big.nlist, big.nprobe, big.kind) == ("ivf-sq8", 4096, 32, "ivf4096-sq8")
+    assert (big.family, big.nlist, big.nprobe, big.kind) == ("ivf-sq8", 4096, 64, "ivf4096-sq8")
+    assert vi.choose_index("ivf-sq8", 100_000).nprobe == 32
+    assert vi.choose_index("ivf-sq8", 100).nprobe == 8  # never more than there are lists
     assert vi.choose_index("ivf-sq8", 3000).nlist == 64  # 39 vectors or more to train a list
     assert vi.choose_index("ivf-sq8", 100).nlist == 8  # never fewer lists than this
     assert vi.choose_index("ivf-sq8", 500, nprobe=3).nprobe == 3

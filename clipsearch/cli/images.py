@@ -219,7 +219,7 @@ def reindex(
         None, "--index-type", help="auto (by size), flat (exact) or ivf-sq8 [keep the current]."
     ),
     nprobe: int | None = typer.Option(
-        None, "--nprobe", help="ivf-sq8: lists scanned per query [nlist/128, at least 8]."
+        None, "--nprobe", help="ivf-sq8: lists scanned per query [nlist/64, at least 32]."
     ),
     vector_dtype: str | None = typer.Option(
         None, "--vector-dtype", help="Convert the stored vectors to float32 or float16."

