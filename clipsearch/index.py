@@ -204,14 +204,18 @@ class Index:
         """Texts as query vectors in the search space (through the active adapter)."""
         return self.space().texts(self.encoder.encode_texts(list(texts)))
 
-    def image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]:
-        """Stored images as vectors in the search space, in the order of `ids`."""
+    def stored_image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]:
+        """The model's stored vectors of these images, in the order of `ids`."""
         found, _, matrix = self.db.vectors_for(list(ids))
         rows = positions_of(found, np.asarray(ids))
         if (rows < 0).any():
             missing = [i for i, r in zip(ids, rows, strict=True) if r < 0]
             raise QueryError(f"no image with id {missing[0]} in this index")
-        return self.space().images(matrix[rows])
+        return np.asarray(matrix[rows])
+
+    def image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]:
+        """Stored images as vectors in the search space, in the order of `ids`."""
+        return self.space().images(self.stored_image_vectors(ids))
 
     def record_model(self) -> ModelInfo:
         """The index's model, recorded on first write (images or texts)."""
@@ -261,11 +265,12 @@ class Index:
             self._vectors = None
             raise
         if vectors is not None and info is not None:
-            space = self.space()
-            stamp = vi.Stamp(self.db.generation(), space.identity, space.dim, vectors.kind)
-            vi.save_cache(self.directory, vectors, stamp)
             if vi.family_of(vectors.kind) != self.index_choice().family:
                 self.reindex()  # grown past (or shrunk below) the size for another type
+            else:
+                space = self.space()
+                stamp = vi.Stamp(self.db.generation(), space.identity, space.dim, vectors.kind)
+                vi.save_cache(self.directory, vectors, stamp)
         if scanned.sidecars or self.texts.table.sources(SIDECAR):
             sidecars = self.texts.sync_sidecars(
                 roots, [f.path for f in scanned.files], scanned.sidecars

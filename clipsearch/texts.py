@@ -22,7 +22,7 @@ from clipsearch.errors import QueryError, TextSourceError
 from clipsearch.indexer import text_sources as ts
 from clipsearch.indexer.scan import FileStat, Skip
 from clipsearch.search.prompts import TAG_TEMPLATES, prompt_vectors
-from clipsearch.search.searcher import Searcher
+from clipsearch.search.searcher import Match, Searcher
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.schema import XMP
 from clipsearch.storage.texts import SourceFile, TextRecord, TextTable
@@ -75,6 +75,14 @@ class SidecarSummary:
     skipped: list[Skip] = field(default_factory=list)
 
 
+def _best_of_each_text(row: list[Match]) -> list[Match]:
+    """The first (best, since rows come best first) match of each distinct text, in order."""
+    best: dict[str, Match] = {}
+    for match in row:
+        best.setdefault(match.label, match)
+    return list(best.values())
+
+
 def builtin_vocabulary() -> bytes:
     return resources.files("clipsearch").joinpath("data/vocabulary.txt").read_bytes()
 
@@ -113,7 +121,7 @@ class TextCollection:
     def _replace(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
         known = self.table.source(source.path)
         if known is not None and known.sha256 == source.sha256 and known.kind == source.kind:
-            count = next((s.texts for s in self.table.sources() if s.path == source.path), 0)
+            count = len(self.table.ids_of(source=source.path))
             return TextSummary(source.path, source.kind, count, 0, True)
         self.index.record_model()
         reuse = self.table.vectors_by_text(source.path) if known is not None else {}
@@ -151,10 +159,10 @@ class TextCollection:
         matched = ts.match_sidecars(images, [s.path for s in sidecars])
         stats = {s.path: s for s in sidecars}
         ids_by_path = self.index.db.ids_by_path()
+        known = self.table.file_stats(ts.SIDECAR)  # one query, not one per sidecar
         for sidecar_path, image_path in sorted(matched.items()):
             st = stats[sidecar_path]
-            known = self.table.source(sidecar_path)
-            if known and (known.size, known.mtime_ns) == (st.size, st.mtime_ns):
+            if known.get(sidecar_path) == (st.size, st.mtime_ns):
                 continue
             try:
                 data = ts.read_bytes(Path(sidecar_path))
@@ -171,10 +179,11 @@ class TextCollection:
                 self.table.set_tags({ids_by_path[image_path]: list(keywords.items())}, XMP)
             summary.added += 1
         prefixes = tuple(str(r).rstrip(os.sep) + os.sep for r in roots)
+        root_files = {str(r) for r in roots}
         gone = [
-            s.path
-            for s in self.table.sources(ts.SIDECAR)
-            if (s.path.startswith(prefixes) or s.path in map(str, roots)) and s.path not in matched
+            path
+            for path in known
+            if (path.startswith(prefixes) or path in root_files) and path not in matched
         ]
         summary.removed = self.table.remove_sources(gone)
         if summary.added or summary.removed:
@@ -224,8 +233,7 @@ class TextCollection:
             np.asarray(queries, dtype=np.float32), depth, allowed
         )
         if distinct:
-            matches = [list({m.label: m for m in reversed(row)}.values())[::-1] for row in matches]
-            matches = [sorted(row, key=lambda m: (-m.score, m.id))[:k] for row in matches]
+            matches = [_best_of_each_text(row)[:k] for row in matches]
         rows = self.table.rows([m.id for row in matches for m in row])
         return [[self._hit(m.id, m.score, rows) for m in row] for row in matches]
 

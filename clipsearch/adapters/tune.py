@@ -89,9 +89,7 @@ def tune(
 
     base = Path(images) if images is not None else None
     image_ids, captions, image_of = read_pairs(index, Path(pairs_csv), base)
-    found, _, matrix = index.db.vectors_for(image_ids)
-    order = {row_id: row for row, row_id in enumerate(found)}
-    image_vectors = matrix[[order[i] for i in image_ids]]
+    image_vectors = index.stored_image_vectors(image_ids)
     text_vectors = np.asarray(index.encoder.encode_texts(captions), dtype=np.float32)
     adapter, report = fit_adapter(image_vectors, text_vectors, image_of, settings)
     if not report.improved and not force:

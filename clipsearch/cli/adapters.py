@@ -134,13 +134,8 @@ def adapters_remove(
 ) -> None:
     """Delete an adapter (removing the active one returns the index to the raw space)."""
 
-    def remove(idx: Any) -> None:
-        adapter_id = _parse_id(adapter)
-        if idx.adapters.active_id() == adapter_id:
-            idx.use_adapter(None)
-        idx.adapters.remove(adapter_id)
-
-    _with_index(remove, db=db, create=False)
+    adapter_id = _parse_id(adapter)
+    _with_index(lambda idx: idx.adapters.remove(adapter_id), db=db, create=False)
     typer.echo(f"removed adapter {adapter}")
 
 

@@ -295,6 +295,7 @@ class Database:
         if name not in VECTOR_DTYPES:
             raise ConfigError(f"vector type must be float32 or float16, not {name!r}")
         target = VECTOR_DTYPES[name]
+        dim = int(self.get_meta().get("dim", "0")) or None
         last = 0
         while True:
             with Session(self.engine) as session, session.begin():
@@ -304,15 +305,14 @@ class Database:
                 ).all()  # fmt: skip
                 if not rows:
                     break
-                dim = int(self.get_meta().get("dim", "0")) or None
-                for row_id, blob in rows:
-                    source = _dtype_of(blob, dim, self.vector_dtype)
-                    if source != target:
-                        vector = np.frombuffer(blob, dtype=source).astype(target)
-                        session.execute(
-                            update(ImageRow).where(ImageRow.id == row_id)
-                            .values(vector=vector.tobytes())
-                        )  # fmt: skip
+                changed = [
+                    {"id": row_id, "vector": np.frombuffer(blob, dtype=source).astype(target)
+                     .tobytes()}
+                    for row_id, blob in rows
+                    if (source := _dtype_of(blob, dim, self.vector_dtype)) != target
+                ]  # fmt: skip
+                if changed:  # an ORM bulk UPDATE by primary key
+                    session.execute(update(ImageRow), changed)
                 last = rows[-1][0]
         with Session(self.engine) as session, session.begin():
             session.merge(Meta(key="vector_dtype", value=name))

@@ -102,6 +102,14 @@ class TextTable:
         with Session(self.engine) as session:
             return np.fromiter(session.scalars(stmt.order_by(TextRow.id)), dtype=np.int64)
 
+    def file_stats(self, kind: str) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every source file of one kind, by path."""
+        stmt = select(TextSource.path, TextSource.size, TextSource.mtime_ns).where(
+            TextSource.kind == kind
+        )
+        with Session(self.engine) as session:
+            return {path: (size, mtime) for path, size, mtime in session.execute(stmt)}
+
     def vectors_by_text(self, source_path: str) -> dict[str, Vector]:
         """The vectors a source holds now, by text: a changed file re-encodes only new texts."""
         stmt = (
