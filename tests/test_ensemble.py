@@ -114,3 +114,19 @@ def test_cli_ensemble(pair: tuple[clipsearch.Index, ...]) -> None:
     assert result.exit_code == 0, result.output
     expected = Ensemble([Member(tiny), Member(mini, 3.0)]).search(clipsearch.Query.of(QUERY), k=4)
     assert [h["path"] for h in json.loads(result.stdout)] == [h.path for h in expected]
+
+
+def test_a_member_that_finds_nothing_does_not_break_score_fusion(tmp_path: Path) -> None:
+    write_images(tmp_path / "a", 4)
+    write_images(tmp_path / "b", 4, start=10)
+    with (
+        clipsearch.open(tmp_path / "first", model="tiny-random", workers=0) as first,
+        clipsearch.open(tmp_path / "second", model="tiny-random", workers=0) as second,
+    ):
+        first.add([tmp_path / "a"])
+        second.add([tmp_path / "b"])
+        only_a = clipsearch.Filter(folder=str(tmp_path / "a"))
+        hits = Ensemble([Member(first), Member(second)]).search(
+            clipsearch.Query.of(QUERY), k=4, filters=only_a
+        )
+        assert sorted(h.path for h in hits) == sorted(h.path for h in first.search(QUERY, k=4))

@@ -107,7 +107,8 @@ class Ensemble:
             if self.fusion == "rrf":
                 part = np.array([1.0 / (RRF_K + rank[p]) if p in rank else 0.0 for p in candidates])
             else:
-                part = lookup.scores(queries[m][q], candidates, floor=min(h.score for h in row))
+                floor = min((h.score for h in row), default=-1.0)  # -1: it found none
+                part = lookup.scores(queries[m][q], candidates, floor=floor)
             fused += weight * part
             for note, p, value in zip(notes, candidates, part, strict=True):
                 note[f"model{m + 1}_{self.fusion}"] = float(value)
