@@ -29,6 +29,12 @@ def unit_rows(x: np.ndarray[Any, Any]) -> Matrix:
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def adapter_label(adapter_id: int | None, kind: str, out_dim: int) -> str:
+    """How results name an adapter: `3:contrastive`, `4:pca-128`."""
+    name = f"pca-{out_dim}" if kind == "pca" else kind
+    return f"{adapter_id}:{name}" if adapter_id is not None else name
+
+
 @dataclass(frozen=True)
 class Adapter:
     w_img: Matrix  # (out_dim, in_dim)
@@ -55,9 +61,7 @@ class Adapter:
 
     @property
     def label(self) -> str:
-        """How results name it: `3:contrastive`, `4:pca-128`."""
-        name = f"pca-{self.out_dim}" if self.kind == "pca" else self.kind
-        return f"{self.id}:{name}" if self.id is not None else name
+        return adapter_label(self.id, self.kind, self.out_dim)
 
     @classmethod
     def identity(cls, dim: int) -> Adapter:

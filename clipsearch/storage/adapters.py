@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from clipsearch.adapters.model import Adapter
+from clipsearch.adapters.model import Adapter, adapter_label
 from clipsearch.errors import AdapterError
 from clipsearch.storage.db import Database
 from clipsearch.storage.schema import AdapterRow, Meta
@@ -96,7 +96,7 @@ class AdapterTable:
 
     @staticmethod
     def _info(row: AdapterRow, active: bool) -> AdapterInfo:
-        label = Adapter.from_bytes(row.params, row.kind, row.id).label
+        label = adapter_label(row.id, row.kind, row.out_dim)  # no need to decode the params
         metrics = json.loads(row.metrics_json)
         return AdapterInfo(
             row.id, row.kind, label, row.in_dim, row.out_dim, row.pairs, row.created_at,
