@@ -39,6 +39,15 @@ class QueryError(ClipsearchError):
     """A query is malformed: no text and no image, an unreadable query image, bad k."""
 
 
+class QueryImageError(QueryError):
+    """A query image cannot be used; `reason` says why (as `ImageDecodeError` does)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"query image {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class ImageDecodeError(ClipsearchError):
     """One image could not be decoded; `reason` says why in words a user can act on."""
 

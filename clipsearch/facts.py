@@ -29,6 +29,15 @@ class IndexSummary:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """Where an `add` run is: scanning, embedding (`done` of `total` files), finishing."""
+
+    phase: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class IndexStats:
     directory: str
     count: int

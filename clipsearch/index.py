@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -16,13 +16,22 @@ from clipsearch.errors import (
     ImageDecodeError,
     IndexNotFoundError,
     QueryError,
+    QueryImageError,
 )
-from clipsearch.facts import IndexStats, IndexSummary, check_model, file_size, recorded_info
+from clipsearch.facts import (
+    IndexStats,
+    IndexSummary,
+    Progress,
+    check_model,
+    file_size,
+    recorded_info,
+)
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import scan
 from clipsearch.indexer.text_sources import SIDECAR
+from clipsearch.items import Item, indexed_roots, read_items, record_roots
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
@@ -173,6 +182,12 @@ class Index:
             self._vectors_identity = space.identity
         return self._vectors
 
+    def refresh(self) -> None:
+        """Forget the in-memory FAISS indexes, so the next search loads them afresh (from
+        the saved cache when it is current): for changes made by another process."""
+        self._vectors = None
+        self._texts = None
+
     def index_choice(self) -> vi.IndexChoice:
         """The FAISS index type this index should have now (`clipsearch reindex` sets it)."""
         meta = self.db.get_meta()
@@ -227,13 +242,22 @@ class Index:
 
     # -- indexing -------------------------------------------------------------------------
 
-    def add(self, paths: Iterable[str | os.PathLike[str]]) -> IndexSummary:
-        """Index (or re-index) image files and folders, incrementally; see `IndexSummary`."""
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> IndexSummary:
+        """Index (or re-index) image files and folders, incrementally; see `IndexSummary`.
+        `on_progress` is told the phase and, while embedding, files done out of total."""
         roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
         missing = [str(r) for r in roots if not r.exists()]
         if missing:
             raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
+        report = on_progress or (lambda _progress: None)
+        report(Progress("scanning"))
         scanned = scan(roots)
+        record_roots(self.db, roots)
         plan = make_plan(
             scanned.files,
             self.db.stored_files(),
@@ -256,7 +280,8 @@ class Index:
                 vectors.remove(np.asarray(plan.removed, dtype=np.int64))
             if plan.embed:
                 assert vectors is not None
-                counts = self._embed(plan.embed, vectors)
+                report(Progress("embedding", 0, len(plan.embed)))
+                counts = self._embed(plan.embed, vectors, report)
                 summary.added, summary.updated = counts.added, counts.updated
                 summary.encoded = counts.encoded
                 summary.skipped.extend(counts.skipped)
@@ -264,6 +289,7 @@ class Index:
             vi.invalidate_cache(self.directory)  # the next open rebuilds from the database
             self._vectors = None
             raise
+        report(Progress("finishing"))
         if vectors is not None and info is not None:
             if vi.family_of(vectors.kind) != self.index_choice().family:
                 self.reindex()  # grown past (or shrunk below) the size for another type
@@ -279,7 +305,9 @@ class Index:
             summary.skipped.extend(sidecars.skipped)
         return summary
 
-    def _embed(self, jobs: list[EmbedJob], vectors: vi.IdIndex) -> EmbedCounts:
+    def _embed(
+        self, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Callable[[Progress], None]
+    ) -> EmbedCounts:
         from clipsearch.indexer.pipeline import embed_files
 
         space = self.space()
@@ -288,7 +316,10 @@ class Index:
             vectors.remove(replaced)
             vectors.add(ids, space.images(matrix))
 
-        return embed_files(jobs, self.encoder, self.db, on_commit, self.options)
+        def on_progress(done: int, total: int) -> None:
+            report(Progress("embedding", done, total))
+
+        return embed_files(jobs, self.encoder, self.db, on_commit, self.options, on_progress)
 
     # -- search ---------------------------------------------------------------------------
 
@@ -342,7 +373,7 @@ class Index:
                 str(path), encoder.preprocess, encoder.input_size, self.options.max_pixels
             )
         except ImageDecodeError as exc:
-            raise QueryError(f"query image {path}: {exc.reason}") from exc
+            raise QueryImageError(str(path), exc.reason) from exc
         return np.asarray(self.space().images(encoder.encode_images(decoded.pixels[None]))[0])
 
     def search(
@@ -423,6 +454,14 @@ class Index:
         ]
 
     # -- facts ----------------------------------------------------------------------------
+
+    def items(self, ids: Sequence[int]) -> list[Item]:
+        """Indexed images by id (those that exist, in the order asked), with their tags."""
+        return read_items(self.db, ids)
+
+    def roots(self) -> list[Path]:
+        """The folders (and single files) this index was built from."""
+        return indexed_roots(self.db)
 
     def stats(self) -> IndexStats:
         info = self.model_info

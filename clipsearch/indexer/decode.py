@@ -41,6 +41,10 @@ class ImageFacts:
     taken_at: str | None
 
 
+#: How every "over the pixel limit" reason starts (a server answers those with 413).
+TOO_LARGE = "image too large"
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     pixels: torch.Tensor
@@ -72,6 +76,21 @@ def decode_image(
     input_size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:
+    """The model's input tensor for an image file, and the facts stored with it."""
+    image, facts = load_upright(path, input_size, max_pixels)
+    try:
+        pixels = preprocess(image)
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
+    return DecodedImage(pixels, facts)
+
+
+def load_upright(
+    path: str, draft_size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image, ImageFacts]:
+    """An image file decoded to RGB the right way up (EXIF orientation applied), JPEGs at
+    the smallest DCT scale still at least `draft_size` on each side; every way it can fail
+    is an `ImageDecodeError` with a reason."""
     data = read_file(path)
     sha256 = hashlib.sha256(data).hexdigest()
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
@@ -89,28 +108,27 @@ def decode_image(
         fmt = image.format
         if fmt == "JPEG":
             # Decode straight from the DCT at 1/2, 1/4 or 1/8 scale when the photo is much
-            # larger than the model input, never below the input size itself (so the model
-            # transform still only shrinks). 1x rather than a 2x margin: a 3000x2000 photo
+            # larger than the target, never below the target itself (so what follows still
+            # only shrinks). 1x rather than a 2x margin: a 3000x2000 photo for a 224 model
             # then decodes at 1/8 instead of 1/4, which is cheaper again.
-            image.draft("RGB", (input_size, input_size))
-        upright = ImageOps.exif_transpose(image)
-        pixels = preprocess(upright.convert("RGB"))
+            image.draft("RGB", (draft_size, draft_size))
+        upright = ImageOps.exif_transpose(image).convert("RGB")
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(
-            path, f"image too large (decompression-bomb guard): {exc} Raise it with --max-pixels"
+            path, f"{TOO_LARGE} (decompression-bomb guard): {exc} Raise it with --max-pixels"
         ) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
-    return DecodedImage(pixels, ImageFacts(sha256, width, height, fmt, _taken_at(exif)))
+    return upright, ImageFacts(sha256, width, height, fmt, _taken_at(exif))
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:
     return (
-        f"image too large: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
+        f"{TOO_LARGE}: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
         f"{max_pixels / 1e6:.0f} MP limit (decompression-bomb guard); raise it with --max-pixels"
     )
 

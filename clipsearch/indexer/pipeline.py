@@ -105,7 +105,10 @@ def embed_files(
     db: Database,
     on_commit: OnCommit,
     options: PipelineOptions,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> EmbedCounts:
+    """Decode, encode and store `jobs` batch by batch; `on_commit` sees each stored batch,
+    `on_progress(done, total)` is told after it (files done, whether stored or skipped)."""
     counts = EmbedCounts()
     if not jobs:
         return counts
@@ -113,6 +116,7 @@ def embed_files(
     bar = tqdm(
         total=len(jobs), unit="img", desc="embedding", file=sys.stderr, disable=not options.progress
     )
+    done = 0
     with bar:
         for batch in make_loader(jobs, encoder, options):
             vectors = _batch_vectors(batch, encoder, db, known_hashes, counts)
@@ -128,6 +132,9 @@ def embed_files(
             counts.added += len(records) - len(replaced)
             counts.skipped.extend(Skip(jobs[i].file.path, reason) for i, reason in batch.failed)
             bar.update(len(batch.ok) + len(batch.failed))
+            done += len(batch.ok) + len(batch.failed)
+            if on_progress is not None:
+                on_progress(done, len(jobs))
     return counts
 
 

@@ -16,6 +16,7 @@ change; adds and removes go to the CPU index, which is the one saved.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +95,9 @@ class IdIndex:
         self.index: Any = index
         self._gpu_copy: Any | None = None
         self._use_gpu = faiss_gpu_count() > 0  # asked once, not on every search
+        # One writer or one search at a time: a server searches while an indexing job adds
+        # batches, and FAISS does not guard an index against concurrent add and search.
+        self._lock = threading.RLock()
 
     @property
     def ntotal(self) -> int:
@@ -104,23 +108,25 @@ class IdIndex:
         return bool(self.index.is_trained)
 
     def train(self, sample: Matrix) -> None:
-        self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        with self._lock:
+            self.index.train(np.ascontiguousarray(sample, dtype=np.float32))
 
     def add(self, ids: IdArray, vectors: Matrix) -> None:
-        self._gpu_copy = None
         if len(ids):
-            self.index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32),
-                np.ascontiguousarray(ids, dtype=np.int64),
-            )
+            x = np.ascontiguousarray(vectors, dtype=np.float32)
+            with self._lock:
+                self._gpu_copy = None
+                self.index.add_with_ids(x, np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: IdArray) -> None:
-        self._gpu_copy = None
         if len(ids):
-            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+            with self._lock:
+                self._gpu_copy = None
+                self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def save(self, path: Path) -> None:
-        faiss.write_index(self.index, str(path))
+        with self._lock:
+            faiss.write_index(self.index, str(path))
 
     def _search_parameters(self) -> Any | None:
         """Search-time settings (nprobe, efSearch); None where the defaults do."""
@@ -139,8 +145,12 @@ class IdIndex:
     def search(
         self, queries: Matrix, k: int, allowed: IdArray | None = None
     ) -> tuple[Matrix, IdArray]:
-        k = max(1, min(k, self.ntotal))
         x = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._lock:
+            return self._search_locked(x, k, allowed)
+
+    def _search_locked(self, x: Matrix, k: int, allowed: IdArray | None) -> tuple[Matrix, IdArray]:
+        k = max(1, min(k, self.ntotal))
         params = self._search_parameters()
         if allowed is None:
             searchable = self._searchable()

@@ -1,0 +1,70 @@
+"""`clipsearch serve`: the HTTP API and the web page over one index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clipsearch import config
+from clipsearch.cli.common import DbOption, DeviceOption, ModelOption, _fail, app
+from clipsearch.errors import ClipsearchError
+
+
+@app.command()
+def serve(
+    db: Path | None = DbOption,
+    model: str | None = ModelOption,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; anything but loopback needs a key."
+    ),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: str | None = typer.Option(
+        None,
+        "--api-key",
+        envvar="CLIPSEARCH_API_KEY",
+        help="Clients must send this as the X-API-Key header [env CLIPSEARCH_API_KEY].",
+    ),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest query upload."),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="Allow browser pages from this origin (repeatable); off if none."
+    ),
+    read_only: bool = typer.Option(False, "--read-only", help="Refuse indexing jobs."),
+    batch_queries: bool = typer.Option(
+        True, "--batch-queries/--no-batch-queries", help="Encode concurrent text queries together."
+    ),
+    device: str | None = DeviceOption,
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+) -> None:
+    """Serve the HTTP API (/api, docs at /api/docs) and the search page (/) of an index."""
+    import uvicorn
+
+    from clipsearch.server import ServerSettings, create_app
+    from clipsearch.server.service import SearchService
+
+    try:
+        resolved = config.resolve(db=db, model=model, device=device)
+        settings = ServerSettings(
+            db=resolved.db,
+            model=resolved.model,
+            host=host,
+            port=port,
+            api_key=api_key or None,
+            max_upload_bytes=int(max_upload_mb * 2**20),
+            cors_origins=tuple(cors_origin),
+            read_only=read_only,
+            batch_queries=batch_queries,
+            device=resolved.device,
+            workers=resolved.workers,
+        )
+        settings.check()
+        typer.echo(f"loading {settings.db} ...", err=True)
+        service = SearchService(settings)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    try:
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(f"serving {settings.db} on http://{shown}:{port}/", err=True)
+        uvicorn.run(create_app(settings, service), host=host, port=port, log_level=log_level)
+    finally:
+        service.close()

@@ -1,0 +1,295 @@
+"""The HTTP API's routes: each one parses, calls `SearchService`, and shapes the JSON.
+
+Routes are plain `def`s, so FastAPI runs them on its worker threads: a query being encoded
+never blocks the event loop, and other requests go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import Query as Param
+from fastapi.responses import FileResponse, Response
+
+from clipsearch import __version__
+from clipsearch.errors import QueryError
+from clipsearch.search.filters import Filter
+from clipsearch.search.query import Query, QueryPart
+from clipsearch.search.searcher import Hit
+from clipsearch.server.schemas import (
+    MAX_RESULTS,
+    ErrorOut,
+    FilterIn,
+    HealthOut,
+    HitOut,
+    ItemOut,
+    JobIn,
+    JobOut,
+    SearchIn,
+    SearchOut,
+    StatsOut,
+    TagOut,
+    TagsOut,
+    TextHitOut,
+    TextSearchOut,
+)
+from clipsearch.server.service import NotFoundError, SearchService, UploadTooLargeError
+from clipsearch.server.thumbnails import SIZES
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 500)
+}
+router = APIRouter(prefix="/api", responses=_ERRORS)
+
+K = Annotated[int, Param(ge=1, le=200, description="results per page")]
+Offset = Annotated[int, Param(ge=0, le=MAX_RESULTS, description="results to skip (paging)")]
+TextKind = Literal["captions", "jsonl", "vocabulary", "sidecar"]
+
+
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, (time.perf_counter() - start) * 1000
+
+
+def service_of(request: Request) -> SearchService:
+    service: SearchService = request.app.state.service
+    return service
+
+
+Service = Annotated[SearchService, Depends(service_of)]
+
+
+def filters_of(
+    folder: str | None = None,
+    path_glob: str | None = None,
+    taken_after: str | None = None,
+    taken_before: str | None = None,
+    min_width: Annotated[int | None, Param(ge=0)] = None,
+    min_height: Annotated[int | None, Param(ge=0)] = None,
+    orientation: Literal["landscape", "portrait", "square"] | None = None,
+    format: Annotated[list[str] | None, Param(max_length=20)] = None,
+    tag: Annotated[list[str] | None, Param(max_length=20)] = None,
+) -> Filter:
+    """Filters as query parameters; `format` and `tag` may repeat."""
+    return FilterIn(
+        folder=folder,
+        path_glob=path_glob,
+        taken_after=taken_after,
+        taken_before=taken_before,
+        min_width=min_width,
+        min_height=min_height,
+        orientation=orientation,
+        formats=format or [],
+        tags=tag or [],
+    ).to_filter()
+
+
+Filters = Annotated[Filter, Depends(filters_of)]
+
+
+def _page(found: tuple[list[Hit], str | None], k: int, offset: int, ms: float) -> SearchOut:
+    hits, note = found
+    return SearchOut(
+        hits=[HitOut(**h.to_dict()) for h in hits], k=k, offset=offset, took_ms=ms, note=note
+    )
+
+
+def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise UploadTooLargeError(f"the upload is over the limit of {limit / 2**20:.0f} MiB")
+    return data
+
+
+# -- health and facts ---------------------------------------------------------------------
+
+
+@router.get("/health", response_model=HealthOut, summary="Liveness, and what is indexed")
+def health(service: Service) -> HealthOut:
+    info = service.index.model_info
+    return HealthOut(
+        status="ok", version=__version__, images=service.index.db.count(),
+        model=info.spec if info else None,
+    )  # fmt: skip
+
+
+@router.get("/stats", response_model=StatsOut, summary="Index statistics and the running job")
+def stats(service: Service) -> StatsOut:
+    running = service.jobs.running()
+    job = JobOut(**running.to_dict()) if running else None
+    return StatsOut(**service.stats().to_dict(), job=job)
+
+
+# -- searching images ---------------------------------------------------------------------
+
+
+@router.get("/search", response_model=SearchOut, summary="Images matching a text")
+def search_text(
+    service: Service,
+    filters: Filters,
+    q: Annotated[str, Param(min_length=1, max_length=1000, description="what to find")],
+    k: K = 20,
+    offset: Offset = 0,
+    explain: bool = False,
+) -> SearchOut:
+    query = Query.of(text=q)
+    found, ms = timed(lambda: service.search(query, k, offset, filters, explain))
+    return _page(found, k, offset, ms)
+
+
+@router.post("/search", response_model=SearchOut, summary="A fused query, with filters")
+def search_fused(service: Service, body: SearchIn) -> SearchOut:
+    service.check_model(body.model)
+    positive = [QueryPart("text", body.text)] if body.text else []
+    positive += [QueryPart("item", i, body.image_weight) for i in body.like]
+    negative = [QueryPart("text", t, body.negative_weight) for t in body.not_text]
+    negative += [QueryPart("item", i, body.negative_weight) for i in body.unlike]
+    for item_id in (*body.like, *body.unlike):
+        service.item(item_id)  # an unknown id is a 404, not a bad query
+    query = Query(tuple(positive), tuple(negative))
+    filters = body.filters.to_filter() if body.filters else None
+    found, ms = timed(lambda: service.search(query, body.k, body.offset, filters, body.explain))
+    return _page(found, body.k, body.offset, ms)
+
+
+@router.post("/search/image", response_model=SearchOut, summary="Images like an uploaded one")
+def search_image(
+    service: Service,
+    filters: Filters,
+    file: Annotated[UploadFile, File(description="the example image")],
+    text: Annotated[str | None, Param(max_length=1000, description="fused with the image")] = None,
+    image_weight: Annotated[float, Param(gt=0, le=100)] = 1.0,
+    k: K = 20,
+    offset: Offset = 0,
+) -> SearchOut:
+    data = _read_upload(file, service.settings.max_upload_bytes)
+    found, ms = timed(
+        lambda: service.search_upload(data, text or None, image_weight, k, offset, filters)
+    )
+    return _page(found, k, offset, ms)
+
+
+@router.get("/items/{item_id}/similar", response_model=SearchOut, summary="More like this")
+def similar(
+    service: Service, filters: Filters, item_id: int, k: K = 20, offset: Offset = 0
+) -> SearchOut:
+    found, ms = timed(lambda: service.similar(item_id, k, offset, filters))
+    return _page(found, k, offset, ms)
+
+
+# -- items --------------------------------------------------------------------------------
+
+
+@router.get("/items/{item_id}", response_model=ItemOut, summary="An indexed image's metadata")
+def item(service: Service, item_id: int) -> ItemOut:
+    return ItemOut(**service.item(item_id).to_dict())
+
+
+@router.get(
+    "/items/{item_id}/thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    summary="A JPEG thumbnail (made on first request, then cached)",
+)
+def thumbnail(
+    service: Service,
+    request: Request,
+    item_id: int,
+    size: Annotated[int, Param(description=f"longest side, one of {SIZES}")] = 256,
+) -> Response:
+    if size not in SIZES:
+        raise QueryError(f"size must be one of {', '.join(map(str, SIZES))}, got {size}")
+    path, sha256 = service.thumbnail(item_id, size)
+    etag = f'"{sha256[:32]}-{size}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type="image/jpeg", headers=headers)
+
+
+@router.get(
+    "/items/{item_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}},
+    summary="The original file",
+)
+def original(service: Service, item_id: int) -> Response:
+    path = service.file(item_id)
+    return FileResponse(path, filename=path.name, content_disposition_type="inline")
+
+
+@router.get("/items/{item_id}/texts", response_model=TextSearchOut, summary="Texts for an image")
+def item_texts(
+    service: Service, item_id: int, k: K = 10, kind: TextKind | None = None
+) -> TextSearchOut:
+    service.item(item_id)
+    (hits, note), ms = timed(
+        lambda: service.texts_for(Query((QueryPart("item", item_id),)), k, kind)
+    )
+    return TextSearchOut(hits=[TextHitOut(**h.to_dict()) for h in hits], took_ms=ms, note=note)
+
+
+@router.get("/items/{item_id}/tags", response_model=TagsOut, summary="Stored and zero-shot tags")
+def item_tags(service: Service, item_id: int, k: Annotated[int, Param(ge=1, le=50)] = 5) -> TagsOut:
+    found, suggested = service.tags(item_id, k)
+    return TagsOut(
+        id=item_id,
+        stored=[TagOut(tag=t, score=s) for t, s in found.tags],
+        suggested=[TagOut(tag=t, score=s) for t, s in suggested],
+    )
+
+
+# -- searching texts ----------------------------------------------------------------------
+
+
+@router.get("/texts/search", response_model=TextSearchOut, summary="Texts matching a text")
+def search_texts(
+    service: Service,
+    q: Annotated[str, Param(min_length=1, max_length=1000)],
+    k: K = 10,
+    kind: TextKind | None = None,
+) -> TextSearchOut:
+    (hits, note), ms = timed(lambda: service.texts_for(Query.of(text=q), k, kind))
+    return TextSearchOut(hits=[TextHitOut(**h.to_dict()) for h in hits], took_ms=ms, note=note)
+
+
+@router.post(
+    "/texts/search/image", response_model=TextSearchOut, summary="Texts for an uploaded image"
+)
+def search_texts_by_image(
+    service: Service,
+    file: Annotated[UploadFile, File()],
+    k: K = 10,
+    kind: TextKind | None = None,
+) -> TextSearchOut:
+    data = _read_upload(file, service.settings.max_upload_bytes)
+    (hits, note), ms = timed(lambda: service.texts_for_upload(data, k, kind))
+    return TextSearchOut(hits=[TextHitOut(**h.to_dict()) for h in hits], took_ms=ms, note=note)
+
+
+# -- indexing jobs ------------------------------------------------------------------------
+
+
+@router.post("/jobs", response_model=JobOut, status_code=202, summary="Index folders (async)")
+def start_job(service: Service, body: JobIn) -> JobOut:
+    return JobOut(**service.start_job(body.paths).to_dict())
+
+
+@router.get("/jobs", response_model=list[JobOut], summary="Recent indexing jobs, newest first")
+def jobs(service: Service) -> list[JobOut]:
+    return [JobOut(**j.to_dict()) for j in service.jobs.all()]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="One job's progress")
+def job(service: Service, job_id: int) -> JobOut:
+    found = service.jobs.get(job_id)
+    if found is None:
+        raise NotFoundError(f"no indexing job {job_id} (finished jobs are kept for a while)")
+    return JobOut(**found.to_dict())

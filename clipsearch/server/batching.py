@@ -1,0 +1,111 @@
+"""Text queries of concurrent requests, encoded together.
+
+One thread owns text encoding. A request hands its texts over and waits; whenever the thread
+is free it takes everything that queued up meanwhile (up to `max_batch` texts) and encodes it
+in one model call. Under no load a query is encoded alone and at once (no waiting for company);
+under load, the time one model call takes is the time the next batch has to gather. It also
+keeps concurrent requests from running the model in parallel threads, which on a few cores
+only makes them fight over the same cores.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipsearch.models.base import Encoder
+
+Vectors = np.ndarray[Any, np.dtype[np.float32]]
+
+
+@dataclass
+class _Request:
+    texts: list[str]
+    result: Future[Vectors] = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    calls: int = 0  # encode_texts calls made by requests
+    batches: int = 0  # model calls made for them
+
+    @property
+    def mean_batch(self) -> float:
+        return self.calls / self.batches if self.batches else 0.0
+
+
+class BatchingEncoder:
+    """An `Encoder` whose `encode_texts` is shared by concurrent callers; images pass
+    straight through (indexing batches them already)."""
+
+    def __init__(self, inner: Encoder, max_batch: int = 64) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self.input_size = inner.input_size
+        self.preprocess = inner.preprocess
+        self.max_batch = max_batch
+        self.stats = BatchStats()
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="clipsearch-text-encoder")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # device, and whatever else a model exposes
+
+    def encode_images(self, pixels: Any) -> Vectors:
+        return self.inner.encode_images(pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors:
+        request = _Request(list(texts))
+        if not request.texts:
+            return self.inner.encode_texts([])
+        self._queue.put(request)
+        return request.result.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            size = len(first.texts)
+            stop = False
+            while size < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+                size += len(more.texts)
+            self._encode(batch)
+            if stop:
+                return
+
+    def _encode(self, batch: list[_Request]) -> None:
+        texts = [t for r in batch for t in r.texts]
+        try:
+            vectors = self.inner.encode_texts(texts)
+        except BaseException as exc:  # handed to every waiting caller; the thread lives on
+            for r in batch:
+                r.result.set_exception(exc)
+            return
+        self.stats.calls += len(batch)
+        self.stats.batches += 1
+        start = 0
+        for r in batch:
+            r.result.set_result(vectors[start : start + len(r.texts)])
+            start += len(r.texts)

@@ -1,0 +1,183 @@
+"""What stands between the network and the index: the API key, the request-size limit, and
+errors turned into JSON with the right status and no internals."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from clipsearch.errors import (
+    ClipsearchError,
+    EmptyIndexError,
+    ImageDecodeError,
+    IndexNotFoundError,
+    ModelMismatchError,
+)
+from clipsearch.server.jobs import JobBusyError
+from clipsearch.server.service import (
+    ForbiddenFileError,
+    NotFoundError,
+    UnsupportedImageError,
+    UploadTooLargeError,
+)
+
+log = logging.getLogger("clipsearch.server")
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+KEY_HEADER = "x-api-key"
+KEY_COOKIE = "clipsearch_key"
+#: Paths anyone may fetch: the page and its assets hold no data.
+PUBLIC_PREFIXES = ("/static/",)
+PUBLIC_PATHS = ("/", "/favicon.ico")
+
+_STATUS: list[tuple[type[ClipsearchError], int]] = [
+    (NotFoundError, 404),
+    (IndexNotFoundError, 404),
+    (ForbiddenFileError, 403),
+    (UploadTooLargeError, 413),
+    (UnsupportedImageError, 415),
+    (ImageDecodeError, 415),
+    (ModelMismatchError, 409),
+    (JobBusyError, 409),
+    (EmptyIndexError, 400),
+]
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+def status_of(exc: ClipsearchError) -> int:
+    return next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def library_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ClipsearchError)
+        return error_response(status_of(exc), str(exc))
+
+    async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return error_response(400, "bad request: " + "; ".join(problems))
+
+    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, str(exc.detail))
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error; the server log has the details")
+
+    app.add_exception_handler(ClipsearchError, library_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class Guard:
+    """ASGI middleware: checks the API key (when one is set) and caps request bodies."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body: int) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.api_key and not self._public(scope["path"]) and not self._authorised(scope):
+            await _reject(send, 401, "missing or wrong API key: send it as the X-API-Key header")
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _reject(send, 413, self._too_large())
+            return
+        await self.app(scope, self._capped(receive, send), send)
+
+    def _too_large(self) -> str:
+        return f"request body over the server's limit of {self.max_body / 2**20:.0f} MiB"
+
+    def _capped(self, receive: Receive, send: Send) -> Receive:
+        """`receive` that stops a body sent without Content-Length at the limit."""
+        seen = 0
+
+        async def capped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge(self._too_large())
+            return message
+
+        return capped
+
+    @staticmethod
+    def _public(path: str) -> bool:
+        return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+    def _authorised(self, scope: Scope) -> bool:
+        assert self.api_key is not None
+        given = _header(scope, KEY_HEADER.encode())
+        bearer = _header(scope, b"authorization")
+        if given is None and bearer and bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        if given is None:
+            given = _cookie(scope, KEY_COOKIE)
+        return given is not None and hmac.compare_digest(given.encode(), self.api_key.encode())
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside a body read. An HTTPException, because FastAPI turns any other
+    error met while parsing a body into a 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    raw = _header(scope, b"cookie") or ""
+    for part in raw.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None
+
+
+async def _reject(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message, "status": status}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

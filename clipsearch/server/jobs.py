@@ -1,0 +1,118 @@
+"""Indexing jobs run by the server in the background, one at a time, with their progress.
+
+A job is `Index.add` on a thread of its own. Each batch it embeds is committed to SQLite and
+added to the live FAISS index as it goes, so searches running meanwhile see new images batch
+by batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import ClipsearchError, QueryError
+from clipsearch.facts import IndexSummary, Progress
+
+log = logging.getLogger("clipsearch.server")
+
+#: Finished jobs kept for `GET /api/jobs` (the oldest are forgotten first).
+KEEP_FINISHED = 50
+
+
+class JobBusyError(ClipsearchError):
+    """An indexing job is already running; the server runs one at a time."""
+
+
+@dataclass
+class Job:
+    id: int
+    paths: list[str]
+    state: str = "queued"  # queued | running | done | failed
+    phase: str = ""  # scanning | embedding | finishing, while running
+    done: int = 0  # files embedded (or skipped) so far
+    total: int = 0  # files to embed
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def report(self, progress: Progress) -> None:
+        self.phase, self.done, self.total = progress.phase, progress.done, progress.total
+
+
+class Jobs:
+    """Starts indexing jobs (`run` does the indexing) and keeps their state."""
+
+    def __init__(
+        self,
+        run: Callable[[list[str], Callable[[Progress], None]], IndexSummary],
+        on_finish: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._run = run
+        self._on_finish = on_finish
+        self._jobs: dict[int, Job] = {}
+        self._lock = threading.Lock()
+        self._next_id = 1
+
+    def running(self) -> Job | None:
+        with self._lock:
+            return next((j for j in self._jobs.values() if j.state in ("queued", "running")), None)
+
+    def start(self, paths: list[str]) -> Job:
+        resolved = [os.path.abspath(Path(p).expanduser()) for p in paths]
+        missing = [p for p in resolved if not os.path.exists(p)]
+        if missing:
+            raise QueryError(f"no such file or folder on the server: {', '.join(missing)}")
+        with self._lock:
+            busy = next((j for j in self._jobs.values() if j.state in ("queued", "running")), None)
+            if busy is not None:
+                raise JobBusyError(
+                    f"indexing job {busy.id} is still running; wait for it "
+                    f"(GET /api/jobs/{busy.id}) and start this one after"
+                )
+            job = Job(self._next_id, resolved)
+            self._next_id += 1
+            self._jobs[job.id] = job
+            self._forget_old()
+        thread = threading.Thread(target=self._work, args=(job,), name=f"clipsearch-job-{job.id}")
+        thread.daemon = True
+        thread.start()
+        return job
+
+    def get(self, job_id: int) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: -j.id)
+
+    def _work(self, job: Job) -> None:
+        job.state = "running"
+        try:
+            summary = self._run(job.paths, job.report)
+            job.summary = summary.to_dict()
+            job.state = "done"
+        except ClipsearchError as exc:
+            job.error, job.state = str(exc), "failed"
+        except Exception as exc:  # logged in full here; the client sees no internals
+            log.exception("indexing job %d failed", job.id)
+            job.error, job.state = f"internal error ({type(exc).__name__}); see the log", "failed"
+        finally:
+            job.phase = ""
+            job.finished_at = time.time()
+            self._on_finish()
+
+    def _forget_old(self) -> None:
+        finished = sorted(j.id for j in self._jobs.values() if j.finished_at is not None)
+        for job_id in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._jobs[job_id]

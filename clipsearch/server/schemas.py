@@ -1,0 +1,164 @@
+"""The JSON the HTTP API reads and writes (and so its OpenAPI schema).
+
+Hits carry the same fields as the Python API's `Hit` and `TextHit`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from clipsearch.search.filters import Filter
+
+MAX_RESULTS = 1000  # offset + k: deeper pages are not what a search is for
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="what went wrong, in words a user can act on")
+    status: int
+
+
+class HitOut(BaseModel):
+    id: int
+    path: str
+    score: float = Field(description="cosine similarity to the query")
+    explain: dict[str, float] | None = None
+    adapter: str | None = None
+
+
+class SearchOut(BaseModel):
+    hits: list[HitOut]
+    k: int
+    offset: int
+    took_ms: float
+    note: str | None = Field(None, description="e.g. that nothing is indexed yet")
+
+
+class TextHitOut(BaseModel):
+    id: int
+    text: str
+    score: float
+    kind: str
+    source: str
+    key: str | None = None
+    image_path: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class TextSearchOut(BaseModel):
+    hits: list[TextHitOut]
+    took_ms: float
+    note: str | None = None
+
+
+class TagOut(BaseModel):
+    tag: str
+    score: float
+
+
+class ItemOut(BaseModel):
+    id: int
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    width: int
+    height: int
+    format: str | None
+    taken_at: str | None
+    indexed_at: float
+    tags: list[TagOut]
+
+
+class TagsOut(BaseModel):
+    id: int
+    stored: list[TagOut] = Field(description="tags kept in the index (XMP keywords, stored tags)")
+    suggested: list[TagOut] = Field(description="zero-shot tags from the vocabulary")
+
+
+class FilterIn(BaseModel):
+    """All given conditions must hold. Dates are ISO: 2021, 2021-07 or 2021-07-14."""
+
+    folder: str | None = None
+    path_glob: str | None = None
+    taken_after: str | None = None
+    taken_before: str | None = None
+    min_width: int | None = Field(None, ge=0)
+    min_height: int | None = Field(None, ge=0)
+    orientation: Literal["landscape", "portrait", "square"] | None = None
+    formats: list[str] = Field(default_factory=list, max_length=20)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+
+    def to_filter(self) -> Filter:
+        return Filter(
+            folder=self.folder or None,
+            path_glob=self.path_glob or None,
+            taken_after=self.taken_after or None,
+            taken_before=self.taken_before or None,
+            min_width=self.min_width,
+            min_height=self.min_height,
+            orientation=self.orientation,
+            formats=tuple(self.formats),
+            tags=tuple(t for t in self.tags if t.strip()),
+        )
+
+
+class SearchIn(BaseModel):
+    """A fused query: texts and indexed images to be like, texts and images to avoid."""
+
+    text: str | None = Field(None, max_length=1000)
+    like: list[int] = Field(default_factory=list, max_length=50, description="indexed image ids")
+    unlike: list[int] = Field(default_factory=list, max_length=50)
+    not_text: list[str] = Field(default_factory=list, max_length=20)
+    image_weight: float = Field(1.0, gt=0, le=100)
+    negative_weight: float = Field(0.5, gt=0, le=100)
+    k: int = Field(20, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=MAX_RESULTS)
+    filters: FilterIn | None = None
+    explain: bool = False
+    model: str | None = Field(
+        None,
+        description="the model spec or identity the client expects; 409 if the index has "
+        "another (catches a client talking to the wrong index)",
+    )
+
+
+class JobIn(BaseModel):
+    paths: list[str] = Field(min_length=1, max_length=100)
+
+
+class JobOut(BaseModel):
+    id: int
+    paths: list[str]
+    state: Literal["queued", "running", "done", "failed"]
+    phase: str
+    done: int
+    total: int
+    created_at: float
+    finished_at: float | None
+    summary: dict[str, Any] | None
+    error: str | None
+
+
+class StatsOut(BaseModel):
+    directory: str
+    count: int
+    texts: int
+    model: str | None
+    model_identity: str | None
+    dim: int | None
+    adapter: str | None
+    index_type: str
+    vector_dtype: str
+    faiss_gpus: int
+    database_bytes: int
+    vector_index_bytes: int
+    job: JobOut | None = Field(None, description="the indexing job running now, if any")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+    images: int
+    model: str | None

@@ -1,0 +1,255 @@
+"""What the server does, as plain blocking methods over one open `Index` (the routes call
+them on worker threads, so model calls never run on the event loop).
+
+The model is loaded once, when the service starts. Searches see an indexing job's images
+batch by batch (the job adds to the same live FAISS index); changes another process makes
+(`clipsearch index` next to a running server) are picked up on the next request.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import (
+    ClipsearchError,
+    EmptyIndexError,
+    ImageDecodeError,
+    ModelMismatchError,
+    QueryImageError,
+)
+from clipsearch.facts import IndexStats, IndexSummary, Progress
+from clipsearch.index import Index, open_index
+from clipsearch.indexer.decode import TOO_LARGE
+from clipsearch.items import Item, inside_roots
+from clipsearch.models import load_encoder, parse_model_spec
+from clipsearch.search.filters import Filter
+from clipsearch.search.query import Query, QueryPart
+from clipsearch.search.searcher import Hit
+from clipsearch.server.batching import BatchingEncoder, BatchStats
+from clipsearch.server.jobs import Jobs
+from clipsearch.server.settings import ServerSettings
+from clipsearch.server.thumbnails import Thumbnails
+from clipsearch.texts import TextHit
+
+EMPTY_NOTE = "nothing is indexed yet: start an indexing job (POST /api/jobs)"
+
+
+class NotFoundError(ClipsearchError):
+    """An id the index does not hold, or a file no longer on disk."""
+
+
+class ForbiddenFileError(ClipsearchError):
+    """A file outside the indexed folders (for instance through a symlink)."""
+
+
+class UnsupportedImageError(ClipsearchError):
+    """An upload that is not a readable image."""
+
+
+class UploadTooLargeError(ClipsearchError):
+    """An upload (or the image in it) over the server's limits."""
+
+
+class SearchService:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.index, self._batcher = _open(settings)
+        self.thumbnails = Thumbnails(self.index.directory, self.index.options.max_pixels)
+        self.jobs = Jobs(self._run_job, on_finish=self._note_generation)
+        self._refresh_lock = threading.Lock()
+        self._seen_generation = self.index.db.generation()
+        self._warm()
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+        self.index.close()
+
+    @property
+    def batch_stats(self) -> BatchStats | None:
+        return self._batcher.stats if self._batcher is not None else None
+
+    # -- searches -------------------------------------------------------------------------
+
+    def search(
+        self, query: Query, k: int, offset: int, filters: Filter | None, explain: bool = False
+    ) -> tuple[list[Hit], str | None]:
+        """One page of images for a query: hits offset..offset+k."""
+        self._refresh()
+        try:
+            hits = self.index.search(query=query, k=offset + k, filters=filters, explain=explain)
+        except EmptyIndexError:
+            return [], EMPTY_NOTE
+        return hits[offset:], None
+
+    def search_upload(
+        self,
+        data: bytes,
+        text: str | None,
+        image_weight: float,
+        k: int,
+        offset: int,
+        filters: Filter | None,
+    ) -> tuple[list[Hit], str | None]:
+        with _uploaded(data) as path:
+            query = Query.of(text=text, image=path, image_weight=image_weight)
+            try:
+                return self.search(query, k, offset, filters)
+            except QueryImageError as exc:
+                raise upload_error(exc) from None
+
+    def similar(
+        self, item_id: int, k: int, offset: int, filters: Filter | None
+    ) -> tuple[list[Hit], str | None]:
+        """Images like an indexed one, the image itself left out."""
+        self.item(item_id)
+        query = Query((QueryPart("item", item_id),))
+        hits, note = self.search(query, k + 1, offset, filters)
+        return [h for h in hits if h.id != item_id][:k], note
+
+    def texts_for(self, query: Query, k: int, kind: str | None) -> tuple[list[TextHit], str | None]:
+        self._refresh()
+        try:
+            return self.index.search_texts(query=query, k=k, kind=kind), None
+        except EmptyIndexError as exc:
+            return [], str(exc)
+
+    def texts_for_upload(
+        self, data: bytes, k: int, kind: str | None
+    ) -> tuple[list[TextHit], str | None]:
+        with _uploaded(data) as path:
+            try:
+                return self.texts_for(Query.of(image=path), k, kind)
+            except QueryImageError as exc:
+                raise upload_error(exc) from None
+
+    def tags(self, item_id: int, k: int) -> tuple[Item, list[tuple[str, float]]]:
+        item = self.item(item_id)
+        self._servable(item)  # tagging reads the file by its path
+        return item, self.index.tag([item.path], top=k)[0].tags
+
+    # -- items and files ------------------------------------------------------------------
+
+    def item(self, item_id: int) -> Item:
+        found = self.index.items([item_id])
+        if not found:
+            raise NotFoundError(f"no image with id {item_id} in this index")
+        return found[0]
+
+    def file(self, item_id: int) -> Path:
+        """The original file of an indexed image, if it may be served."""
+        return self._servable(self.item(item_id))
+
+    def thumbnail(self, item_id: int, size: int) -> tuple[Path, str]:
+        item = self.item(item_id)
+        try:
+            return self.thumbnails.get(self._servable(item), item.sha256, size), item.sha256
+        except ImageDecodeError as exc:
+            raise UnsupportedImageError(
+                f"image {item_id} cannot be decoded: {exc.reason}"
+            ) from None
+
+    def _servable(self, item: Item) -> Path:
+        real = inside_roots(item.path, self.index.roots())
+        if real is None:
+            raise ForbiddenFileError(
+                f"image {item.id} resolves to a file outside the indexed folders; "
+                "it is searchable but not served"
+            )
+        if not real.is_file():
+            raise NotFoundError(
+                f"image {item.id} ({item.path}) is no longer on disk; re-index its folder"
+            )
+        return real
+
+    # -- facts and jobs -------------------------------------------------------------------
+
+    def stats(self) -> IndexStats:
+        return self.index.stats()
+
+    def check_model(self, expected: str | None) -> None:
+        """409-worthy when a client expects another model than the index's."""
+        info = self.index.model_info
+        if expected is None or info is None:
+            return
+        try:
+            identity = parse_model_spec(expected).identity
+        except ClipsearchError:
+            identity = expected
+        if expected not in (info.spec, info.identity) and identity != info.identity:
+            raise ModelMismatchError(
+                f"this index was built with {info.spec} ({info.identity}); the request "
+                f"expects {expected}"
+            )
+
+    def start_job(self, paths: list[str]) -> Any:
+        if self.settings.read_only:
+            raise ForbiddenFileError("this server is read-only (started with --read-only)")
+        return self.jobs.start(paths)
+
+    def _run_job(self, paths: list[str], report: Callable[[Progress], None]) -> IndexSummary:
+        return self.index.add(paths, on_progress=report)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _warm(self) -> None:
+        """Build the in-memory indexes now, not in the first request."""
+        if self.index.model_info is None:
+            return
+        with suppress(EmptyIndexError):
+            self.index.vector_index()
+        if self.index.texts.table.count():
+            self.index.texts.vector_index()
+
+    def _note_generation(self) -> None:
+        self._seen_generation = self.index.db.generation()
+
+    def _refresh(self) -> None:
+        """Reload the FAISS caches when another process changed the database."""
+        if self.jobs.running() is not None:
+            return  # our own job keeps the live index current
+        generation = self.index.db.generation()
+        if generation == self._seen_generation:
+            return
+        with self._refresh_lock:
+            if generation != self._seen_generation:
+                self.index.refresh()
+                self._seen_generation = generation
+
+
+@contextmanager
+def _uploaded(data: bytes) -> Iterator[str]:
+    """An upload in a temporary file for the time of one query (the decoder reads files)."""
+    if not data:
+        raise UnsupportedImageError("the upload is empty; send an image file")
+    with tempfile.NamedTemporaryFile(prefix="clipsearch-query-") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        yield tmp.name
+
+
+def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
+    """The index with its model loaded (wrapped for query batching), or without a model for
+    a new index (then the first job loads the one it needs)."""
+    with open_index(settings.db, settings.model, workers=settings.workers) as probe:
+        spec = settings.model or (probe.model_info.spec if probe.model_info else None)
+    if spec is None:
+        return open_index(settings.db, workers=settings.workers), None
+    encoder = load_encoder(spec, device=settings.device)
+    batcher = BatchingEncoder(encoder) if settings.batch_queries else None
+    index = open_index(
+        settings.db, settings.model, encoder=batcher or encoder, workers=settings.workers
+    )
+    return index, batcher
+
+
+def upload_error(exc: QueryImageError) -> ClipsearchError:
+    """An upload's decode failure as the error its status code says."""
+    if exc.reason.startswith(TOO_LARGE):
+        return UploadTooLargeError(f"the uploaded image is too large: {exc.reason}")
+    return UnsupportedImageError(f"the upload is not a readable image: {exc.reason}")

@@ -1,0 +1,47 @@
+"""How a server runs: which index, where it listens, who may ask, and its limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipsearch.errors import ConfigError
+
+#: Uploaded query images larger than this are refused with 413 before they are decoded.
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    db: Path
+    model: str | None = None  # default: the model the index was built with
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # required when `host` is not a loopback address
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
+    read_only: bool = False  # refuse indexing jobs
+    batch_queries: bool = True  # encode text queries of concurrent requests together
+    device: str | None = None
+    workers: int = 2  # decoding processes of indexing jobs
+
+    def check(self) -> None:
+        """Refuse settings that would expose the collection by accident."""
+        if not is_loopback(self.host) and not self.api_key:
+            raise ConfigError(
+                f"serving on {self.host} makes your photos reachable from other machines; "
+                "set an API key with --api-key or CLIPSEARCH_API_KEY (clients then send it as "
+                "the X-API-Key header), or bind to 127.0.0.1"
+            )
+        if self.max_upload_bytes < 1:
+            raise ConfigError(f"the upload limit must be positive, got {self.max_upload_bytes}")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere

@@ -1,0 +1,248 @@
+// clipsearch web page: plain JS over the HTTP API (/api/docs lists it). No build step, no
+// asset from elsewhere.
+"use strict";
+
+const PAGE = 40;
+const $ = (id) => document.getElementById(id);
+const state = { mode: null, text: "", file: null, itemId: null, offset: 0, more: false, busy: false, seq: 0 };
+
+// -- the API, with the key asked for once when the server wants one ------------------------
+
+async function api(path, options = {}, retried = false) {
+  const response = await fetch(path, options);
+  if (response.status === 401 && !retried) {
+    const key = window.prompt("This server needs its API key:");
+    if (key) {
+      document.cookie = `clipsearch_key=${encodeURIComponent(key)}; path=/; SameSite=Strict`;
+      return api(path, options, true);
+    }
+  }
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function filterParams() {
+  const form = new FormData($("filters"));
+  const params = new URLSearchParams();
+  for (const name of ["folder", "taken_after", "taken_before"]) {
+    const value = String(form.get(name) || "").trim();
+    if (value) params.set(name, value);
+  }
+  for (const tag of String(form.get("tag") || "").split(",")) {
+    if (tag.trim()) params.append("tag", tag.trim());
+  }
+  return params;
+}
+
+function request(offset) {
+  const params = filterParams();
+  params.set("k", PAGE);
+  params.set("offset", offset);
+  if (state.mode === "image") {
+    if (state.text) params.set("text", state.text);
+    const body = new FormData();
+    body.append("file", state.file);
+    return api(`/api/search/image?${params}`, { method: "POST", body });
+  }
+  if (state.mode === "similar") return api(`/api/items/${state.itemId}/similar?${params}`);
+  params.set("q", state.text);
+  return api(`/api/search?${params}`);
+}
+
+// -- searching and showing results ---------------------------------------------------------
+
+async function run(offset = 0) {
+  if (!state.mode || (state.busy && offset > 0)) return;
+  const seq = ++state.seq;
+  state.busy = true;
+  if (offset === 0) {
+    $("results").replaceChildren();
+    message("Searching…");
+  }
+  try {
+    const page = await request(offset);
+    if (seq !== state.seq) return; // a newer search started meanwhile
+    page.hits.forEach((hit, i) => $("results").append(card(hit, offset + i + 1)));
+    state.offset = offset + page.hits.length;
+    state.more = page.hits.length === PAGE && state.offset < 1000;
+    const count = $("results").children.length;
+    message(page.note || (count ? `${count} results · ${page.took_ms.toFixed(0)} ms` : "No matches."));
+  } catch (error) {
+    if (seq === state.seq) message(error.message, true);
+    state.more = false;
+  } finally {
+    if (seq === state.seq) state.busy = false;
+    $("more").hidden = !state.more;
+  }
+}
+
+function card(hit, rank) {
+  const li = document.createElement("li");
+  li.tabIndex = 0;
+  li.dataset.id = hit.id;
+  li.setAttribute("data-testid", "hit");
+  li.title = hit.path;
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.alt = basename(hit.path);
+  img.src = `/api/items/${hit.id}/thumbnail?size=256`;
+  const caption = document.createElement("div");
+  caption.className = "caption";
+  caption.innerHTML = `<span class="name"></span><span class="score"></span>`;
+  caption.querySelector(".name").textContent = `${rank}. ${basename(hit.path)}`;
+  caption.querySelector(".score").textContent = hit.score.toFixed(3);
+  li.append(img, caption);
+  li.addEventListener("click", () => showDetail(hit.id));
+  li.addEventListener("keydown", (e) => { if (e.key === "Enter") showDetail(hit.id); });
+  return li;
+}
+
+async function showDetail(id) {
+  try {
+    const item = await api(`/api/items/${id}`);
+    $("detail-image").src = `/api/items/${id}/thumbnail?size=512`;
+    $("detail-image").alt = basename(item.path);
+    $("detail-original").href = `/api/items/${id}/file`;
+    $("detail-name").textContent = basename(item.path);
+    const rows = [
+      ["Path", item.path], ["Size", `${item.width} × ${item.height} · ${(item.size / 1024).toFixed(0)} KiB`],
+      ["Format", item.format || "?"], ["Taken", item.taken_at || "unknown"], ["Id", item.id],
+    ];
+    $("detail-meta").replaceChildren(...rows.map(([k, v]) => {
+      const tr = document.createElement("tr");
+      tr.innerHTML = "<th></th><td></td>";
+      tr.firstChild.textContent = k;
+      tr.lastChild.textContent = v;
+      return tr;
+    }));
+    $("detail-tags").replaceChildren(...item.tags.map((t) => {
+      const span = document.createElement("span");
+      span.textContent = t.tag;
+      return span;
+    }));
+    $("more-like-this").onclick = () => {
+      $("detail").close();
+      setExample(null);
+      Object.assign(state, { mode: "similar", itemId: id });
+      message(`More like ${basename(item.path)}`);
+      run(0);
+    };
+    $("detail").showModal();
+  } catch (error) {
+    message(error.message, true);
+  }
+}
+
+function message(text, isError = false) {
+  $("message").textContent = text;
+  $("message").style.color = isError ? "#b00020" : "";
+}
+
+const basename = (path) => path.split(/[\\/]/).pop();
+
+// -- example images: picked or dropped -----------------------------------------------------
+
+function setExample(file) {
+  state.file = file;
+  $("example").hidden = !file;
+  if (file) {
+    $("example-preview").src = URL.createObjectURL(file);
+    $("example-name").textContent = ` (${file.name})`;
+  }
+}
+
+function searchByExample(file) {
+  setExample(file);
+  Object.assign(state, { mode: "image", text: $("q").value.trim() });
+  run(0);
+}
+
+$("image-input").addEventListener("change", (e) => {
+  if (e.target.files[0]) searchByExample(e.target.files[0]);
+  e.target.value = "";
+});
+$("clear-example").addEventListener("click", () => {
+  setExample(null);
+  state.mode = $("q").value.trim() ? "text" : null;
+  run(0);
+});
+let dragDepth = 0;
+window.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth++; $("drop-overlay").hidden = false; });
+window.addEventListener("dragleave", () => { if (--dragDepth <= 0) { dragDepth = 0; $("drop-overlay").hidden = true; } });
+window.addEventListener("dragover", (e) => e.preventDefault());
+window.addEventListener("drop", (e) => {
+  e.preventDefault();
+  dragDepth = 0;
+  $("drop-overlay").hidden = true;
+  const file = [...(e.dataTransfer?.files || [])].find((f) => f.type.startsWith("image/"));
+  if (file) searchByExample(file);
+});
+
+// -- the search form, filters, paging ------------------------------------------------------
+
+$("search-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("q").value.trim();
+  if (state.file) Object.assign(state, { mode: "image", text });
+  else if (text) Object.assign(state, { mode: "text", text });
+  else return;
+  history.replaceState(null, "", text ? `/?q=${encodeURIComponent(text)}` : "/");
+  run(0);
+});
+$("toggle-filters").addEventListener("click", () => {
+  $("filters").hidden = !$("filters").hidden;
+  $("toggle-filters").setAttribute("aria-expanded", String(!$("filters").hidden));
+});
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); run(0); });
+$("filters").addEventListener("reset", () => setTimeout(() => run(0)));
+$("more").addEventListener("click", () => run(state.offset));
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting) && state.more && !state.busy) run(state.offset);
+}).observe($("more-sentinel"));
+
+// -- status line and indexing jobs ---------------------------------------------------------
+
+let wasIndexing = false;
+async function refreshStatus() {
+  let delay = 10000;
+  try {
+    const s = await api("/api/stats");
+    let line = `${s.count.toLocaleString()} images · ${s.texts.toLocaleString()} texts · ${s.model || "no model yet"} · ${s.index_type}`;
+    if (s.job) {
+      line += ` · indexing (${s.job.phase || s.job.state}) ${s.job.done}/${s.job.total}`;
+      delay = 1500;
+    } else if (wasIndexing) {
+      const last = (await api("/api/jobs"))[0];
+      if (last) line += last.state === "failed" ? ` · indexing failed: ${last.error}` : " · indexing done";
+    }
+    wasIndexing = Boolean(s.job);
+    $("status").textContent = line;
+  } catch (error) {
+    $("status").textContent = `status unavailable: ${error.message}`;
+  }
+  setTimeout(refreshStatus, delay);
+}
+
+$("index-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const path = new FormData(e.target).get("path").trim();
+  if (!path) return;
+  try {
+    const job = await api("/api/jobs", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ paths: [path] }),
+    });
+    $("status").textContent = `indexing job ${job.id} started`;
+    wasIndexing = true;
+  } catch (error) {
+    message(error.message, true);
+  }
+});
+
+refreshStatus();
+const initial = new URLSearchParams(location.search).get("q");
+if (initial) {
+  $("q").value = initial;
+  Object.assign(state, { mode: "text", text: initial });
+  run(0);
+}
