@@ -34,6 +34,9 @@ def serve(
         True, "--batch-queries/--no-batch-queries", help="Encode concurrent text queries together."
     ),
     device: str | None = DeviceOption,
+    workers: int | None = typer.Option(
+        None, "--workers", help="Decoding processes of indexing jobs [default: cores, up to 4]."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve the HTTP API (/api, docs at /api/docs) and the search page (/) of an index."""
@@ -43,7 +46,7 @@ def serve(
     from clipsearch.server.service import SearchService
 
     try:
-        resolved = config.resolve(db=db, model=model, device=device)
+        resolved = config.resolve(db=db, model=model, device=device, workers=workers)
         settings = ServerSettings(
             db=resolved.db,
             model=resolved.model,

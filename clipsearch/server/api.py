@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, File, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi.responses import FileResponse, Response
 
@@ -20,6 +21,8 @@ from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
 from clipsearch.server.schemas import (
+    ISO_DATE,
+    MAX_ID,
     MAX_RESULTS,
     ErrorOut,
     FilterIn,
@@ -36,7 +39,13 @@ from clipsearch.server.schemas import (
     TextHitOut,
     TextSearchOut,
 )
-from clipsearch.server.service import NotFoundError, SearchService, UploadTooLargeError
+from clipsearch.server.service import (
+    NotFoundError,
+    ReadOnlyError,
+    SearchService,
+    UploadTooLargeError,
+)
+from clipsearch.server.settings import ServerSettings
 from clipsearch.server.thumbnails import SIZES
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -46,6 +55,8 @@ router = APIRouter(prefix="/api", responses=_ERRORS)
 
 K = Annotated[int, Param(ge=1, le=200, description="results per page")]
 Offset = Annotated[int, Param(ge=0, le=MAX_RESULTS, description="results to skip (paging)")]
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed image's id")]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 TextKind = Literal["captions", "jsonl", "vocabulary", "sidecar"]
 
 
@@ -66,11 +77,19 @@ def service_of(request: Request) -> SearchService:
 Service = Annotated[SearchService, Depends(service_of)]
 
 
+def settings_of(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.settings
+    return settings
+
+
+Settings = Annotated[ServerSettings, Depends(settings_of)]
+
+
 def filters_of(
     folder: str | None = None,
     path_glob: str | None = None,
-    taken_after: str | None = None,
-    taken_before: str | None = None,
+    taken_after: Annotated[str | None, Param(pattern=ISO_DATE)] = None,
+    taken_before: Annotated[str | None, Param(pattern=ISO_DATE)] = None,
     min_width: Annotated[int | None, Param(ge=0)] = None,
     min_height: Annotated[int | None, Param(ge=0)] = None,
     orientation: Literal["landscape", "portrait", "square"] | None = None,
@@ -162,6 +181,7 @@ def search_fused(service: Service, body: SearchIn) -> SearchOut:
 @router.post("/search/image", response_model=SearchOut, summary="Images like an uploaded one")
 def search_image(
     service: Service,
+    settings: Settings,
     filters: Filters,
     file: Annotated[UploadFile, File(description="the example image")],
     text: Annotated[str | None, Param(max_length=1000, description="fused with the image")] = None,
@@ -169,7 +189,7 @@ def search_image(
     k: K = 20,
     offset: Offset = 0,
 ) -> SearchOut:
-    data = _read_upload(file, service.settings.max_upload_bytes)
+    data = _read_upload(file, settings.max_upload_bytes)
     found, ms = timed(
         lambda: service.search_upload(data, text or None, image_weight, k, offset, filters)
     )
@@ -178,7 +198,7 @@ def search_image(
 
 @router.get("/items/{item_id}/similar", response_model=SearchOut, summary="More like this")
 def similar(
-    service: Service, filters: Filters, item_id: int, k: K = 20, offset: Offset = 0
+    service: Service, filters: Filters, item_id: ItemId, k: K = 20, offset: Offset = 0
 ) -> SearchOut:
     found, ms = timed(lambda: service.similar(item_id, k, offset, filters))
     return _page(found, k, offset, ms)
@@ -188,7 +208,7 @@ def similar(
 
 
 @router.get("/items/{item_id}", response_model=ItemOut, summary="An indexed image's metadata")
-def item(service: Service, item_id: int) -> ItemOut:
+def item(service: Service, item_id: ItemId) -> ItemOut:
     return ItemOut(**service.item(item_id).to_dict())
 
 
@@ -201,7 +221,7 @@ def item(service: Service, item_id: int) -> ItemOut:
 def thumbnail(
     service: Service,
     request: Request,
-    item_id: int,
+    item_id: ItemId,
     size: Annotated[int, Param(description=f"longest side, one of {SIZES}")] = 256,
 ) -> Response:
     if size not in SIZES:
@@ -220,14 +240,14 @@ def thumbnail(
     responses={200: {"content": {"image/*": {}}}},
     summary="The original file",
 )
-def original(service: Service, item_id: int) -> Response:
+def original(service: Service, item_id: ItemId) -> Response:
     path = service.file(item_id)
     return FileResponse(path, filename=path.name, content_disposition_type="inline")
 
 
 @router.get("/items/{item_id}/texts", response_model=TextSearchOut, summary="Texts for an image")
 def item_texts(
-    service: Service, item_id: int, k: K = 10, kind: TextKind | None = None
+    service: Service, item_id: ItemId, k: K = 10, kind: TextKind | None = None
 ) -> TextSearchOut:
     service.item(item_id)
     (hits, note), ms = timed(
@@ -237,7 +257,9 @@ def item_texts(
 
 
 @router.get("/items/{item_id}/tags", response_model=TagsOut, summary="Stored and zero-shot tags")
-def item_tags(service: Service, item_id: int, k: Annotated[int, Param(ge=1, le=50)] = 5) -> TagsOut:
+def item_tags(
+    service: Service, item_id: ItemId, k: Annotated[int, Param(ge=1, le=50)] = 5
+) -> TagsOut:
     found, suggested = service.tags(item_id, k)
     return TagsOut(
         id=item_id,
@@ -265,11 +287,12 @@ def search_texts(
 )
 def search_texts_by_image(
     service: Service,
+    settings: Settings,
     file: Annotated[UploadFile, File()],
     k: K = 10,
     kind: TextKind | None = None,
 ) -> TextSearchOut:
-    data = _read_upload(file, service.settings.max_upload_bytes)
+    data = _read_upload(file, settings.max_upload_bytes)
     (hits, note), ms = timed(lambda: service.texts_for_upload(data, k, kind))
     return TextSearchOut(hits=[TextHitOut(**h.to_dict()) for h in hits], took_ms=ms, note=note)
 
@@ -278,8 +301,10 @@ def search_texts_by_image(
 
 
 @router.post("/jobs", response_model=JobOut, status_code=202, summary="Index folders (async)")
-def start_job(service: Service, body: JobIn) -> JobOut:
-    return JobOut(**service.start_job(body.paths).to_dict())
+def start_job(service: Service, settings: Settings, body: JobIn) -> JobOut:
+    if settings.read_only:
+        raise ReadOnlyError("this server is read-only (started with --read-only)")
+    return JobOut(**service.jobs.start(body.paths).to_dict())
 
 
 @router.get("/jobs", response_model=list[JobOut], summary="Recent indexing jobs, newest first")
@@ -288,7 +313,7 @@ def jobs(service: Service) -> list[JobOut]:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job's progress")
-def job(service: Service, job_id: int) -> JobOut:
+def job(service: Service, job_id: JobId) -> JobOut:
     found = service.jobs.get(job_id)
     if found is None:
         raise NotFoundError(f"no indexing job {job_id} (finished jobs are kept for a while)")

@@ -52,6 +52,7 @@ def create_app(settings: ServerSettings, service: SearchService | None = None) -
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    app.state.settings = settings
     if service is not None:
         app.state.service = service
     install_error_handlers(app)

@@ -46,7 +46,9 @@ class Job:
         return dict(self.__dict__)
 
     def report(self, progress: Progress) -> None:
-        self.phase, self.done, self.total = progress.phase, progress.done, progress.total
+        self.phase = progress.phase
+        if progress.total:  # "finishing" keeps the last count
+            self.done, self.total = progress.done, progress.total
 
 
 class Jobs:

@@ -5,13 +5,17 @@ Hits carry the same fields as the Python API's `Hit` and `TextHit`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from clipsearch.search.filters import Filter
 
 MAX_RESULTS = 1000  # offset + k: deeper pages are not what a search is for
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+#: Dates in filters: 2021, 2021-07, 2021-07-14 or 2021-07-14T09:30:00 (and real ones).
+ISO_DATE = r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}:\d{2})?)?)?$"
+IndexedId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class ErrorOut(BaseModel):
@@ -82,8 +86,8 @@ class FilterIn(BaseModel):
 
     folder: str | None = None
     path_glob: str | None = None
-    taken_after: str | None = None
-    taken_before: str | None = None
+    taken_after: str | None = Field(None, pattern=ISO_DATE)
+    taken_before: str | None = Field(None, pattern=ISO_DATE)
     min_width: int | None = Field(None, ge=0)
     min_height: int | None = Field(None, ge=0)
     orientation: Literal["landscape", "portrait", "square"] | None = None
@@ -108,8 +112,10 @@ class SearchIn(BaseModel):
     """A fused query: texts and indexed images to be like, texts and images to avoid."""
 
     text: str | None = Field(None, max_length=1000)
-    like: list[int] = Field(default_factory=list, max_length=50, description="indexed image ids")
-    unlike: list[int] = Field(default_factory=list, max_length=50)
+    like: list[IndexedId] = Field(
+        default_factory=list, max_length=50, description="indexed image ids"
+    )
+    unlike: list[IndexedId] = Field(default_factory=list, max_length=50)
     not_text: list[str] = Field(default_factory=list, max_length=20)
     image_weight: float = Field(1.0, gt=0, le=100)
     negative_weight: float = Field(0.5, gt=0, le=100)

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 from clipsearch.errors import (
     ClipsearchError,
@@ -45,6 +44,10 @@ class NotFoundError(ClipsearchError):
 
 class ForbiddenFileError(ClipsearchError):
     """A file outside the indexed folders (for instance through a symlink)."""
+
+
+class ReadOnlyError(ForbiddenFileError):
+    """A change asked of a server started with --read-only."""
 
 
 class UnsupportedImageError(ClipsearchError):
@@ -186,11 +189,6 @@ class SearchService:
                 f"this index was built with {info.spec} ({info.identity}); the request "
                 f"expects {expected}"
             )
-
-    def start_job(self, paths: list[str]) -> Any:
-        if self.settings.read_only:
-            raise ForbiddenFileError("this server is read-only (started with --read-only)")
-        return self.jobs.start(paths)
 
     def _run_job(self, paths: list[str], report: Callable[[Progress], None]) -> IndexSummary:
         return self.index.add(paths, on_progress=report)

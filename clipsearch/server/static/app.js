@@ -67,7 +67,7 @@ async function run(offset = 0) {
     state.offset = offset + page.hits.length;
     state.more = page.hits.length === PAGE && state.offset < 1000;
     const count = $("results").children.length;
-    message(page.note || (count ? `${count} results · ${page.took_ms.toFixed(0)} ms` : "No matches."));
+    message(page.note || (count ? `${count} result${count === 1 ? "" : "s"} · ${page.took_ms.toFixed(0)} ms` : "No matches."));
   } catch (error) {
     if (seq === state.seq) message(error.message, true);
     state.more = false;
@@ -87,6 +87,7 @@ function card(hit, rank) {
   img.loading = "lazy";
   img.alt = basename(hit.path);
   img.src = `/api/items/${hit.id}/thumbnail?size=256`;
+  img.addEventListener("error", () => li.classList.add("broken")); // e.g. not served (403)
   const caption = document.createElement("div");
   caption.className = "caption";
   caption.innerHTML = `<span class="name"></span><span class="score"></span>`;

@@ -1,0 +1,69 @@
+"""`clipsearch serve` as a real process: uvicorn on a free loopback port, the model loaded
+once, an indexing job with decoding worker processes forked from the threaded server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serving import (
+    Collection,
+    build_collection,
+    environment,
+    free_port,
+    start_server,
+    stop_server,
+)
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    return build_collection(tmp_path_factory.mktemp("process"))
+
+
+@pytest.fixture(scope="module")
+def server(collection: Collection) -> Iterator[str]:
+    process, base = start_server(collection, "--workers", "2")
+    yield base
+    stop_server(process)
+
+
+def test_serves_the_page_the_api_and_its_schema(server: str) -> None:
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "<title>clipsearch</title>" in page.text
+    schema = httpx.get(f"{server}/api/openapi.json").json()
+    assert "/api/search" in schema["paths"] and "/api/jobs" in schema["paths"]
+    hits = httpx.get(f"{server}/api/search", params={"q": "a dog", "k": 3}).json()["hits"]
+    assert len(hits) == 3 and all(Path(h["path"]).exists() for h in hits)
+
+
+def test_a_job_with_worker_processes_in_the_real_server(
+    server: str, collection: Collection
+) -> None:
+    started = httpx.post(f"{server}/api/jobs", json={"paths": [str(collection.new_folder)]})
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 120
+    job = started.json()
+    while job["state"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = httpx.get(f"{server}/api/jobs/{job['id']}").json()
+    assert job["state"] == "done", job
+    assert job["summary"]["added"] == 12
+    assert httpx.get(f"{server}/api/health").json()["images"] == 30
+
+
+def test_refuses_to_listen_beyond_loopback_without_a_key(collection: Collection) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "clipsearch.cli", "serve", "--db", str(collection.db),
+         "--host", "0.0.0.0", "--port", str(free_port())],
+        env={k: v for k, v in environment().items() if k != "CLIPSEARCH_API_KEY"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "API key" in result.stderr and "Traceback" not in result.stderr
