@@ -31,6 +31,7 @@ from clipsearch.server.schemas import (
     ItemOut,
     JobIn,
     JobOut,
+    QueryBatchingOut,
     SearchIn,
     SearchOut,
     StatsOut,
@@ -143,7 +144,11 @@ def health(service: Service) -> HealthOut:
 def stats(service: Service) -> StatsOut:
     running = service.jobs.running()
     job = JobOut(**running.to_dict()) if running else None
-    return StatsOut(**service.stats().to_dict(), job=job)
+    batches = service.batch_stats
+    batching = (
+        QueryBatchingOut(requests=batches.calls, model_calls=batches.batches) if batches else None
+    )
+    return StatsOut(**service.stats().to_dict(), job=job, query_batching=batching)
 
 
 # -- searching images ---------------------------------------------------------------------

@@ -147,6 +147,11 @@ class JobOut(BaseModel):
     error: str | None
 
 
+class QueryBatchingOut(BaseModel):
+    requests: int = Field(description="text encodings asked for by requests")
+    model_calls: int = Field(description="model calls that served them")
+
+
 class StatsOut(BaseModel):
     directory: str
     count: int
@@ -161,6 +166,9 @@ class StatsOut(BaseModel):
     database_bytes: int
     vector_index_bytes: int
     job: JobOut | None = Field(None, description="the indexing job running now, if any")
+    query_batching: QueryBatchingOut | None = Field(
+        None, description="how concurrent text queries were batched (when batching is on)"
+    )
 
 
 class HealthOut(BaseModel):
