@@ -21,6 +21,9 @@ from PIL import Image, ImageDraw
 
 from clipsearch.models import Encoder, load_encoder
 
+#: The served collection's fixtures (`collection`, `service`) for the server tests.
+pytest_plugins = ["tests.serving"]
+
 REPO = Path(__file__).resolve().parent.parent
 FLICKR = REPO.parent / "shared" / "datasets" / "flickr8k-dev"
 

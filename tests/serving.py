@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 import clipsearch
@@ -74,6 +76,20 @@ def build_collection(root: Path) -> Collection:
 
 def make_service(collection: Collection, **changes: Any) -> SearchService:
     return SearchService(collection.settings(**changes))
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    """A fresh collection for each test module that asks (modules may change theirs)."""
+    return build_collection(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def service(collection: Collection) -> Iterator[SearchService]:
+    """The module's collection behind a `SearchService` (model loaded once)."""
+    service = make_service(collection)
+    yield service
+    service.close()
 
 
 def free_port() -> int:

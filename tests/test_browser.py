@@ -152,6 +152,28 @@ def test_search_click_more_like_this_example_and_filters(
     page.screenshot(path=str(ARTIFACTS / "filtered.png"), full_page=True)
 
 
+def test_results_page_in_as_the_grid_scrolls(browser_page: tuple[Any, str, Collection]) -> None:
+    page, base, _collection = browser_page
+    page.set_viewport_size({"width": 420, "height": 500})  # two columns: a phone's width
+    page.goto(f"{base}/?k=4&q=a+boat")
+    page.get_by_test_id("message").filter(has_text="4 results").wait_for()
+    for _ in range(10):  # each scroll to the end loads the next page, up to all 18
+        page.mouse.wheel(0, 5000)
+        page.wait_for_timeout(300)
+        if page.locator("[data-testid=hit]").count() == 18:
+            break
+    assert page.locator("[data-testid=hit]").count() == 18
+    assert len(set(_hit_paths(page))) == 18  # no page twice
+    page.get_by_test_id("message").filter(has_text="18 results").wait_for()
+    assert page.get_by_test_id("more").is_hidden()
+    columns = page.evaluate(
+        "getComputedStyle(document.getElementById('results')).gridTemplateColumns.split(' ').length"
+    )
+    assert columns == 2
+    page.screenshot(path=str(ARTIFACTS / "narrow.png"), full_page=True)
+    page.set_viewport_size({"width": 1200, "height": 900})
+
+
 def test_indexing_from_the_page_updates_the_status_line(
     browser_page: tuple[Any, str, Collection],
 ) -> None:

@@ -16,19 +16,7 @@ import clipsearch
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
-from tests.serving import Collection, build_collection, make_service
-
-
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
-    return build_collection(tmp_path_factory.mktemp("served"))
-
-
-@pytest.fixture(scope="module")
-def service(collection: Collection) -> Iterator[SearchService]:
-    service = make_service(collection)
-    yield service
-    service.close()
+from tests.serving import Collection
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ import pytest
 
 from tests.serving import (
     Collection,
-    build_collection,
     environment,
     free_port,
     start_server,
     stop_server,
 )
-
-
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
-    return build_collection(tmp_path_factory.mktemp("process"))
 
 
 @pytest.fixture(scope="module")

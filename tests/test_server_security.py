@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,7 @@ from fastapi.testclient import TestClient
 from clipsearch.errors import ConfigError
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
-from tests.serving import Collection, build_collection, make_service
-
-
-@pytest.fixture(scope="module")
-def collection(tmp_path_factory: pytest.TempPathFactory) -> Collection:
-    return build_collection(tmp_path_factory.mktemp("secured"))
-
-
-@pytest.fixture(scope="module")
-def service(collection: Collection) -> Iterator[SearchService]:
-    service = make_service(collection)
-    yield service
-    service.close()
+from tests.serving import Collection
 
 
 def _client(collection: Collection, service: SearchService, **settings: object) -> TestClient:

@@ -2,7 +2,8 @@
 // asset from elsewhere.
 "use strict";
 
-const PAGE = 40;
+// Results per request; `/?k=N` overrides it (1..200), handy for small screens and tests.
+const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 40));
 const $ = (id) => document.getElementById(id);
 const state = { mode: null, text: "", file: null, itemId: null, offset: 0, more: false, busy: false, seq: 0 };
 
@@ -188,7 +189,10 @@ $("search-form").addEventListener("submit", (e) => {
   if (state.file) Object.assign(state, { mode: "image", text });
   else if (text) Object.assign(state, { mode: "text", text });
   else return;
-  history.replaceState(null, "", text ? `/?q=${encodeURIComponent(text)}` : "/");
+  const url = new URL(location.href);
+  if (text) url.searchParams.set("q", text);
+  else url.searchParams.delete("q");
+  history.replaceState(null, "", url);
   run(0);
 });
 $("toggle-filters").addEventListener("click", () => {
