@@ -353,14 +353,23 @@ class Index:
         """Model embeddings of query texts, from the query cache where it has them (then no
         model is loaded at all), else encoded and cached."""
         identity = self.space().info.identity
-        cache = QueryCache(self.db)
-        found = cache.get(identity, texts)
+        found = QueryCache(self.db).get(identity, texts)
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             fresh = dict(zip(missing, self.encoder.encode_texts(missing), strict=True))
-            cache.put(identity, fresh)
+            self.cache_query_texts(fresh)
             found |= fresh
         return np.stack([found[t] for t in texts])
+
+    def uncached_query_texts(self, texts: Sequence[str]) -> list[str]:
+        """The query texts (once each) that the query cache lacks: those a search by them
+        would have to run through the model."""
+        found = QueryCache(self.db).get(self.space().info.identity, texts)
+        return list(dict.fromkeys(t for t in texts if t not in found))
+
+    def cache_query_texts(self, vectors: dict[str, np.ndarray[Any, Any]]) -> None:
+        """Keep model embeddings of query texts (as `encoder.encode_texts` gives them)."""
+        QueryCache(self.db).put(self.space().info.identity, vectors)
 
     def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
         """An image file (indexed or not) as a vector in the search space."""

@@ -70,7 +70,9 @@ def test_no_operation_fails_or_breaks_its_schema(
     fuzz()
 
 
-@pytest.mark.parametrize("label", ["GET /api/search", "POST /api/search"])
+# JSON bodies and integer path parameters: there a schema violation is a real one. (In a
+# query string a "false" for a list of tags is just the tag "false".)
+@pytest.mark.parametrize("label", ["POST /api/search", "GET /api/items/{item_id}"])
 def test_malformed_requests_are_400s(api_schema: schemathesis.BaseSchema, label: str) -> None:
     operation = api_schema.find_operation_by_label(label)
     assert operation is not None
@@ -80,6 +82,6 @@ def test_malformed_requests_are_400s(api_schema: schemathesis.BaseSchema, label:
     @settings(max_examples=25, deadline=None, database=None, suppress_health_check=QUIET)
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call()
-        assert response.status_code in (400, 404, 409, 413, 415), response.text
+        assert response.status_code in (400, 404, 409, 413, 415), case.as_curl_command()
 
     fuzz()

@@ -37,6 +37,7 @@ def serve(
     workers: int | None = typer.Option(
         None, "--workers", help="Decoding processes of indexing jobs [default: cores, up to 4]."
     ),
+    threads: int = typer.Option(4, "--threads", help="Worker threads for searches and files."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve the HTTP API (/api, docs at /api/docs) and the search page (/) of an index."""
@@ -59,6 +60,7 @@ def serve(
             batch_queries=batch_queries,
             device=resolved.device,
             workers=resolved.workers,
+            threads=threads,
         )
         settings.check()
         typer.echo(f"loading {settings.db} ...", err=True)

@@ -1,7 +1,9 @@
 """The HTTP API's routes: each one parses, calls `SearchService`, and shapes the JSON.
 
-Routes are plain `def`s, so FastAPI runs them on its worker threads: a query being encoded
-never blocks the event loop, and other requests go on meanwhile.
+Nothing blocking runs on the event loop. Plain `def` routes run on FastAPI's worker threads.
+Searches that may encode a text are `async`: they await the query batcher (holding no thread
+while their batch forms), then run the search itself on a worker thread. The dependencies
+are `async` because they only read app state (a sync one would cost a thread hop each).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from clipsearch import __version__
 from clipsearch.errors import QueryError
@@ -70,7 +73,19 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, (time.perf_counter() - start) * 1000
 
 
-def service_of(request: Request) -> SearchService:
+async def encoded_then(
+    service: SearchService, query: Query | None, work: Callable[[], T]
+) -> tuple[T, float]:
+    """Encode the query's texts through the batcher, then run `work` on a worker thread;
+    with the milliseconds both took."""
+    start = time.perf_counter()
+    if query is not None:
+        await service.encode_query_texts(query)
+    out = await run_in_threadpool(work)
+    return out, (time.perf_counter() - start) * 1000
+
+
+async def service_of(request: Request) -> SearchService:
     service: SearchService = request.app.state.service
     return service
 
@@ -78,7 +93,7 @@ def service_of(request: Request) -> SearchService:
 Service = Annotated[SearchService, Depends(service_of)]
 
 
-def settings_of(request: Request) -> ServerSettings:
+async def settings_of(request: Request) -> ServerSettings:
     settings: ServerSettings = request.app.state.settings
     return settings
 
@@ -86,7 +101,7 @@ def settings_of(request: Request) -> ServerSettings:
 Settings = Annotated[ServerSettings, Depends(settings_of)]
 
 
-def filters_of(
+async def filters_of(
     folder: str | None = None,
     path_glob: str | None = None,
     taken_after: Annotated[str | None, Param(pattern=ISO_DATE)] = None,
@@ -121,8 +136,8 @@ def _page(found: tuple[list[Hit], str | None], k: int, offset: int, ms: float) -
     )
 
 
-def _read_upload(upload: UploadFile, limit: int) -> bytes:
-    data = upload.file.read(limit + 1)
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
     if len(data) > limit:
         raise UploadTooLargeError(f"the upload is over the limit of {limit / 2**20:.0f} MiB")
     return data
@@ -155,7 +170,7 @@ def stats(service: Service) -> StatsOut:
 
 
 @router.get("/search", response_model=SearchOut, summary="Images matching a text")
-def search_text(
+async def search_text(
     service: Service,
     filters: Filters,
     q: Annotated[str, Param(min_length=1, max_length=1000, description="what to find")],
@@ -164,27 +179,33 @@ def search_text(
     explain: bool = False,
 ) -> SearchOut:
     query = Query.of(text=q)
-    found, ms = timed(lambda: service.search(query, k, offset, filters, explain))
+    found, ms = await encoded_then(
+        service, query, lambda: service.search(query, k, offset, filters, explain)
+    )
     return _page(found, k, offset, ms)
 
 
 @router.post("/search", response_model=SearchOut, summary="A fused query, with filters")
-def search_fused(service: Service, body: SearchIn) -> SearchOut:
-    service.check_model(body.model)
+async def search_fused(service: Service, body: SearchIn) -> SearchOut:
     positive = [QueryPart("text", body.text)] if body.text else []
     positive += [QueryPart("item", i, body.image_weight) for i in body.like]
     negative = [QueryPart("text", t, body.negative_weight) for t in body.not_text]
     negative += [QueryPart("item", i, body.negative_weight) for i in body.unlike]
-    for item_id in (*body.like, *body.unlike):
-        service.item(item_id)  # an unknown id is a 404, not a bad query
     query = Query(tuple(positive), tuple(negative))
     filters = body.filters.to_filter() if body.filters else None
-    found, ms = timed(lambda: service.search(query, body.k, body.offset, filters, body.explain))
+
+    def checked_search() -> tuple[list[Hit], str | None]:
+        for item_id in (*body.like, *body.unlike):
+            service.item(item_id)  # an unknown id is a 404, not a bad query
+        return service.search(query, body.k, body.offset, filters, body.explain)
+
+    await run_in_threadpool(service.check_model, body.model)
+    found, ms = await encoded_then(service, query, checked_search)
     return _page(found, body.k, body.offset, ms)
 
 
 @router.post("/search/image", response_model=SearchOut, summary="Images like an uploaded one")
-def search_image(
+async def search_image(
     service: Service,
     settings: Settings,
     filters: Filters,
@@ -194,9 +215,11 @@ def search_image(
     k: K = 20,
     offset: Offset = 0,
 ) -> SearchOut:
-    data = _read_upload(file, settings.max_upload_bytes)
-    found, ms = timed(
-        lambda: service.search_upload(data, text or None, image_weight, k, offset, filters)
+    data = await _read_upload(file, settings.max_upload_bytes)
+    found, ms = await encoded_then(
+        service,
+        Query.of(text=text) if text else None,
+        lambda: service.search_upload(data, text or None, image_weight, k, offset, filters),
     )
     return _page(found, k, offset, ms)
 
@@ -277,28 +300,31 @@ def item_tags(
 
 
 @router.get("/texts/search", response_model=TextSearchOut, summary="Texts matching a text")
-def search_texts(
+async def search_texts(
     service: Service,
     q: Annotated[str, Param(min_length=1, max_length=1000)],
     k: K = 10,
     kind: TextKind | None = None,
 ) -> TextSearchOut:
-    (hits, note), ms = timed(lambda: service.texts_for(Query.of(text=q), k, kind))
+    query = Query.of(text=q)
+    (hits, note), ms = await encoded_then(service, query, lambda: service.texts_for(query, k, kind))
     return TextSearchOut(hits=[TextHitOut(**h.to_dict()) for h in hits], took_ms=ms, note=note)
 
 
 @router.post(
     "/texts/search/image", response_model=TextSearchOut, summary="Texts for an uploaded image"
 )
-def search_texts_by_image(
+async def search_texts_by_image(
     service: Service,
     settings: Settings,
     file: Annotated[UploadFile, File()],
     k: K = 10,
     kind: TextKind | None = None,
 ) -> TextSearchOut:
-    data = _read_upload(file, settings.max_upload_bytes)
-    (hits, note), ms = timed(lambda: service.texts_for_upload(data, k, kind))
+    data = await _read_upload(file, settings.max_upload_bytes)
+    (hits, note), ms = await encoded_then(
+        service, None, lambda: service.texts_for_upload(data, k, kind)
+    )
     return TextSearchOut(hits=[TextHitOut(**h.to_dict()) for h in hits], took_ms=ms, note=note)
 
 

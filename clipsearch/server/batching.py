@@ -63,11 +63,17 @@ class BatchingEncoder:
         return self.inner.encode_images(pixels)
 
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
+        return self.submit(texts).result()
+
+    def submit(self, texts: Sequence[str]) -> Future[Vectors]:
+        """Queue texts for encoding; the future holds their vectors. (An async caller can
+        await it through `asyncio.wrap_future` without holding a thread.)"""
         request = _Request(list(texts))
         if not request.texts:
-            return self.inner.encode_texts([])
-        self._queue.put(request)
-        return request.result.result()
+            request.result.set_result(self.inner.encode_texts([]))
+        else:
+            self._queue.put(request)
+        return request.result
 
     def close(self) -> None:
         self._queue.put(None)

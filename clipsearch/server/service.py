@@ -8,11 +8,14 @@ batch by batch (the job adds to the same live FAISS index); changes another proc
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
 
 from clipsearch.errors import (
     ClipsearchError,
@@ -78,6 +81,19 @@ class SearchService:
         return self._batcher.stats if self._batcher is not None else None
 
     # -- searches -------------------------------------------------------------------------
+
+    async def encode_query_texts(self, query: Query) -> None:
+        """Put the query's texts in the query cache, encoding those it lacks through the
+        batcher. Awaited on the event loop, so a request waiting for its batch holds no
+        worker thread: the threads stay free for searches that need the CPU now."""
+        texts = [str(p.value) for p in query.parts if p.kind == "text"]
+        if self._batcher is None or not texts:
+            return
+        missing = await run_in_threadpool(self.index.uncached_query_texts, texts)
+        if missing:
+            vectors = await asyncio.wrap_future(self._batcher.submit(missing))
+            fresh = dict(zip(missing, vectors, strict=True))
+            await run_in_threadpool(self.index.cache_query_texts, fresh)
 
     def search(
         self, query: Query, k: int, offset: int, filters: Filter | None, explain: bool = False

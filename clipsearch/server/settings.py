@@ -25,6 +25,10 @@ class ServerSettings:
     batch_queries: bool = True  # encode text queries of concurrent requests together
     device: str | None = None
     workers: int = 2  # decoding processes of indexing jobs
+    #: Worker threads for searches and file requests. Few: they are CPU-bound, Python runs
+    #: one at a time, and more threads only queue behind each other (requests waiting for
+    #: their query to be encoded hold none). Measured in benchmarks/results/serve.md.
+    threads: int = 4
 
     def check(self) -> None:
         """Refuse settings that would expose the collection by accident."""
@@ -34,6 +38,8 @@ class ServerSettings:
                 "set an API key with --api-key or CLIPSEARCH_API_KEY (clients then send it as "
                 "the X-API-Key header), or bind to 127.0.0.1"
             )
+        if self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.max_upload_bytes < 1:
             raise ConfigError(f"the upload limit must be positive, got {self.max_upload_bytes}")
 
