@@ -14,7 +14,6 @@ from clipsearch.adapters.space import SearchSpace
 from clipsearch.errors import (
     EmptyIndexError,
     ImageDecodeError,
-    IndexNotFoundError,
     QueryError,
     QueryImageError,
 )
@@ -28,10 +27,7 @@ from clipsearch.facts import (
 )
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
-from clipsearch.indexer.plan import EmbedJob, make_plan
-from clipsearch.indexer.scan import scan
-from clipsearch.indexer.text_sources import SIDECAR
-from clipsearch.items import Item, indexed_roots, read_items, record_roots
+from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
@@ -48,7 +44,6 @@ if TYPE_CHECKING:
     from clipsearch.adapters.fit import FitSettings
     from clipsearch.adapters.model import Adapter
     from clipsearch.adapters.tune import TuneResult
-    from clipsearch.indexer.pipeline import EmbedCounts
     from clipsearch.tagging import TagResult
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
@@ -250,76 +245,9 @@ class Index:
     ) -> IndexSummary:
         """Index (or re-index) image files and folders, incrementally; see `IndexSummary`.
         `on_progress` is told the phase and, while embedding, files done out of total."""
-        roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
-        missing = [str(r) for r in roots if not r.exists()]
-        if missing:
-            raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
-        report = on_progress or (lambda _progress: None)
-        report(Progress("scanning"))
-        scanned = scan(roots)
-        record_roots(self.db, roots)
-        plan = make_plan(
-            scanned.files,
-            self.db.stored_files(),
-            roots,
-            unreadable=[s.path for s in scanned.skipped],
-        )
-        summary = IndexSummary(
-            removed=len(plan.removed),
-            moved=len(plan.moved),
-            unchanged=plan.unchanged + len(plan.touched),
-            skipped=[*scanned.skipped, *plan.skipped],
-        )
-        if plan.embed:
-            self.record_model()
-        info = self.model_info
-        vectors = self.vector_index() if info is not None else None
-        try:
-            self.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
-            if vectors is not None:
-                vectors.remove(np.asarray(plan.removed, dtype=np.int64))
-            if plan.embed:
-                assert vectors is not None
-                report(Progress("embedding", 0, len(plan.embed)))
-                counts = self._embed(plan.embed, vectors, report)
-                summary.added, summary.updated = counts.added, counts.updated
-                summary.encoded = counts.encoded
-                summary.skipped.extend(counts.skipped)
-        except BaseException:
-            vi.invalidate_cache(self.directory)  # the next open rebuilds from the database
-            self._vectors = None
-            raise
-        report(Progress("finishing"))
-        if vectors is not None and info is not None:
-            if vi.family_of(vectors.kind) != self.index_choice().family:
-                self.reindex()  # grown past (or shrunk below) the size for another type
-            else:
-                space = self.space()
-                stamp = vi.Stamp(self.db.generation(), space.identity, space.dim, vectors.kind)
-                vi.save_cache(self.directory, vectors, stamp)
-        if scanned.sidecars or self.texts.table.sources(SIDECAR):
-            sidecars = self.texts.sync_sidecars(
-                roots, [f.path for f in scanned.files], scanned.sidecars
-            )
-            summary.sidecars = sidecars.added
-            summary.skipped.extend(sidecars.skipped)
-        return summary
+        from clipsearch.indexer.update import add_paths
 
-    def _embed(
-        self, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Callable[[Progress], None]
-    ) -> EmbedCounts:
-        from clipsearch.indexer.pipeline import embed_files
-
-        space = self.space()
-
-        def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
-            vectors.remove(replaced)
-            vectors.add(ids, space.images(matrix))
-
-        def on_progress(done: int, total: int) -> None:
-            report(Progress("embedding", done, total))
-
-        return embed_files(jobs, self.encoder, self.db, on_commit, self.options, on_progress)
+        return add_paths(self, paths, on_progress or (lambda _progress: None))
 
     # -- search ---------------------------------------------------------------------------
 

@@ -1,0 +1,98 @@
+"""One `Index.add` run: scan, plan, apply moves and deletions, embed what is new or
+changed, and keep the live FAISS index, its saved cache and the sidecar texts in step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipsearch.errors import IndexNotFoundError
+from clipsearch.facts import IndexSummary, Progress
+from clipsearch.indexer.plan import EmbedJob, make_plan
+from clipsearch.indexer.scan import scan
+from clipsearch.indexer.text_sources import SIDECAR
+from clipsearch.items import record_roots
+from clipsearch.storage import vector_index as vi
+
+if TYPE_CHECKING:
+    from clipsearch.index import Index
+    from clipsearch.indexer.pipeline import EmbedCounts
+
+Report = Callable[[Progress], None]
+
+
+def add_paths(
+    index: Index, paths: Iterable[str | os.PathLike[str]], report: Report
+) -> IndexSummary:
+    roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
+    missing = [str(r) for r in roots if not r.exists()]
+    if missing:
+        raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    report(Progress("scanning"))
+    scanned = scan(roots)
+    record_roots(index.db, roots)
+    plan = make_plan(
+        scanned.files,
+        index.db.stored_files(),
+        roots,
+        unreadable=[s.path for s in scanned.skipped],
+    )
+    summary = IndexSummary(
+        removed=len(plan.removed),
+        moved=len(plan.moved),
+        unchanged=plan.unchanged + len(plan.touched),
+        skipped=[*scanned.skipped, *plan.skipped],
+    )
+    if plan.embed:
+        index.record_model()
+    info = index.model_info
+    vectors = index.vector_index() if info is not None else None
+    try:
+        index.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
+        if vectors is not None:
+            vectors.remove(np.asarray(plan.removed, dtype=np.int64))
+        if plan.embed:
+            assert vectors is not None
+            report(Progress("embedding", 0, len(plan.embed)))
+            counts = _embed(index, plan.embed, vectors, report)
+            summary.added, summary.updated = counts.added, counts.updated
+            summary.encoded = counts.encoded
+            summary.skipped.extend(counts.skipped)
+    except BaseException:
+        vi.invalidate_cache(index.directory)  # the next open rebuilds from the database
+        index.refresh()
+        raise
+    report(Progress("finishing"))
+    if vectors is not None and info is not None:
+        if vi.family_of(vectors.kind) != index.index_choice().family:
+            index.reindex()  # grown past (or shrunk below) the size for another type
+        else:
+            space = index.space()
+            stamp = vi.Stamp(index.db.generation(), space.identity, space.dim, vectors.kind)
+            vi.save_cache(index.directory, vectors, stamp)
+    if scanned.sidecars or index.texts.table.sources(SIDECAR):
+        sidecars = index.texts.sync_sidecars(
+            roots, [f.path for f in scanned.files], scanned.sidecars
+        )
+        summary.sidecars = sidecars.added
+        summary.skipped.extend(sidecars.skipped)
+    return summary
+
+
+def _embed(index: Index, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Report) -> EmbedCounts:
+    from clipsearch.indexer.pipeline import embed_files
+
+    space = index.space()
+
+    def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
+        vectors.remove(replaced)
+        vectors.add(ids, space.images(matrix))  # searches see each batch as it commits
+
+    def on_progress(done: int, total: int) -> None:
+        report(Progress("embedding", done, total))
+
+    return embed_files(jobs, index.encoder, index.db, on_commit, index.options, on_progress)
