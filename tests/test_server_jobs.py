@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 
 import clipsearch
 from clipsearch.facts import IndexSummary, Progress
-from clipsearch.server import create_app
+from clipsearch.server import ServerSettings, create_app
 from clipsearch.server.jobs import JobBusyError, Jobs
+from clipsearch.server.service import SearchService
 from tests.conftest import write_images
 from tests.serving import build_collection, make_service
 
@@ -117,3 +118,21 @@ def test_a_failing_job_reports_its_error(tmp_path: Path) -> None:
     while job.finished_at is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert job.state == "failed" and job.error == "internal error (OSError); see the log"
+
+
+def test_a_new_empty_index_answers_with_a_note_until_its_first_job(tmp_path: Path) -> None:
+    photos = write_images(tmp_path / "photos", 6)
+    settings = ServerSettings(db=tmp_path / "new-index", model="tiny-random", workers=0)
+    service = SearchService(settings)
+    try:
+        with TestClient(create_app(settings, service)) as client:
+            empty = client.get("/api/search", params={"q": "a boat"})
+            assert empty.status_code == 200
+            assert empty.json()["hits"] == [] and "nothing is indexed" in empty.json()["note"]
+            assert client.get("/api/stats").json()["count"] == 0
+            started = client.post("/api/jobs", json={"paths": [str(photos[0].parent)]})
+            assert _wait(client, started.json()["id"])["state"] == "done"
+            hits = client.get("/api/search", params={"q": "a boat"}).json()["hits"]
+            assert len(hits) == 6
+    finally:
+        service.close()

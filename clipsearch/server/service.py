@@ -89,7 +89,7 @@ class SearchService:
         texts = [str(p.value) for p in query.parts if p.kind == "text"]
         if self._batcher is None or not texts:
             return
-        missing = await run_in_threadpool(self.index.uncached_query_texts, texts)
+        missing = await run_in_threadpool(self._uncached, texts)
         if missing:
             vectors = await asyncio.wrap_future(self._batcher.submit(missing))
             fresh = dict(zip(missing, vectors, strict=True))
@@ -151,6 +151,11 @@ class SearchService:
         item = self.item(item_id)
         self._servable(item)  # tagging reads the file by its path
         return item, self.index.tag([item.path], top=k)[0].tags
+
+    def _uncached(self, texts: list[str]) -> list[str]:
+        if self.index.model_info is None:
+            return []  # nothing indexed yet: the search answers with a note
+        return self.index.uncached_query_texts(texts)
 
     # -- items and files ------------------------------------------------------------------
 
