@@ -158,6 +158,18 @@ def test_oversized_uploads_are_refused(collection: Collection, service: SearchSe
         big = client.post("/api/search/image", files={"file": ("q.jpg", b"\xff" * 100_000)})
         assert big.status_code == 413 and "limit" in big.json()["error"]
 
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold mid-stream
+            yield b'{"text": "'
+            for _ in range(100):
+                yield b"x" * 1000
+            yield b'"}'
+
+        streamed = client.post(
+            "/api/search", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert "content-length" not in {k.lower() for k in streamed.request.headers}
+        assert streamed.status_code == 413 and "limit" in streamed.json()["error"]
+
     bomb = io.BytesIO()
     Image.new("1", (20_000, 20_000)).save(bomb, "PNG")  # 400 MP in a few kB
     with TestClient(create_app(collection.settings(), service)) as client:

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 import clipsearch
 from clipsearch.facts import IndexSummary, Progress
 from clipsearch.server import ServerSettings, create_app
-from clipsearch.server.jobs import JobBusyError, Jobs
+from clipsearch.server.errors import JobBusyError
+from clipsearch.server.jobs import Jobs
 from clipsearch.server.service import SearchService
 from tests.conftest import write_images
 from tests.serving import build_collection, make_service

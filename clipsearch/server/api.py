@@ -23,6 +23,7 @@ from clipsearch.errors import QueryError
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
+from clipsearch.server.errors import NotFoundError, ReadOnlyError, UploadTooLargeError
 from clipsearch.server.schemas import (
     ISO_DATE,
     MAX_ID,
@@ -43,12 +44,7 @@ from clipsearch.server.schemas import (
     TextHitOut,
     TextSearchOut,
 )
-from clipsearch.server.service import (
-    NotFoundError,
-    ReadOnlyError,
-    SearchService,
-    UploadTooLargeError,
-)
+from clipsearch.server.service import SearchService
 from clipsearch.server.settings import ServerSettings
 from clipsearch.server.thumbnails import SIZES
 

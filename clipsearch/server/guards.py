@@ -21,9 +21,9 @@ from clipsearch.errors import (
     IndexNotFoundError,
     ModelMismatchError,
 )
-from clipsearch.server.jobs import JobBusyError
-from clipsearch.server.service import (
+from clipsearch.server.errors import (
     ForbiddenFileError,
+    JobBusyError,
     NotFoundError,
     UnsupportedImageError,
     UploadTooLargeError,

@@ -18,15 +18,12 @@ from typing import Any
 
 from clipsearch.errors import ClipsearchError, QueryError
 from clipsearch.facts import IndexSummary, Progress
+from clipsearch.server.errors import JobBusyError
 
 log = logging.getLogger("clipsearch.server")
 
 #: Finished jobs kept for `GET /api/jobs` (the oldest are forgotten first).
 KEEP_FINISHED = 50
-
-
-class JobBusyError(ClipsearchError):
-    """An indexing job is already running; the server runs one at a time."""
 
 
 @dataclass

@@ -33,32 +33,18 @@ from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
 from clipsearch.server.batching import BatchingEncoder, BatchStats
+from clipsearch.server.errors import (
+    ForbiddenFileError,
+    NotFoundError,
+    UnsupportedImageError,
+    UploadTooLargeError,
+)
 from clipsearch.server.jobs import Jobs
 from clipsearch.server.settings import ServerSettings
 from clipsearch.server.thumbnails import Thumbnails
 from clipsearch.texts import TextHit
 
 EMPTY_NOTE = "nothing is indexed yet: start an indexing job (POST /api/jobs)"
-
-
-class NotFoundError(ClipsearchError):
-    """An id the index does not hold, or a file no longer on disk."""
-
-
-class ForbiddenFileError(ClipsearchError):
-    """A file outside the indexed folders (for instance through a symlink)."""
-
-
-class ReadOnlyError(ForbiddenFileError):
-    """A change asked of a server started with --read-only."""
-
-
-class UnsupportedImageError(ClipsearchError):
-    """An upload that is not a readable image."""
-
-
-class UploadTooLargeError(ClipsearchError):
-    """An upload (or the image in it) over the server's limits."""
 
 
 class SearchService:
