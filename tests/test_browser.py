@@ -52,10 +52,14 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any
             browser = p.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             errors: list[str] = []
+            requested: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("request", lambda r: requested.append(r.url))
             page.goto(base)
             yield page, base, collection
             assert not errors, f"JavaScript errors on the page: {errors}"
+            elsewhere = [u for u in requested if not u.startswith((base, "blob:", "data:"))]
+            assert len(requested) > 20 and not elsewhere, f"fetched from elsewhere: {elsewhere}"
             browser.close()
     finally:
         stop_server(process)

@@ -40,7 +40,7 @@ def serve(
     threads: int = typer.Option(4, "--threads", help="Worker threads for searches and files."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
-    """Serve the HTTP API (/api, docs at /api/docs) and the search page (/) of an index."""
+    """Serve the HTTP API (/api, schema at /api/openapi.json) and the search page (/)."""
     import uvicorn
 
     from clipsearch.server import ServerSettings, create_app

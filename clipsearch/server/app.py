@@ -50,7 +50,7 @@ def create_app(settings: ServerSettings, service: SearchService | None = None) -
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load its scripts from a CDN; the schema is enough
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )

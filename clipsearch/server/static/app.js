@@ -1,4 +1,4 @@
-// clipsearch web page: plain JS over the HTTP API (/api/docs lists it). No build step, no
+// clipsearch web page: plain JS over the HTTP API (/api/openapi.json). No build step, no
 // asset from elsewhere.
 "use strict";
 
