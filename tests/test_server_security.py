@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from clipsearch.errors import ConfigError
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
-from tests.serving import Collection
+from clipsearch.storage.db import Database
+from tests.serving import Collection, build_collection, make_service
 
 
 def _client(collection: Collection, service: SearchService, **settings: object) -> TestClient:
@@ -123,3 +124,21 @@ def test_a_read_only_server_refuses_jobs(collection: Collection, service: Search
     with _client(collection, service, read_only=True) as client:
         response = client.post("/api/jobs", json={"paths": [str(collection.new_folder)]})
         assert response.status_code == 403 and "read-only" in response.json()["error"]
+
+
+def test_an_index_from_before_roots_were_recorded_derives_them(tmp_path: Path) -> None:
+    old = build_collection(tmp_path)
+    db = Database.open(old.db)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM meta WHERE key = 'roots'")
+    db.close()
+    service = make_service(old)
+    try:
+        assert set(service.index.roots()) == {old.folder_a, old.folder_b}
+        ids = service.index.db.ids_by_path()
+        with _client(old, service) as client:
+            assert client.get(f"/api/items/{ids[str(old.tagged)]}/file").status_code == 200
+            link = client.get(f"/api/items/{ids[str(old.escaping_link)]}/file")
+            assert link.status_code == 403
+    finally:
+        service.close()

@@ -54,6 +54,7 @@ class SearchService:
         self.thumbnails = Thumbnails(self.index.directory, self.index.options.max_pixels)
         self.jobs = Jobs(self._run_job, on_finish=self._note_generation)
         self._refresh_lock = threading.Lock()
+        self._roots_cache: tuple[int, list[Path]] | None = None
         self._seen_generation = self.index.db.generation()
         self._warm()
 
@@ -164,8 +165,16 @@ class SearchService:
                 f"image {item_id} cannot be decoded: {exc.reason}"
             ) from None
 
+    def _roots(self) -> list[Path]:
+        """The indexed folders, read again only after a write (an index from before roots
+        were recorded derives them from every stored path, which is slow at scale)."""
+        generation = self.index.db.generation()
+        if self._roots_cache is None or self._roots_cache[0] != generation:
+            self._roots_cache = (generation, self.index.roots())
+        return self._roots_cache[1]
+
     def _servable(self, item: Item) -> Path:
-        real = inside_roots(item.path, self.index.roots())
+        real = inside_roots(item.path, self._roots())
         if real is None:
             raise ForbiddenFileError(
                 f"image {item.id} resolves to a file outside the indexed folders; "
