@@ -7,6 +7,7 @@ hypothesis strategy is driven here directly.)"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from clipsearch.server import ServerSettings, create_app
 from tests.serving import build_collection, make_service
 
 QUIET = [HealthCheck.too_slow, HealthCheck.filter_too_much]
+#: CI replays the same examples every run (a red CI then means a change broke something);
+#: local runs draw new ones, so fuzzing keeps exploring.
+REPLAY = os.environ.get("CI") == "true"
 OPERATIONS = sorted(
     f"{method.upper()} {path}"
     for path, methods in create_app(ServerSettings(db=Path("unused"))).openapi()["paths"].items()
@@ -60,6 +64,7 @@ def test_no_operation_fails_or_breaks_its_schema(
         max_examples=25,
         deadline=None,
         database=None,
+        derandomize=REPLAY,
         suppress_health_check=QUIET,
     )
     def fuzz(case: schemathesis.Case) -> None:
@@ -79,7 +84,13 @@ def test_malformed_requests_are_400s(api_schema: schemathesis.BaseSchema, label:
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE)
 
     @given(case=strategy)
-    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=QUIET)
+    @settings(
+        max_examples=25,
+        deadline=None,
+        database=None,
+        derandomize=REPLAY,
+        suppress_health_check=QUIET,
+    )
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call()
         assert response.status_code in (400, 404, 409, 413, 415), case.as_curl_command()
