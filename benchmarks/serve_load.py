@@ -237,6 +237,22 @@ def cached_run(server: Server, texts: list[str], args: argparse.Namespace, label
                server.peak_rss_mib())  # fmt: skip
 
 
+def encoder_rates(captions: list[str]) -> dict[int, float]:
+    """Texts/s of the model alone at batch 1 and 16: the floor and ceiling for unique queries."""
+    from clipsearch.models import load_encoder
+
+    encoder = load_encoder(MODEL)
+    encoder.encode_texts(captions[:16])
+    rates = {}
+    for batch in (1, 16):
+        texts = captions[1000 : 1000 + 160]
+        start = time.perf_counter()
+        for i in range(0, len(texts), batch):
+            encoder.encode_texts(texts[i : i + batch])
+        rates[batch] = len(texts) / (time.perf_counter() - start)
+    return rates
+
+
 def batching_of(base: str) -> tuple[int, int] | None:
     stats = httpx.get(f"{base}/api/stats", timeout=30).json()
     found = stats.get("query_batching")
@@ -252,8 +268,12 @@ def main() -> None:
 
     source = base_index(args.n)
     queries = Queries()
+    rates = encoder_rates(queries.captions)
+    notes: list[str] = [
+        f"the text encoder alone, in this run: {rates[1]:.0f} texts/s one at a time, "
+        f"{rates[16]:.0f} texts/s in batches of 16 (the ceiling for unique queries)"
+    ]
     rows: list[list[str]] = []
-    notes: list[str] = []
     raw: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="clipsearch-serve-load-") as tmp:
         db = Path(tmp) / "index"
