@@ -99,6 +99,11 @@ def test_similar_leaves_the_item_out(client: TestClient, service: SearchService)
     expected = [h.id for h in service.index.search(query=Query((QueryPart("item", 5),)), k=5)]
     assert [h["id"] for h in body["hits"]] == [i for i in expected if i != 5][:4]
     assert client.get("/api/items/9999/similar").status_code == 404
+    pages = [
+        _ids(client.get("/api/items/5/similar", params={"k": 4, "offset": o})) for o in (0, 4, 8)
+    ]
+    whole = _ids(client.get("/api/items/5/similar", params={"k": 12}))
+    assert pages[0] + pages[1] + pages[2] == whole and 5 not in whole
 
 
 def test_fused_query_with_filters(

@@ -1,5 +1,6 @@
-"""What the server does, as plain blocking methods over one open `Index` (the routes call
-them on worker threads, so model calls never run on the event loop).
+"""What the server does, over one open `Index`: blocking methods that the routes call on
+worker threads, and one coroutine, `encode_query_texts`, that waits for the query batcher on
+the event loop without holding a thread.
 
 The model is loaded once, when the service starts. Searches see an indexing job's images
 batch by batch (the job adds to the same live FAISS index); changes another process makes
@@ -115,8 +116,9 @@ class SearchService:
         """Images like an indexed one, the image itself left out."""
         self.item(item_id)
         query = Query((QueryPart("item", item_id),))
-        hits, note = self.search(query, k + 1, offset, filters)
-        return [h for h in hits if h.id != item_id][:k], note
+        hits, note = self.search(query, offset + k + 1, 0, filters)
+        others = [h for h in hits if h.id != item_id]
+        return others[offset : offset + k], note
 
     def texts_for(self, query: Query, k: int, kind: str | None) -> tuple[list[TextHit], str | None]:
         self._refresh()
