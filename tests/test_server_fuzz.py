@@ -25,6 +25,13 @@ QUIET = [HealthCheck.too_slow, HealthCheck.filter_too_much]
 #: CI replays the same examples every run (a red CI then means a change broke something);
 #: local runs draw new ones, so fuzzing keeps exploring.
 REPLAY = os.environ.get("CI") == "true"
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    database=None,
+    derandomize=REPLAY,
+    suppress_health_check=QUIET,
+)
 OPERATIONS = sorted(
     f"{method.upper()} {path}"
     for path, methods in create_app(ServerSettings(db=Path("unused"))).openapi()["paths"].items()
@@ -60,13 +67,7 @@ def test_no_operation_fails_or_breaks_its_schema(
     strategy = operation.as_strategy()
 
     @given(case=strategy)
-    @settings(
-        max_examples=25,
-        deadline=None,
-        database=None,
-        derandomize=REPLAY,
-        suppress_health_check=QUIET,
-    )
+    @FUZZ
     def fuzz(case: schemathesis.Case) -> None:
         # Every check but one: a schema cannot say which calendar dates exist, so a
         # well-formed 2021-02-31 is rightly a 400 that "positive data acceptance" would flag.
@@ -84,13 +85,7 @@ def test_malformed_requests_are_400s(api_schema: schemathesis.BaseSchema, label:
     strategy = operation.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE)
 
     @given(case=strategy)
-    @settings(
-        max_examples=25,
-        deadline=None,
-        database=None,
-        derandomize=REPLAY,
-        suppress_health_check=QUIET,
-    )
+    @FUZZ
     def fuzz(case: schemathesis.Case) -> None:
         response = case.call()
         assert response.status_code in (400, 404, 409, 413, 415), case.as_curl_command()
