@@ -19,7 +19,6 @@ from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from clipsearch import __version__
-from clipsearch.errors import QueryError
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
@@ -46,7 +45,7 @@ from clipsearch.server.schemas import (
 )
 from clipsearch.server.service import SearchService
 from clipsearch.server.settings import ServerSettings
-from clipsearch.server.thumbnails import SIZES
+from clipsearch.server.thumbnails import ThumbnailSize
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 415, 500)
@@ -246,12 +245,12 @@ def thumbnail(
     service: Service,
     request: Request,
     item_id: ItemId,
-    size: Annotated[int, Param(description=f"longest side, one of {SIZES}")] = 256,
+    size: Annotated[ThumbnailSize, Param(description="longest side, pixels")] = (
+        ThumbnailSize.MEDIUM
+    ),
 ) -> Response:
-    if size not in SIZES:
-        raise QueryError(f"size must be one of {', '.join(map(str, SIZES))}, got {size}")
-    path, sha256 = service.thumbnail(item_id, size)
-    etag = f'"{sha256[:32]}-{size}"'
+    path, sha256 = service.thumbnail(item_id, int(size))
+    etag = f'"{sha256[:32]}-{int(size)}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)

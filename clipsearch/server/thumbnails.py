@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import os
 import tempfile
+from enum import IntEnum
 from pathlib import Path
 
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS, load_upright, register_heif
 
-#: The sizes offered (longest side, pixels): a grid cell, a large grid cell, a preview.
-SIZES = (128, 256, 512)
+
+class ThumbnailSize(IntEnum):
+    """The sizes offered (longest side, pixels): a grid cell, a large grid cell, a preview."""
+
+    SMALL = 128
+    MEDIUM = 256
+    LARGE = 512
+
+
+SIZES = tuple(int(s) for s in ThumbnailSize)
 FOLDER = "thumbnails"
 
 
