@@ -280,9 +280,7 @@ class Index:
     def _raw_text_queries(self, texts: list[str]) -> np.ndarray[Any, Any]:
         """Model embeddings of query texts, from the query cache where it has them (then no
         model is loaded at all), else encoded and cached."""
-        identity = self.space().info.identity
-        found = QueryCache(self.db).get(identity, texts)
-        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        found, missing = self._cached_queries(texts)
         if missing:
             fresh = dict(zip(missing, self.encoder.encode_texts(missing), strict=True))
             self.cache_query_texts(fresh)
@@ -292,8 +290,14 @@ class Index:
     def uncached_query_texts(self, texts: Sequence[str]) -> list[str]:
         """The query texts (once each) that the query cache lacks: those a search by them
         would have to run through the model."""
+        return self._cached_queries(texts)[1]
+
+    def _cached_queries(
+        self, texts: Sequence[str]
+    ) -> tuple[dict[str, np.ndarray[Any, Any]], list[str]]:
+        """(cached embeddings by text, the texts the cache lacks, once each)."""
         found = QueryCache(self.db).get(self.space().info.identity, texts)
-        return list(dict.fromkeys(t for t in texts if t not in found))
+        return found, list(dict.fromkeys(t for t in texts if t not in found))
 
     def cache_query_texts(self, vectors: dict[str, np.ndarray[Any, Any]]) -> None:
         """Keep model embeddings of query texts (as `encoder.encode_texts` gives them)."""

@@ -109,12 +109,12 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await _reject(send, 413, self._too_large())
             return
-        await self.app(scope, self._capped(receive, send), send)
+        await self.app(scope, self._capped(receive), send)
 
     def _too_large(self) -> str:
         return f"request body over the server's limit of {self.max_body / 2**20:.0f} MiB"
 
-    def _capped(self, receive: Receive, send: Send) -> Receive:
+    def _capped(self, receive: Receive) -> Receive:
         """`receive` that stops a body sent without Content-Length at the limit."""
         seen = 0
 

@@ -64,7 +64,11 @@ class Jobs:
 
     def running(self) -> Job | None:
         with self._lock:
-            return next((j for j in self._jobs.values() if j.state in ("queued", "running")), None)
+            return self._unfinished()
+
+    def _unfinished(self) -> Job | None:
+        """The queued or running job, if any (the caller holds the lock)."""
+        return next((j for j in self._jobs.values() if j.state in ("queued", "running")), None)
 
     def start(self, paths: list[str]) -> Job:
         resolved = [os.path.abspath(Path(p).expanduser()) for p in paths]
@@ -72,7 +76,7 @@ class Jobs:
         if missing:
             raise QueryError(f"no such file or folder on the server: {', '.join(missing)}")
         with self._lock:
-            busy = next((j for j in self._jobs.values() if j.state in ("queued", "running")), None)
+            busy = self._unfinished()
             if busy is not None:
                 raise JobBusyError(
                     f"indexing job {busy.id} is still running; wait for it "
