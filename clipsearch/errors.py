@@ -65,3 +65,20 @@ class TextSourceError(ClipsearchError):
 class AdapterError(ClipsearchError):
     """An adapter cannot be fitted, stored or applied: bad pairs file, unknown adapter id, a
     fit that makes validation worse, or an adapter for another model's space."""
+
+
+class IndexBusyError(ClipsearchError):
+    """Another process (or thread) is writing to the index; `--wait` queues behind it."""
+
+
+class ReadOnlyIndexError(ClipsearchError):
+    """The index folder or database cannot be written: searching works, changing it does not."""
+
+
+class IndexDamagedError(ClipsearchError):
+    """The index database is damaged (truncated, overwritten, missing tables);
+    `clipsearch verify` says what, `clipsearch repair` salvages what it can."""
+
+
+class DiskFullError(ClipsearchError):
+    """The disk filled up while writing; nothing committed before is lost."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from clipsearch.storage import vector_index as vi
 from clipsearch.storage.adapters import ACTIVE as ACTIVE_ADAPTER
 from clipsearch.storage.adapters import AdapterTable
 from clipsearch.storage.db import Database
+from clipsearch.storage.lock import WriterLock
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.texts import TextCollection, TextHit
 
@@ -55,6 +57,10 @@ class Index:
     The model is loaded on first need (adding images, or a query); `stats` never loads it.
     Pass `encoder` to inject one (tests, custom models); otherwise `model` is a spec string,
     defaulting to the model the index was built with, or `DEFAULT_MODEL` for a new index.
+
+    Every method that changes the index holds its writer lock (`write.lock`) throughout;
+    `wait` is how long to queue behind another writer (0: fail at once with
+    `IndexBusyError`, None: as long as it takes). Searching takes no lock.
     """
 
     def __init__(
@@ -66,9 +72,11 @@ class Index:
         encoder: Encoder | None = None,
         device: str | None = None,
         options: PipelineOptions | None = None,
+        wait: float | None = 0.0,
     ) -> None:
         self.directory = directory
         self.db = db
+        self.writer_lock = WriterLock(directory, wait)
         self.device = device
         self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
@@ -100,6 +108,15 @@ class Index:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the writer lock (re-entrant) for a change to this index. On entry the live
+        FAISS index is dropped if another process wrote since it was loaded."""
+        with self.writer_lock:
+            if self._vectors is not None and self._vectors.generation != self.db.generation():
+                self.refresh()
+            yield
 
     # -- collaborators, loaded on first need ----------------------------------------------
 
@@ -145,7 +162,13 @@ class Index:
     def use_adapter(self, adapter_id: int | None) -> None:
         """Apply this stored adapter from now on (None: none). The FAISS indexes are rebuilt
         from the stored vectors on next use: a matrix multiply, no image is decoded."""
-        self.adapters.set_active(adapter_id)
+        with self.writing():
+            self.adapters.set_active(adapter_id)
+
+    def remove_adapter(self, adapter_id: int) -> None:
+        """Delete a stored adapter (the active one: searches return to the raw space)."""
+        with self.writing():
+            self.adapters.remove(adapter_id)
 
     def tune(
         self,
@@ -159,13 +182,15 @@ class Index:
         """Fit an adapter on an `image,caption` CSV of indexed photos; see `adapters.tune`."""
         from clipsearch.adapters.tune import tune
 
-        return tune(self, pairs_csv, settings, images=images, force=force, activate=activate)
+        with self.writing():
+            return tune(self, pairs_csv, settings, images=images, force=force, activate=activate)
 
     def reduce(self, dims: int, *, whiten: bool = False, activate: bool = True) -> Adapter:
         """A PCA adapter to `dims` dimensions (a smaller FAISS index); see `adapters.pca`."""
         from clipsearch.adapters.tune import reduce
 
-        return reduce(self, dims, whiten=whiten, activate=activate)
+        with self.writing():
+            return reduce(self, dims, whiten=whiten, activate=activate)
 
     def vector_index(self) -> vi.IdIndex:
         space = self.space()
@@ -192,23 +217,26 @@ class Index:
     def store_vectors_as(self, name: str) -> None:
         """Keep image vectors as float32 (exact) or float16 (half the database size; cosines
         move by about 1e-3), converting the stored ones; FAISS is rebuilt on next use."""
-        if name != self.db.get_meta().get("vector_dtype", "float32"):
-            self.db.convert_vectors(name)
-            self._vectors = None
+        with self.writing():
+            if name != self.db.get_meta().get("vector_dtype", "float32"):
+                self.db.convert_vectors(name)
+                self._vectors = None
 
     def reindex(self, index_type: str | None = None, nprobe: int | None = None) -> vi.IdIndex:
         """Rebuild the FAISS index from the stored vectors, as `index_type` (auto, flat,
         ivf-sq8) from now on if given; `nprobe`: IVF lists scanned per query."""
         if index_type is not None:
             vi.choose_index(index_type, 0)  # a bad name fails before anything changes
-            self.db.set_meta(index_type=index_type)
-        if nprobe is not None:
-            if nprobe < 1:
-                raise QueryError(f"nprobe must be at least 1, got {nprobe}")
-            self.db.set_meta(nprobe=str(nprobe))
-        vi.invalidate_cache(self.directory)
-        self._vectors = None
-        return self.vector_index()
+        if nprobe is not None and nprobe < 1:
+            raise QueryError(f"nprobe must be at least 1, got {nprobe}")
+        with self.writing():
+            if index_type is not None:
+                self.db.set_meta(index_type=index_type)
+            if nprobe is not None:
+                self.db.set_meta(nprobe=str(nprobe))
+            vi.invalidate_cache(self.directory)
+            self._vectors = None
+            return self.vector_index()
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """Texts as query vectors in the search space (through the active adapter)."""
@@ -247,7 +275,8 @@ class Index:
         `on_progress` is told the phase and, while embedding, files done out of total."""
         from clipsearch.indexer.update import add_paths
 
-        return add_paths(self, paths, on_progress or (lambda _progress: None))
+        with self.writing():
+            return add_paths(self, paths, on_progress or (lambda _progress: None))
 
     # -- search ---------------------------------------------------------------------------
 
@@ -367,7 +396,8 @@ class Index:
         """Zero-shot tags for image files or indexed folders; see `clipsearch.tagging`."""
         from clipsearch.tagging import tag_images
 
-        return tag_images(self, paths, top=top, vocabulary=vocabulary, store=store)
+        with self.writing() if store else contextlib.nullcontext():
+            return tag_images(self, paths, top=top, vocabulary=vocabulary, store=store)
 
     def search_vectors(
         self,
@@ -435,13 +465,16 @@ def open_index(
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
+    wait: float | None = 0.0,
 ) -> Index:
     """Open (or create) the index in `directory`. See `Index` for the arguments."""
     path = Path(directory).expanduser()
     db = Database.open(path, create=create)
     try:
         options = PipelineOptions(batch_size, workers, max_pixels, progress)
-        return Index(path, db, model=model, encoder=encoder, device=device, options=options)
+        return Index(
+            path, db, model=model, encoder=encoder, device=device, options=options, wait=wait
+        )
     except BaseException:
         db.close()
         raise

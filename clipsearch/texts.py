@@ -109,14 +109,17 @@ class TextCollection:
         source = SourceFile(
             kind, str(source_path), ts.file_digest(data), st.st_size, st.st_mtime_ns
         )
-        return self._replace(source, ts.read_entries(source_path, kind, data))
+        entries = ts.read_entries(source_path, kind, data)
+        with self.index.writing():
+            return self._replace(source, entries)
 
     def add_builtin_vocabulary(self) -> TextSummary:
         data = builtin_vocabulary()
         source = SourceFile(ts.VOCABULARY, BUILTIN_VOCABULARY, ts.file_digest(data), len(data), 0)
         content = ts.decode_utf8(Path(BUILTIN_VOCABULARY), data)
         entries = [ts.TextEntry(t, key=t) for t in ts.parse_vocabulary(content)]
-        return self._replace(source, entries)
+        with self.index.writing():
+            return self._replace(source, entries)
 
     def _replace(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
         known = self.table.source(source.path)
@@ -144,7 +147,8 @@ class TextCollection:
     def remove(self, path: str) -> int:
         """Drop a text source (as listed by `sources()`) and its texts."""
         target = path if path == BUILTIN_VOCABULARY else os.path.abspath(os.path.expanduser(path))
-        removed = self.table.remove_sources([target])
+        with self.index.writing():
+            removed = self.table.remove_sources([target])
         if not removed:
             raise TextSourceError(f"no text source {target} in this index")
         self._faiss = None

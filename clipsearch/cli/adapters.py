@@ -13,6 +13,7 @@ from clipsearch.cli.common import (
     DeviceOption,
     JsonOption,
     ModelOption,
+    WaitOption,
     _print_json,
     _with_index,
     app,
@@ -45,6 +46,7 @@ def tune(
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Fit a projection adapter (z = W x + b per modality) on your captioned photos."""
     from clipsearch.adapters.fit import FitSettings
@@ -59,7 +61,7 @@ def tune(
         raise typer.Exit(code=1) from None
     result = _with_index(
         lambda idx: idx.tune(pairs, settings, images=images, force=force),
-        db=db, create=False, model=model, device=device,
+        db=db, create=False, model=model, device=device, wait=wait,
     )  # fmt: skip
     if as_json:
         _print_json(result.to_dict())
@@ -121,21 +123,24 @@ def _summary(metrics: dict[str, Any]) -> str:
 def adapters_use(
     adapter: str = typer.Argument(..., help="An adapter id, or 'none' for the raw space."),
     db: Path | None = DbOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Make an adapter the one applied to every search (the FAISS index is rebuilt)."""
     adapter_id = None if adapter.lower() == "none" else _parse_id(adapter)
-    _with_index(lambda idx: idx.use_adapter(adapter_id), db=db, create=False)
+    _with_index(lambda idx: idx.use_adapter(adapter_id), db=db, create=False, wait=wait)
     typer.echo(f"active adapter: {adapter}")
 
 
 @adapters_app.command("remove")
 def adapters_remove(
-    adapter: str = typer.Argument(..., help="An adapter id."), db: Path | None = DbOption
+    adapter: str = typer.Argument(..., help="An adapter id."),
+    db: Path | None = DbOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Delete an adapter (removing the active one returns the index to the raw space)."""
 
     adapter_id = _parse_id(adapter)
-    _with_index(lambda idx: idx.adapters.remove(adapter_id), db=db, create=False)
+    _with_index(lambda idx: idx.remove_adapter(adapter_id), db=db, create=False, wait=wait)
     typer.echo(f"removed adapter {adapter}")
 
 
@@ -144,9 +149,12 @@ def adapters_pca(
     dims: int = typer.Option(..., "--dims", help="Dimensions to keep, e.g. 128."),
     whiten: bool = typer.Option(False, "--whiten", help="Scale each component to unit variance."),
     db: Path | None = DbOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Reduce the index to fewer dimensions with PCA (a rectangular adapter)."""
-    adapter = _with_index(lambda idx: idx.reduce(dims, whiten=whiten), db=db, create=False)
+    adapter = _with_index(
+        lambda idx: idx.reduce(dims, whiten=whiten), db=db, create=False, wait=wait
+    )
     typer.echo(f"saved and activated adapter {adapter.label} ({adapter.in_dim}→{adapter.out_dim})")
 
 

@@ -42,6 +42,9 @@ DeviceOption = typer.Option(
 )
 JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+WaitOption = typer.Option(
+    False, "--wait", help="If another process is writing to the index, queue behind it."
+)
 
 
 def _fail(exc: ClipsearchError) -> typer.Exit:
@@ -49,7 +52,9 @@ def _fail(exc: ClipsearchError) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _open(settings: config.Settings, *, create: bool, progress: bool = False) -> Index:
+def _open(
+    settings: config.Settings, *, create: bool, progress: bool = False, wait: bool = False
+) -> Index:
     from clipsearch.index import open_index
 
     return open_index(
@@ -61,6 +66,7 @@ def _open(settings: config.Settings, *, create: bool, progress: bool = False) ->
         workers=settings.workers,
         max_pixels=settings.max_pixels,
         progress=progress,
+        wait=None if wait else 0.0,
     )
 
 
@@ -71,11 +77,12 @@ def _with_index(
     create: bool,
     model: str | None = None,
     device: str | None = None,
+    wait: bool = False,
 ) -> T:
     """Run `call` on the index the settings name; a library error exits with its message."""
     try:
         settings = config.resolve(db=db, model=model, device=device)
-        with _open(settings, create=create) as idx:
+        with _open(settings, create=create, wait=wait) as idx:
             return call(idx)
     except ClipsearchError as exc:
         raise _fail(exc) from None

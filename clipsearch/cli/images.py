@@ -16,6 +16,7 @@ from clipsearch.cli.common import (
     JsonOption,
     ModelOption,
     QuietOption,
+    WaitOption,
     _fail,
     _open,
     _print_json,
@@ -53,6 +54,7 @@ def index(
     ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Add images to the index; a re-run embeds only new or changed files."""
     try:
@@ -64,7 +66,7 @@ def index(
             workers=workers,
             max_pixels=max_pixels,
         )
-        with _open(settings, create=True, progress=not quiet) as idx:
+        with _open(settings, create=True, progress=not quiet, wait=wait) as idx:
             if vector_dtype is not None:
                 idx.store_vectors_as(vector_dtype)
             summary = idx.add(paths)
@@ -226,6 +228,7 @@ def reindex(
     ),
     db: Path | None = DbOption,
     as_json: bool = JsonOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Rebuild the FAISS index from the stored vectors (no photo is read), as another type."""
     started = time.perf_counter()
@@ -235,7 +238,7 @@ def reindex(
             idx.store_vectors_as(vector_dtype)
         return idx.reindex(index_type, nprobe)
 
-    built = _with_index(rebuild, db=db, create=False)
+    built = _with_index(rebuild, db=db, create=False, wait=wait)
     facts = {"index_type": built.kind, "vectors": built.ntotal,
              "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
     if as_json:

@@ -11,6 +11,7 @@ from clipsearch.cli.common import (
     DeviceOption,
     JsonOption,
     ModelOption,
+    WaitOption,
     _print_json,
     _with_index,
     app,
@@ -31,11 +32,12 @@ def tag(
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Zero-shot tags for images: the vocabulary terms nearest to each (prompt ensembles)."""
     results = _with_index(
         lambda idx: idx.tag(paths, top=top, vocabulary=vocabulary, store=store),
-        db=db, create=True, model=model, device=device,
+        db=db, create=True, model=model, device=device, wait=wait,
     )  # fmt: skip
     if as_json:
         _print_json([r.to_dict() for r in results])
@@ -64,11 +66,12 @@ def texts_add(
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Add texts; re-adding a changed file replaces its texts, an unchanged one is skipped."""
     summaries = _with_index(
         lambda idx: [idx.texts.add(f, kind=kind) for f in files],
-        db=db, create=True, model=model, device=device,
+        db=db, create=True, model=model, device=device, wait=wait,
     )  # fmt: skip
     if as_json:
         _print_json([s.to_dict() for s in summaries])
@@ -93,7 +96,8 @@ def texts_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
 def texts_remove(
     source: str = typer.Argument(..., help="A source as `texts list` shows it."),
     db: Path | None = DbOption,
+    wait: bool = WaitOption,
 ) -> None:
     """Drop a text source and its texts."""
-    _with_index(lambda idx: idx.texts.remove(source), db=db, create=False)
+    _with_index(lambda idx: idx.texts.remove(source), db=db, create=False, wait=wait)
     typer.echo(f"removed {source}")

@@ -52,9 +52,10 @@ def add_paths(
     info = index.model_info
     vectors = index.vector_index() if info is not None else None
     try:
-        index.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
-        if vectors is not None:
+        changed = index.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
+        if changed and vectors is not None:
             vectors.remove(np.asarray(plan.removed, dtype=np.int64))
+            vectors.advanced_to(index.db.written_generation)
         if plan.embed:
             assert vectors is not None
             report(Progress("embedding", 0, len(plan.embed)))
@@ -70,10 +71,8 @@ def add_paths(
     if vectors is not None and info is not None:
         if vi.family_of(vectors.kind) != index.index_choice().family:
             index.reindex()  # grown past (or shrunk below) the size for another type
-        else:
-            space = index.space()
-            stamp = vi.Stamp(index.db.generation(), space.identity, space.dim, vectors.kind)
-            vi.save_cache(index.directory, vectors, stamp)
+        elif not vi.save_cache(index.directory, vectors, index.space().identity):
+            index.refresh()  # it missed a write from elsewhere: rebuilt on next use
     if scanned.sidecars or index.texts.table.sources(SIDECAR):
         sidecars = index.texts.sync_sidecars(
             roots, [f.path for f in scanned.files], scanned.sidecars
@@ -91,6 +90,7 @@ def _embed(index: Index, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Repo
     def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
         vectors.remove(replaced)
         vectors.add(ids, space.images(matrix))  # searches see each batch as it commits
+        vectors.advanced_to(index.db.written_generation)
 
     def on_progress(done: int, total: int) -> None:
         report(Progress("embedding", done, total))

@@ -1,11 +1,16 @@
 """The database: image rows with their vectors, and the index's facts, over SQLite.
 
-Every write is one transaction that also bumps `generation`, a counter the FAISS cache is
-stamped with: a cache whose stamp differs from the database's is stale and gets rebuilt.
+Every write is one transaction that also bumps `generation` (in one statement, so two
+processes can never both read N and write N + 1), a counter the FAISS cache is stamped with:
+a cache whose stamp differs from the database's is stale and gets rebuilt.
+
+SQLite's errors that a user can act on (a damaged file, a full disk, a read-only folder, a
+lock held too long) come out as the typed errors of `clipsearch.errors`, from every query.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,11 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    ExceptionContext,
+    Integer,
+    Text,
+    cast,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clipsearch.errors import ConfigError, IndexNotFoundError, SchemaVersionError
+from clipsearch.errors import (
+    ConfigError,
+    DiskFullError,
+    IndexBusyError,
+    IndexDamagedError,
+    IndexNotFoundError,
+    ReadOnlyIndexError,
+    SchemaVersionError,
+)
+from clipsearch.storage.lock import WriterLock
 from clipsearch.storage.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -67,11 +93,14 @@ class Move:
     mtime_ns: int
 
 
-def bump(session: Session, key: str = "generation") -> None:
-    """Advance a write counter inside the caller's transaction."""
-    current = session.get(Meta, key)
-    value = int(current.value) + 1 if current else 1
-    session.merge(Meta(key=key, value=str(value)))
+def bump(session: Session, key: str = "generation") -> int:
+    """Advance a write counter inside the caller's transaction, in one statement (no
+    read-then-write window between two processes); returns the new value."""
+    insert = sqlite_insert(Meta).values(key=key, value="1")
+    stmt = insert.on_conflict_do_update(
+        index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, Integer) + 1, Text)}
+    ).returning(Meta.value)
+    return int(session.execute(stmt).scalar_one())
 
 
 #: How vectors may be stored: float32 (exact), or float16 (half the size; rescoring then
@@ -82,6 +111,23 @@ VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16"
 def decode_vectors(blob: bytes, dtype: np.dtype[Any], rows: int = 1) -> Vector:
     """Stored bytes -> float32 matrix of `rows` rows."""
     return np.frombuffer(blob, dtype=dtype).astype(np.float32).reshape(rows, -1)
+
+
+def _decode_rows(blobs: Sequence[Any], dtype: np.dtype[Any]) -> tuple[Vector, list[bool]]:
+    """Blobs of one table -> (matrix of the well-formed ones, which were well-formed). A blob
+    is well-formed when it has the length most rows have; a damaged row (a truncated or
+    overwritten blob, a NULL) is left out instead of failing the whole read; `verify` names
+    it and `repair` quarantines it."""
+    sizes = [len(b) if isinstance(b, bytes) else -1 for b in blobs]
+    if len(set(sizes)) == 1 and sizes[0] > 0 and sizes[0] % dtype.itemsize == 0:
+        return decode_vectors(b"".join(blobs), dtype, len(blobs)), [True] * len(blobs)
+    valid = [n for n in sizes if n > 0 and n % dtype.itemsize == 0]
+    width = max(set(valid), key=valid.count) if valid else -1
+    ok = [n == width for n in sizes]
+    good = [b for b, keep in zip(blobs, ok, strict=True) if keep]
+    if not good:
+        return np.zeros((0, 0), dtype=np.float32), ok
+    return decode_vectors(b"".join(good), dtype, len(good)), ok
 
 
 def vectors_for(
@@ -101,8 +147,9 @@ def vectors_for(
         rows = session.execute(stmt).all()
     if not rows:
         return [], [], np.zeros((0, 0), dtype=np.float32)
-    matrix = decode_vectors(b"".join(r[2] for r in rows), dtype, len(rows))
-    return [r[0] for r in rows], [r[1] for r in rows], matrix
+    matrix, ok = _decode_rows([r[2] for r in rows], dtype)
+    kept = [r for r, keep in zip(rows, ok, strict=True) if keep]
+    return [r[0] for r in kept], [r[1] for r in kept], matrix
 
 
 def iter_vectors(
@@ -120,9 +167,11 @@ def iter_vectors(
             rows = session.execute(stmt).all()
             if not rows:
                 return
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield ids, decode_vectors(b"".join(r[1] for r in rows), dtype, len(rows))
-            last = int(ids[-1])
+            last = int(rows[-1][0])
+            matrix, ok = _decode_rows([r[1] for r in rows], dtype)
+            ids = np.fromiter((r[0] for r, keep in zip(rows, ok, strict=True) if keep), np.int64)
+            if len(ids):
+                yield ids, matrix
 
 
 def _dtype_of(blob: bytes, dim: int | None, recorded: np.dtype[Any]) -> np.dtype[Any]:
@@ -134,40 +183,156 @@ def _dtype_of(blob: bytes, dim: int | None, recorded: np.dtype[Any]) -> np.dtype
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
+    # First, so that even switching to WAL waits for another process instead of failing.
+    cur.execute("PRAGMA busy_timeout=30000")
     # WAL + NORMAL: a killed process never loses a committed batch, and readers (a search
     # while indexing runs) are not blocked by the writer.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")  # a deleted image takes its tags with it
     cur.close()
+
+
+def _read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+#: SQLite's words for a damaged file, as they appear in its error messages.
+_DAMAGE = (
+    "file is not a database",
+    "database disk image is malformed",
+    "no such table",
+    "no such column",
+    "malformed database schema",
+)
+
+
+def _typed_errors(path: Path) -> Any:
+    """An engine `handle_error` hook: SQLite errors a user can act on become typed errors
+    whose message says what to do; anything else stays as it is."""
+
+    def translate(context: ExceptionContext) -> None:
+        message = str(context.original_exception)
+        if any(words in message for words in _DAMAGE):
+            raise IndexDamagedError(
+                f"the index database {path} is damaged ({message}); run `clipsearch verify "
+                f"--db {path.parent}` to see what is wrong and `clipsearch repair --db "
+                f"{path.parent}` to salvage it"
+            ) from None
+        if "database or disk is full" in message:
+            raise DiskFullError(
+                f"the disk holding {path} is full; free some space and run the command "
+                "again (everything committed before is kept)"
+            ) from None
+        if "readonly database" in message:
+            raise ReadOnlyIndexError(
+                f"the index database {path} is read-only: searching works, but changing the "
+                "index needs write access to its folder"
+            ) from None
+        if "database is locked" in message:
+            raise IndexBusyError(
+                f"the index database {path} stayed locked by another process for 30 s; "
+                "try again when it is done"
+            ) from None
+
+    return translate
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
 
 
 class Database:
     """An index's SQLite file. Open it with `Database.open`."""
 
-    def __init__(self, engine: Engine, path: Path) -> None:
+    def __init__(self, engine: Engine, path: Path, read_only: bool = False) -> None:
         self.engine = engine
         self._count: tuple[int, int] | None = None  # (generation, images) of the last count
         self.path = path
+        self.read_only = read_only
         self.vector_dtype = VECTOR_DTYPES["float32"]  # the stored images' (meta vector_dtype)
+        #: The image generation this object's last write produced (None before any).
+        self.written_generation: int | None = None
 
     @classmethod
     def open(cls, directory: Path, create: bool = True) -> Database:
+        """Open the index database in `directory`, creating (or migrating) it under the
+        writer lock. A folder this process cannot write is opened read-only."""
         path = directory / DB_FILENAME
-        if not path.exists():
-            if not create:
-                raise IndexNotFoundError(
-                    f"no clipsearch index at {directory} (expected {path}); "
-                    "create one with `clipsearch index PATH --db DIR`"
+        if not path.exists() and not create:
+            raise IndexNotFoundError(
+                f"no clipsearch index at {directory} (expected {path}); "
+                "create one with `clipsearch index PATH --db DIR`"
+            )
+        if path.exists() and not (_writable(directory) and _writable(path)):
+            return cls._open_read_only(path)
+        if path.is_dir():
+            raise IndexDamagedError(f"{path} is a folder, not an index database")
+        if path.exists() and path.stat().st_size > 0:
+            db = cls._connect(path)
+            if db._version() == SCHEMA_VERSION:
+                return db._ready()
+            db.close()
+        directory.mkdir(parents=True, exist_ok=True)
+        # Creating or migrating: one process at a time, or two first runs trip over each
+        # other's half-made tables. A file that is still empty once we hold the lock was
+        # not being created by someone else: it is a truncated database, not a new one.
+        existed = path.exists()
+        with WriterLock(directory, wait=60):
+            if existed and path.stat().st_size == 0:
+                raise IndexDamagedError(
+                    f"the index database {path} is empty (0 bytes): it was truncated or never "
+                    f"finished; run `clipsearch repair --db {directory}` to start it afresh "
+                    "(the file is kept aside), or delete the folder"
                 )
-            directory.mkdir(parents=True, exist_ok=True)
+            db = cls._connect(path)
+            try:
+                db._migrate()
+            except BaseException:
+                db.close()
+                raise
+        return db._ready()
+
+    @classmethod
+    def _connect(cls, path: Path) -> Database:
         engine = create_engine(f"sqlite:///{path}")
         event.listen(engine, "connect", _sqlite_pragmas)
-        db = cls(engine, path)
-        db._migrate()
-        db.vector_dtype = VECTOR_DTYPES[db.get_meta().get("vector_dtype", "float32")]
-        return db
+        event.listen(engine, "handle_error", _typed_errors(path))
+        return cls(engine, path)
+
+    @classmethod
+    def _open_read_only(cls, path: Path) -> Database:
+        """A database in a folder we cannot write: no lock, no WAL switch, no migration.
+        Without a pending WAL the file is opened as immutable (SQLite then needs no -shm)."""
+        wal = path.with_name(path.name + "-wal")
+        mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
+        engine = create_engine(f"sqlite:///file:{path}?{mode}&uri=true")
+        event.listen(engine, "connect", _read_only_pragmas)
+        event.listen(engine, "handle_error", _typed_errors(path))
+        db = cls(engine, path, read_only=True)
+        version = db._version()
+        if version != SCHEMA_VERSION:
+            db.close()
+            raise ReadOnlyIndexError(
+                f"the index at {path.parent} has schema version {version} and must be "
+                f"upgraded to {SCHEMA_VERSION}, but its folder is read-only; open it once "
+                "with write access"
+            )
+        return db._ready()
+
+    def _ready(self) -> Database:
+        try:
+            self.vector_dtype = VECTOR_DTYPES[self.get_meta().get("vector_dtype", "float32")]
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _version(self) -> int:
+        with self.engine.connect() as conn:
+            return read_version(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -274,15 +439,13 @@ class Database:
 
     # -- writes (each one transaction, each bumps the generation) -----------------------
 
-    def _bump(self, session: Session, key: str = "generation") -> None:
-        bump(session, key)
-
     def apply_file_changes(
         self, removed: Sequence[int], moved: Sequence[Move], touched: Sequence[Move]
-    ) -> None:
-        """Drop rows of deleted files, re-point moved ones, refresh stat of unchanged ones."""
+    ) -> bool:
+        """Drop rows of deleted files, re-point moved ones, refresh stat of unchanged ones;
+        returns whether anything was written."""
         if not (removed or moved or touched):
-            return
+            return False
         with Session(self.engine) as session, session.begin():
             if removed:
                 session.execute(delete(ImageRow).where(ImageRow.id.in_(list(removed))))
@@ -297,7 +460,9 @@ class Database:
                     .where(ImageRow.id == m.id)
                     .values(path=m.path, size=m.size, mtime_ns=m.mtime_ns)
                 )
-            self._bump(session)
+            generation = bump(session)
+        self.written_generation = generation
+        return True
 
     def convert_vectors(self, name: str, chunk: int = 20_000) -> None:
         """Store every image vector as `name` (float32 or float16) from now on, rewriting the
@@ -327,7 +492,8 @@ class Database:
                 last = rows[-1][0]
         with Session(self.engine) as session, session.begin():
             session.merge(Meta(key="vector_dtype", value=name))
-            self._bump(session)
+            generation = bump(session)
+        self.written_generation = generation
         self.vector_dtype = target
 
     def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
@@ -368,5 +534,6 @@ class Database:
                     ImageTag.image_id.in_(list(by_path.values())), ImageTag.origin == ZERO_SHOT
                 )
             )
-            self._bump(session)
+            generation = bump(session)
+        self.written_generation = generation
         return [by_path[p] for p in paths]

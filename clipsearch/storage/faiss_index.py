@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import faiss
 import numpy as np
@@ -98,6 +99,18 @@ class IdIndex:
         # One writer or one search at a time: a server searches while an indexing job adds
         # batches, and FAISS does not guard an index against concurrent add and search.
         self._lock = threading.RLock()
+        #: The generation of the stored table this index holds, when known (see
+        #: `vector_index`); None: unknown, so it must not be saved as a cache.
+        self.generation: int | None = None
+
+    def advanced_to(self, generation: int | None) -> None:
+        """After applying one write of our own to this index: it now holds `generation`
+        if that write was the very next one; else another wrote in between, and what this
+        index holds is no longer known."""
+        if self.generation is None or generation != self.generation + 1:
+            self.generation = None
+        else:
+            self.generation = generation
 
     @property
     def ntotal(self) -> int:
@@ -124,9 +137,34 @@ class IdIndex:
                 self._gpu_copy = None
                 self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
-    def save(self, path: Path) -> None:
+    def write_to(self, f: IO[bytes]) -> dict[str, int]:
+        """Serialise into an open file; returns its size and CRC-32, computed on the way."""
+        facts = {"size": 0, "crc32": 0}
+
+        def write(chunk: bytes) -> int:
+            facts["crc32"] = zlib.crc32(chunk, facts["crc32"])
+            facts["size"] += len(chunk)
+            return f.write(chunk)
+
         with self._lock:
-            faiss.write_index(self.index, str(path))
+            writer = faiss.PyCallbackIOWriter(write)  # type: ignore[attr-defined]  # not in stubs
+            faiss.write_index(self.index, writer)
+            del writer  # flushes its buffer through `write`
+        return facts
+
+    def ids(self) -> IdArray:
+        """Every id this index holds (any order)."""
+        with self._lock:
+            index = self.index
+            if isinstance(index, faiss.IndexIDMap2 | faiss.IndexIDMap):
+                return np.asarray(faiss.vector_to_array(index.id_map), dtype=np.int64)
+            lists: Any = faiss.extract_index_ivf(index).invlists
+            parts = [
+                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(lists.nlist)
+                if lists.list_size(i)
+            ]
+            return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def _search_parameters(self) -> Any | None:
         """Search-time settings (nprobe, efSearch); None where the defaults do."""
@@ -214,9 +252,29 @@ def new_index(choice: IndexChoice, dim: int) -> IdIndex:
     return IVFIndex(dim, choice.nlist, choice.nprobe)
 
 
-def read_index(path: Path, dim: int, choice: IndexChoice) -> IdIndex:
-    """A saved index; an IVF one searches with `choice.nprobe`."""
-    index = faiss.read_index(str(path))
+def read_index_checked(path: Path, dim: int, choice: IndexChoice) -> tuple[IdIndex, int]:
+    """A saved index and the CRC-32 of the bytes it was read from, in one pass; an IVF one
+    searches with `choice.nprobe`."""
+    crc = 0
+    with path.open("rb") as f:
+
+        def read(size: int) -> bytes:
+            nonlocal crc
+            chunk = f.read(size)
+            crc = zlib.crc32(chunk, crc)
+            return chunk
+
+        reader = faiss.PyCallbackIOReader(read)  # type: ignore[attr-defined]  # not in stubs
+        try:
+            index = faiss.read_index(reader)
+        finally:
+            del reader
+    return _wrap(index, dim, choice), crc
+
+
+def _wrap(index: Any, dim: int, choice: IndexChoice) -> IdIndex:
+    if int(index.d) != dim:
+        raise RuntimeError(f"index of dimension {index.d}, expected {dim}")
     if isinstance(index, faiss.IndexIVF):
         return IVFIndex(dim, int(index.nlist), choice.nprobe or 8, index)
     return FlatIndex(dim, index)
