@@ -25,6 +25,9 @@ from clipsearch.cli import evaluate  # noqa: F401
 
 # isort: split
 from clipsearch.cli import serve  # noqa: F401
+
+# isort: split
+from clipsearch.cli import maintenance  # noqa: F401
 from clipsearch.cli.common import app
 
 __all__ = ["app", "main"]

@@ -45,7 +45,7 @@ from clipsearch.storage.faiss_index import (
 __all__ = [
     "FlatIndex", "HNSWIndex", "IVFIndex", "IdIndex", "IndexChoice", "Stamp", "VectorIndex",
     "VectorSource", "choose_index", "faiss_gpu_count", "family_of", "load_or_rebuild",
-    "save_cache", "try_save_cache",
+    "read_index_checked", "save_cache", "try_save_cache",
 ]  # fmt: skip
 
 #: Cache names: `<name>.faiss` with its stamp `<name>.json` beside the database.

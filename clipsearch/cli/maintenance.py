@@ -1,0 +1,100 @@
+"""Commands that look after an index: verify, repair, backup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from clipsearch import config
+from clipsearch.cli.common import DbOption, JsonOption, WaitOption, _fail, _print_json, app
+from clipsearch.errors import ClipsearchError
+
+
+@app.command()
+def verify(
+    db: Path | None = DbOption,
+    files: bool = typer.Option(
+        True, "--files/--no-files", help="Also check that every indexed file is on disk."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check the index: database integrity, every vector, the caches, texts, tags, files.
+    Exits 1 when something is wrong."""
+    from clipsearch.maintenance.verify import verify as run_verify
+
+    try:
+        report = run_verify(config.resolve(db=db).db, files=files)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        typer.echo(f"{report.directory}: {report.images} images, {report.texts} texts")
+        for note in report.notes:
+            typer.echo(f"note: {note}")
+        for p in report.problems:
+            typer.echo(f"{p.kind}: {p.where}: {p.detail}")
+        for kind, count in report.unlisted.items():
+            typer.echo(f"{kind}: {count} more not listed")
+        typer.echo("ok" if report.ok else f"{len(report.problems)} problems found", err=True)
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def repair(db: Path | None = DbOption, wait: bool = WaitOption, as_json: bool = JsonOption) -> None:
+    """Salvage a damaged database into a fresh one (the old file is kept aside), quarantine
+    damaged rows, drop orphaned tags and texts, rebuild the caches."""
+    from clipsearch.maintenance.repair import repair as run_repair
+
+    try:
+        report = run_repair(config.resolve(db=db).db, wait=None if wait else 0.0)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        if report.kept_aside:
+            saved = ", ".join(f"{t} {n}" for t, n in report.salvaged.items() if n)
+            typer.echo(f"salvaged rows into a fresh database: {saved or 'none'}")
+            typer.echo(f"the damaged file is kept as {report.kept_aside}")
+        for table, count in report.lost.items():
+            typer.echo(f"could not save up to {count} rows of {table}")
+        if report.lost.get("images"):
+            typer.echo("run `clipsearch index` on your folders again to embed the lost images")
+        if report.quarantined:
+            typer.echo(
+                f"quarantined {report.quarantined} rows with damaged vectors (listed in "
+                "quarantine.jsonl; `clipsearch index` of their folder embeds them again)"
+            )
+        if report.orphans_removed:
+            typer.echo(f"removed {report.orphans_removed} orphaned tags and texts")
+        typer.echo(f"rebuilt: {', '.join(report.caches_rebuilt) or 'no cache needed'}")
+        for line in report.remaining:
+            typer.echo(f"still wrong: {line}", err=True)
+    if report.remaining:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def backup(
+    dest: Path = typer.Argument(..., help="A new folder for the copy (an index folder itself)."),
+    db: Path | None = DbOption,
+    force: bool = typer.Option(False, "--force", help="Overwrite a copy already in DEST."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Copy the index's database consistently, even while it is being written."""
+    from clipsearch.maintenance.backup import backup as run_backup
+
+    try:
+        report = run_backup(config.resolve(db=db).db, dest, force=force)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        typer.echo(
+            f"backed up {report.images} images and {report.texts} texts "
+            f"({report.bytes / 1e6:.1f} MB) to {report.target}"
+        )

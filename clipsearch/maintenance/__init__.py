@@ -1,0 +1,1 @@
+"""Looking after an index: verify it, repair it, back it up."""
