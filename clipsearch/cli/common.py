@@ -11,6 +11,7 @@ import typer
 
 from clipsearch import config
 from clipsearch.errors import ClipsearchError
+from clipsearch.names import readable
 
 T = TypeVar("T")
 
@@ -48,7 +49,7 @@ WaitOption = typer.Option(
 
 
 def _fail(exc: ClipsearchError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {readable(str(exc))}", err=True)
     return typer.Exit(code=1)
 
 
@@ -99,5 +100,5 @@ def _print_text_hits(hits: list[TextHit], as_json: bool) -> None:
     if not hits:
         typer.echo("no hits", err=True)
     for rank, hit in enumerate(hits, 1):
-        about = f"  [{hit.image_path}]" if hit.image_path else ""
-        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.kind:<10}  {hit.text}{about}")
+        about = f"  [{readable(hit.image_path)}]" if hit.image_path else ""
+        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.kind:<10}  {readable(hit.text)}{about}")

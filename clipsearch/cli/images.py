@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,8 @@ from clipsearch.cli.common import (
     _with_index,
     app,
 )
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, IndexNotFoundError
+from clipsearch.names import readable
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
 
 if TYPE_CHECKING:
@@ -66,7 +68,13 @@ def index(
             workers=workers,
             max_pixels=max_pixels,
         )
-        with _open(settings, create=True, progress=not quiet, wait=wait) as idx:
+        missing = [str(p) for p in paths if not p.expanduser().exists()]
+        if missing:  # before anything is created
+            raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
+        with (
+            _new_index_undone_on_failure(settings.db),
+            _open(settings, create=True, progress=not quiet, wait=wait) as idx,
+        ):
             if vector_dtype is not None:
                 idx.store_vectors_as(vector_dtype)
             summary = idx.add(paths)
@@ -80,7 +88,48 @@ def index(
         f"removed {summary.removed}, unchanged {summary.unchanged}, skipped {len(summary.skipped)}"
     )
     for skip in summary.skipped:
-        typer.echo(f"skipping {skip.path}: {skip.reason}", err=True)
+        typer.echo(f"skipping {readable(skip.path)}: {skip.reason}", err=True)
+
+
+@contextlib.contextmanager
+def _new_index_undone_on_failure(directory: Path) -> Iterator[None]:
+    """A first `index` run that fails before storing anything leaves no index behind
+    (nor the folder, if it made it)."""
+    from clipsearch.storage.db import DB_FILENAME
+
+    directory = directory.expanduser()
+    folder_existed = directory.exists()
+    if (directory / DB_FILENAME).exists():
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        _discard_if_empty(directory, folder_existed)
+        raise
+
+
+def _discard_if_empty(directory: Path, keep_folder: bool) -> None:
+    import sqlite3
+
+    from clipsearch.storage.db import DB_FILENAME
+
+    path = directory / DB_FILENAME
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            stored = sum(
+                int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                for table in ("images", "texts")
+            )
+    except sqlite3.Error:
+        return  # not ours to judge: leave it
+    if stored:
+        return
+    for name in (DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm", "write.lock"):
+        (directory / name).unlink(missing_ok=True)
+    if not keep_folder:
+        with contextlib.suppress(OSError):  # not empty: something else lives there
+            directory.rmdir()
 
 
 @app.command()
@@ -188,7 +237,7 @@ def search(
         return
     typer.echo(f"{'rank':>4}  {'score':>7}  {'id':>7}  path")
     for rank, hit in enumerate(hits, 1):
-        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.id:>7}  {hit.path}")
+        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {hit.id:>7}  {readable(hit.path)}")
         if hit.explain:
             stages = ", ".join(f"{name} {value:g}" for name, value in hit.explain.items())
             typer.echo(f"{'':>23}{stages}")

@@ -16,6 +16,7 @@ from clipsearch.cli.common import (
     _with_index,
     app,
 )
+from clipsearch.names import readable
 
 
 @app.command()
@@ -44,7 +45,7 @@ def tag(
         return
     for result in results:
         tags = ", ".join(f"{t} ({s:.2f})" for t, s in result.tags)
-        typer.echo(f"{result.path}: {tags}")
+        typer.echo(f"{readable(result.path)}: {tags}")
 
 
 texts_app = typer.Typer(
@@ -89,7 +90,7 @@ def texts_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
         _print_json([{"kind": s.kind, "source": s.path, "texts": s.texts} for s in sources])
         return
     for s in sources:
-        typer.echo(f"{s.texts:>7}  {s.kind:<10}  {s.path}")
+        typer.echo(f"{s.texts:>7}  {s.kind:<10}  {readable(s.path)}")
 
 
 @texts_app.command("remove")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class ImageFacts:
 
 #: How every "over the pixel limit" reason starts (a server answers those with 413).
 TOO_LARGE = "image too large"
+#: The models see the central square of a picture (short side resized to the input size,
+#: then centre-cropped). A strip longer than this many squares is cropped to its centre
+#: first: the pixels cut away were never seen, and resizing a 100000x1 strip to a 224-pixel
+#: short side would need 22 million x 224 pixels of memory.
+MAX_ASPECT = 4
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ def decode_image(
     """The model's input tensor for an image file, and the facts stored with it."""
     image, facts = load_upright(path, input_size, max_pixels)
     try:
-        pixels = preprocess(image)
+        pixels = preprocess(central_strip(image))
     except (OSError, ValueError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
     return DecodedImage(pixels, facts)
@@ -116,14 +122,33 @@ def load_upright(
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
+        # Pillow's own wording names its limit, not ours: say it in the same words as above.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.0f} MP " if found else ""
         raise ImageDecodeError(
-            path, f"{TOO_LARGE} (decompression-bomb guard): {exc} Raise it with --max-pixels"
+            path,
+            f"{TOO_LARGE}: {size}exceeds the {max_pixels / 1e6:.0f} MP limit "
+            "(decompression-bomb guard); raise it with --max-pixels",
         ) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
     return upright, ImageFacts(sha256, width, height, fmt, _taken_at(exif))
+
+
+def central_strip(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:
+    """The image, or its centre `max_aspect` squares long if it is a longer strip."""
+    width, height = image.size
+    short = min(width, height)
+    if max(width, height) <= max_aspect * short:
+        return image
+    keep = max_aspect * short
+    if width > height:
+        left = (width - keep) // 2
+        return image.crop((left, 0, left + keep, height))
+    top = (height - keep) // 2
+    return image.crop((0, top, width, top + keep))
 
 
 def _too_large(width: int, height: int, max_pixels: int) -> str:

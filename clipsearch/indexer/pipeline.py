@@ -36,11 +36,15 @@ from clipsearch.storage.db import Database, ImageRecord
 OnCommit = Callable[[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]], None]
 
 
+_DROPPED = " (it was indexed before: its old entry is removed)"
+
+
 @dataclass
 class EmbedCounts:
     added: int = 0
     updated: int = 0
     encoded: int = 0  # images that went through the model (the rest reused a stored vector)
+    removed: int = 0  # indexed files that can no longer be read: their rows are dropped
     skipped: list[Skip] = field(default_factory=list)
 
 
@@ -124,13 +128,21 @@ def embed_files(
                 _record(jobs[i].file, decoded, vectors[n])
                 for n, (i, decoded) in enumerate(batch.ok)
             ]
-            ids = np.asarray(db.write_images(records), dtype=np.int64)
+            # A changed file that no longer decodes loses its old row: it would otherwise
+            # keep answering searches with a picture the file no longer holds.
+            broken = [jobs[i].replaces for i, _ in batch.failed if jobs[i].replaces is not None]
+            ids = np.asarray(db.write_images(records, drop=broken), dtype=np.int64)
             known_hashes.update(r.sha256 for r in records)
             replaced = [jobs[i].replaces for i, _ in batch.ok if jobs[i].replaces is not None]
-            on_commit(ids, vectors, np.asarray(replaced, dtype=np.int64))
+            if len(ids) or broken:
+                on_commit(ids, vectors, np.asarray([*replaced, *broken], dtype=np.int64))
             counts.updated += len(replaced)
             counts.added += len(records) - len(replaced)
-            counts.skipped.extend(Skip(jobs[i].file.path, reason) for i, reason in batch.failed)
+            counts.removed += len(broken)
+            counts.skipped.extend(
+                Skip(jobs[i].file.path, reason + _DROPPED * (jobs[i].replaces is not None))
+                for i, reason in batch.failed
+            )
             bar.update(len(batch.ok) + len(batch.failed))
             done += len(batch.ok) + len(batch.failed)
             if on_progress is not None:

@@ -7,11 +7,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipsearch.names import is_text, readable
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 SIDECAR_EXTENSIONS = frozenset({".txt", ".xmp"})
+NOT_UTF8 = (
+    "the file name is not valid UTF-8 (shown with \\xNN for the bad bytes); rename it to "
+    "UTF-8 to index it, e.g. with `convmv -f latin1 -t utf8`"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,10 @@ def scan(roots: Iterable[Path]) -> ScanResult:
             if path in seen:
                 continue
             seen.add(path)
+            if not is_text(path):
+                if not is_sidecar:
+                    result.skipped.append(Skip(readable(path), NOT_UTF8))
+                continue
             try:
                 st = os.stat(path)
             except OSError as exc:

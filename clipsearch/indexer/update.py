@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipsearch.errors import IndexNotFoundError
+from clipsearch.errors import ConfigError, IndexNotFoundError
 from clipsearch.facts import IndexSummary, Progress
 from clipsearch.indexer.plan import EmbedJob, make_plan
-from clipsearch.indexer.scan import scan
+from clipsearch.indexer.scan import NOT_UTF8, scan
 from clipsearch.indexer.text_sources import SIDECAR
 from clipsearch.items import record_roots
+from clipsearch.names import is_text, readable
 from clipsearch.storage import vector_index as vi
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ def add_paths(
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
         raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
+    for root in roots:
+        if not is_text(str(root)):
+            raise ConfigError(f"{readable(str(root))}: {NOT_UTF8}")
     report(Progress("scanning"))
     scanned = scan(roots)
     record_roots(index.db, roots)
@@ -62,6 +66,7 @@ def add_paths(
             counts = _embed(index, plan.embed, vectors, report)
             summary.added, summary.updated = counts.added, counts.updated
             summary.encoded = counts.encoded
+            summary.removed += counts.removed
             summary.skipped.extend(counts.skipped)
     except BaseException:
         vi.invalidate_cache(index.directory)  # the next open rebuilds from the database
@@ -89,7 +94,8 @@ def _embed(index: Index, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Repo
 
     def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
         vectors.remove(replaced)
-        vectors.add(ids, space.images(matrix))  # searches see each batch as it commits
+        if len(ids):
+            vectors.add(ids, space.images(matrix))  # searches see each batch as it commits
         vectors.advanced_to(index.db.written_generation)
 
     def on_progress(done: int, total: int) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ConfigError, IndexDamagedError, IndexNotFoundError
-from clipsearch.storage.db import DB_FILENAME
+from clipsearch.storage.db import DB_FILENAME, read_only_uri
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def backup(
     partial = target_dir / f".{DB_FILENAME}.backup.tmp"
     partial.unlink(missing_ok=True)
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src:
+        with contextlib.closing(sqlite3.connect(read_only_uri(source), uri=True)) as src:
             src.execute("PRAGMA busy_timeout=30000")
             with contextlib.closing(sqlite3.connect(partial)) as dst:
                 src.backup(dst, pages=1024)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch.storage.db import DB_FILENAME
+from clipsearch.storage.db import DB_FILENAME, read_only_uri
 from clipsearch.storage.schema import SCHEMA_VERSION
 
 #: Tables every current index has.
@@ -67,7 +67,7 @@ class VerifyReport:
 
 def connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection that never creates, migrates or checkpoints anything."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    conn = sqlite3.connect(read_only_uri(path), uri=True, timeout=30)
     conn.execute("PRAGMA query_only=ON")
     return conn
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, func, select
 
 from clipsearch.errors import QueryError
+from clipsearch.names import is_text, readable
 from clipsearch.storage.schema import ImageRow, ImageTag
 
 Orientation = Literal["landscape", "portrait", "square"]
@@ -34,6 +35,12 @@ class Filter:
     orientation: Orientation | None = None
     formats: tuple[str, ...] = ()  # Pillow format names, e.g. ("JPEG", "PNG")
     tags: tuple[str, ...] = ()  # images carrying every one of these tags (any case)
+
+    def __post_init__(self) -> None:
+        for name in ("folder", "path_glob"):
+            value = getattr(self, name)
+            if value is not None and not is_text(value):
+                raise QueryError(f"{name} {readable(value)!r} is not valid UTF-8 text")
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) in (None, ()) for f in fields(self))

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from clipsearch.errors import QueryError
+from clipsearch.names import is_text, readable
 
 PartKind = Literal["text", "image", "item"]
 #: Default weight of a negative part ("--not"): strong enough to move the ranking, not so
@@ -42,6 +43,11 @@ class QueryPart:
             )
         if self.kind == "text" and not str(self.value).strip():
             raise QueryError("a text part of the query is empty")
+        if self.kind == "text" and not is_text(str(self.value)):
+            raise QueryError(
+                f'the query "{readable(str(self.value))}" is not valid UTF-8 text; '
+                "pass the words in UTF-8"
+            )
 
 
 @dataclass(frozen=True)

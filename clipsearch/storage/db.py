@@ -10,7 +10,10 @@ lock held too long) come out as the typed errors of `clipsearch.errors`, from ev
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from clipsearch.errors import (
+    ClipsearchError,
     ConfigError,
     DiskFullError,
     IndexBusyError,
@@ -181,23 +185,33 @@ def _dtype_of(blob: bytes, dim: int | None, recorded: np.dtype[Any]) -> np.dtype
     return recorded
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
+def _pragmas(path: Path, statements: Sequence[str]) -> Any:
+    """A `connect` hook running these PRAGMAs; errors there (a damaged header, a full disk
+    while creating the WAL) are translated like any query's."""
+
+    def run(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            for statement in statements:
+                cur.execute(statement)
+        except sqlite3.DatabaseError as exc:
+            raise translate_error(str(exc), path) or exc from None
+        finally:
+            cur.close()
+
+    return run
+
+
+_WRITER_PRAGMAS = (
     # First, so that even switching to WAL waits for another process instead of failing.
-    cur.execute("PRAGMA busy_timeout=30000")
+    "PRAGMA busy_timeout=30000",
     # WAL + NORMAL: a killed process never loses a committed batch, and readers (a search
     # while indexing runs) are not blocked by the writer.
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")  # a deleted image takes its tags with it
-    cur.close()
-
-
-def _read_only_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",  # a deleted image takes its tags with it
+)
+_READER_PRAGMAS = ("PRAGMA busy_timeout=30000",)
 
 #: SQLite's words for a damaged file, as they appear in its error messages.
 _DAMAGE = (
@@ -207,6 +221,44 @@ _DAMAGE = (
     "no such column",
     "malformed database schema",
 )
+#: Below this many free bytes, an I/O error is taken to be the disk filling up.
+_NEARLY_FULL = 1 << 20
+
+
+def translate_error(message: str, path: Path) -> ClipsearchError | None:
+    """The typed error for an SQLite error message a user can act on, or None."""
+    folder = path.parent
+    if any(words in message for words in _DAMAGE):
+        return IndexDamagedError(
+            f"the index database {path} is damaged ({message}); run `clipsearch verify "
+            f"--db {folder}` to see what is wrong and `clipsearch repair --db {folder}` to "
+            "salvage it"
+        )
+    full = "database or disk is full" in message
+    if not full and "disk I/O error" in message:
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(folder).free < _NEARLY_FULL
+        if not full:
+            return ClipsearchError(
+                f"disk I/O error on {path}: the disk or file system reported a failure; "
+                f"check it, then run `clipsearch verify --db {folder}`"
+            )
+    if full:
+        return DiskFullError(
+            f"the disk holding {path} is full; free some space and run the command again "
+            "(everything committed before is kept)"
+        )
+    if "readonly database" in message:
+        return ReadOnlyIndexError(
+            f"the index database {path} is read-only: searching works, but changing the "
+            "index needs write access to its folder"
+        )
+    if "database is locked" in message:
+        return IndexBusyError(
+            f"the index database {path} stayed locked by another process for 30 s; "
+            "try again when it is done"
+        )
+    return None
 
 
 def _typed_errors(path: Path) -> Any:
@@ -214,34 +266,25 @@ def _typed_errors(path: Path) -> Any:
     whose message says what to do; anything else stays as it is."""
 
     def translate(context: ExceptionContext) -> None:
-        message = str(context.original_exception)
-        if any(words in message for words in _DAMAGE):
-            raise IndexDamagedError(
-                f"the index database {path} is damaged ({message}); run `clipsearch verify "
-                f"--db {path.parent}` to see what is wrong and `clipsearch repair --db "
-                f"{path.parent}` to salvage it"
-            ) from None
-        if "database or disk is full" in message:
-            raise DiskFullError(
-                f"the disk holding {path} is full; free some space and run the command "
-                "again (everything committed before is kept)"
-            ) from None
-        if "readonly database" in message:
-            raise ReadOnlyIndexError(
-                f"the index database {path} is read-only: searching works, but changing the "
-                "index needs write access to its folder"
-            ) from None
-        if "database is locked" in message:
-            raise IndexBusyError(
-                f"the index database {path} stayed locked by another process for 30 s; "
-                "try again when it is done"
-            ) from None
+        typed = translate_error(str(context.original_exception), path)
+        if typed is not None:
+            raise typed from None
 
     return translate
 
 
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that reads `path` without writing anything. In a folder that cannot be
+    written and without a pending WAL, the file is opened as immutable (SQLite then needs no
+    -shm file, which it could not create there)."""
+    wal = path.with_name(path.name + "-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    mode = "immutable=1" if not pending and not _writable(path.parent) else "mode=ro"
+    return f"file:{path}?{mode}"
 
 
 class Database:
@@ -298,18 +341,15 @@ class Database:
     @classmethod
     def _connect(cls, path: Path) -> Database:
         engine = create_engine(f"sqlite:///{path}")
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _pragmas(path, _WRITER_PRAGMAS))
         event.listen(engine, "handle_error", _typed_errors(path))
         return cls(engine, path)
 
     @classmethod
     def _open_read_only(cls, path: Path) -> Database:
-        """A database in a folder we cannot write: no lock, no WAL switch, no migration.
-        Without a pending WAL the file is opened as immutable (SQLite then needs no -shm)."""
-        wal = path.with_name(path.name + "-wal")
-        mode = "mode=ro" if wal.exists() and wal.stat().st_size > 0 else "immutable=1"
-        engine = create_engine(f"sqlite:///file:{path}?{mode}&uri=true")
-        event.listen(engine, "connect", _read_only_pragmas)
+        """A database in a folder we cannot write: no lock, no WAL switch, no migration."""
+        engine = create_engine(f"sqlite:///{read_only_uri(path)}&uri=true")
+        event.listen(engine, "connect", _pragmas(path, _READER_PRAGMAS))
         event.listen(engine, "handle_error", _typed_errors(path))
         db = cls(engine, path, read_only=True)
         version = db._version()
@@ -496,9 +536,12 @@ class Database:
         self.written_generation = generation
         self.vector_dtype = target
 
-    def write_images(self, records: Sequence[ImageRecord]) -> list[int]:
-        """Insert or replace (by path) a batch of embedded images; returns their ids."""
+    def write_images(self, records: Sequence[ImageRecord], drop: Sequence[int] = ()) -> list[int]:
+        """Insert or replace (by path) a batch of embedded images, and delete the rows `drop`
+        (files that can no longer be read), in one transaction; returns the images' ids."""
         if not records:
+            if drop:
+                self.apply_file_changes(drop, [], [])
             return []
         now = time.time()
         values = [
@@ -522,6 +565,8 @@ class Database:
             set_={k: stmt.excluded[k] for k in values[0] if k != "path"},
         )
         with Session(self.engine) as session, session.begin():
+            if drop:
+                session.execute(delete(ImageRow).where(ImageRow.id.in_(list(drop))))
             session.execute(stmt, values)
             paths = [r.path for r in records]
             found = session.execute(

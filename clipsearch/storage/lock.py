@@ -10,6 +10,7 @@ its process dies, so a killed run never leaves the index locked. Searches take n
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -99,12 +100,12 @@ class WriterLock:
         path = self.directory / LOCK_FILENAME
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError as exc:
-            raise ReadOnlyIndexError(
-                f"the index folder {self.directory} is read-only ({exc.strerror}): searching "
-                "works, but changing the index needs write access to the folder"
-            ) from None
         except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise ReadOnlyIndexError(
+                    f"the index folder {self.directory} is read-only ({exc.strerror}): "
+                    "searching works, but changing the index needs write access to the folder"
+                ) from None
             raise ReadOnlyIndexError(
                 f"cannot lock the index folder {self.directory} for writing: {exc.strerror}"
             ) from None

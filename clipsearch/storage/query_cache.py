@@ -3,26 +3,30 @@
 Encoding a text query needs the model, and loading the model (importing torch, reading the
 weights) is most of a cold search's time. A repeated query is answered from here instead, so
 `clipsearch search "the same words"` a second time loads no model. Raw model outputs are
-stored, so switching adapters keeps the cache valid. The oldest entries beyond `MAX_ENTRIES`
-are dropped.
+stored, so switching adapters keeps the cache valid. Beyond `MAX_ENTRIES`, the entries
+used longest ago are dropped (a hit refreshes its entry's time, at most once per
+`TOUCH_SECONDS`, so a busy server does not write on every search).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from clipsearch.errors import ClipsearchError
 from clipsearch.storage.db import Database
 from clipsearch.storage.schema import CachedQuery
 
 MAX_ENTRIES = 10_000
+TOUCH_SECONDS = 600.0
 Vector = np.ndarray[Any, np.dtype[np.float32]]
 
 
@@ -33,11 +37,29 @@ class QueryCache:
     def get(self, identity: str, texts: Sequence[str]) -> dict[str, Vector]:
         if not texts:
             return {}
-        stmt = select(CachedQuery.text, CachedQuery.vector).where(
+        stmt = select(CachedQuery.text, CachedQuery.vector, CachedQuery.used_at).where(
             CachedQuery.identity == identity, CachedQuery.text.in_(list(texts))
         )
         with Session(self.engine) as session:
-            return {t: np.frombuffer(v, dtype=np.float32) for t, v in session.execute(stmt)}
+            rows = session.execute(stmt).all()
+        now = time.time()
+        stale = [t for t, _, used_at in rows if used_at < now - TOUCH_SECONDS]
+        if stale:
+            self._touch(identity, stale, now)
+        return {t: np.frombuffer(v, dtype=np.float32) for t, v, _ in rows}
+
+    def _touch(self, identity: str, texts: list[str], now: float) -> None:
+        stmt = (
+            update(CachedQuery)
+            .where(CachedQuery.identity == identity, CachedQuery.text.in_(texts))
+            .values(used_at=now)
+        )
+        with (
+            contextlib.suppress(OperationalError, ClipsearchError),  # e.g. read-only
+            Session(self.engine) as session,
+            session.begin(),
+        ):
+            session.execute(stmt)
 
     def put(self, identity: str, vectors: dict[str, Vector]) -> None:
         """Store (or refresh) entries; a database that cannot be written is left alone."""
@@ -62,5 +84,5 @@ class QueryCache:
                     oldest = select(CachedQuery.used_at).order_by(CachedQuery.used_at)
                     cutoff = session.scalar(oldest.offset(count - MAX_ENTRIES).limit(1))
                     session.execute(delete(CachedQuery).where(CachedQuery.used_at < cutoff))
-        except OperationalError:  # read-only index, or a writer holding the lock too long
+        except (OperationalError, ClipsearchError):  # read-only, full, or locked too long
             pass

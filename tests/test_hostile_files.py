@@ -1,0 +1,205 @@
+"""Files and folders that used to stop a run or cost gigabytes: names that are not UTF-8,
+extreme strips, files broken after indexing, a read-only folder, a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import clipsearch
+from clipsearch.cli import app
+from tests.conftest import CountingEncoder, make_image, write_images
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _index_args(photos: Path, db: Path, *extra: str) -> list[str]:
+    return ["index", str(photos), "--db", str(db), "--model", "tiny-random", "-q",
+            "--workers", "0", *extra]  # fmt: skip
+
+
+def test_names_that_are_not_utf8_are_skipped_and_the_rest_indexed(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    write_images(photos, 3)
+    make_image(50).save(os.fsencode(photos) + b"/caf\xe9.jpg", "JPEG")
+    os.mkdir(os.fsencode(photos) + b"/d\xff")
+    make_image(51).save(os.fsencode(photos) + b"/d\xff/x.jpg", "JPEG")
+    make_image(52).save(photos / "two\nlines.jpg")
+    db = tmp_path / "db"
+    for _run_twice in range(2):
+        code, out, err = _run(*_index_args(photos, db, "--json"))
+        assert code == 0, err
+        summary = json.loads(out)
+        skipped = {s["path"]: s["reason"] for s in summary["skipped"]}
+        assert set(skipped) == {f"{photos}/caf\\xe9.jpg", f"{photos}/d\\xff/x.jpg"}
+        assert all("not valid UTF-8" in reason for reason in skipped.values())
+    with clipsearch.open(db, create=False) as idx:
+        assert idx.db.count() == 4
+    code, out, _ = _run("search", "lines", "--db", str(db), "-k", "10")
+    assert code == 0 and len(out.splitlines()) == 5  # header + 4 hits, one line each
+    assert f"{photos}/two\\nlines.jpg" in out
+
+
+def test_a_binary_query_is_one_clear_error(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 2)
+    assert _run(*_index_args(tmp_path / "photos", tmp_path / "db"))[0] == 0
+    query = os.fsdecode(b"caf\xe9 \xff\xfe")
+    code, out, err = _run("search", query, "--db", str(tmp_path / "db"))
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "not valid UTF-8" in err and "\\xe9" in err
+
+
+STRIP_PEAK = """
+import resource, sys
+from torchvision import transforms
+from clipsearch.indexer.decode import decode_image
+preprocess = transforms.Compose(
+    [transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor()]
+)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decoded = decode_image(sys.argv[1], preprocess, 224)
+assert tuple(decoded.pixels.shape) == (3, 224, 224)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize("size", [(100_000, 1), (1, 100_000), (60_000, 40)])
+def test_extreme_strips_decode_in_bounded_memory(tmp_path: Path, size: tuple[int, int]) -> None:
+    """A 370-byte 100000x1 PNG once cost 2.8 GB to index; the decoder's own peak growth,
+    measured in a fresh process with a 224-pixel model input, now stays under 64 MB."""
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (200, 40, 40)).save(path, optimize=True)
+    assert path.stat().st_size < 20_000
+    done = subprocess.run(
+        [sys.executable, "-c", STRIP_PEAK, str(path)], capture_output=True, text=True, check=True
+    )
+    assert int(done.stdout) < 64, f"peak grew by {done.stdout.strip()} MB"
+
+
+def test_extreme_strip_through_the_cli(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    write_images(photos, 2)
+    Image.new("RGB", (100_000, 1), (10, 200, 10)).save(photos / "strip.png")
+    code, out, _ = _run(*_index_args(photos, tmp_path / "db", "--json"))
+    assert code == 0 and json.loads(out)["added"] == 3
+
+
+def test_bomb_message_is_ours_not_pillows(tmp_path: Path) -> None:
+    from tests.test_bad_inputs import _png_claiming
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "bomb.png").write_bytes(_png_claiming(30_000, 30_000))
+    code, out, _ = _run(*_index_args(tmp_path / "photos", tmp_path / "db", "--json"))
+    reason = json.loads(out)["skipped"][0]["reason"]
+    assert reason == (
+        "image too large: 900 MP exceeds the 150 MP limit (decompression-bomb guard); "
+        "raise it with --max-pixels"
+    )
+
+
+def test_a_file_broken_after_indexing_loses_its_entry(
+    tmp_path: Path, counting_encoder: CountingEncoder
+) -> None:
+    photos = write_images(tmp_path / "photos", 6)
+    original = tmp_path / "original.jpg"
+    shutil.copy(photos[2], original)
+    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        with photos[2].open("r+b") as f:
+            f.truncate(200)
+        summary = idx.add([tmp_path / "photos"])
+        assert summary.removed == 1
+        assert [s.path for s in summary.skipped] == [str(photos[2])]
+        assert "old entry is removed" in summary.skipped[0].reason
+        hits = idx.search(image=original, k=10)
+        assert str(photos[2]) not in {h.path for h in hits}
+        assert len(hits) == 5
+        # Repaired on disk: the next run indexes it again.
+        shutil.copy(original, photos[2])
+        assert idx.add([tmp_path / "photos"]).added == 1
+
+
+def test_a_failed_first_run_leaves_no_index_folder(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 2)
+    db = tmp_path / "new-index"
+    code, _, err = _run("index", str(tmp_path / "missing"), "--db", str(db))
+    assert code == 1 and "no such file or folder" in err
+    code, _, err = _run("index", str(tmp_path / "photos"), "--db", str(db), "--model", "nope:x")
+    assert code == 1 and err.startswith("error: ")
+    assert not db.exists()
+
+
+# -- a filesystem of our own: read-only, full -----------------------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_read_only_index_folder_can_be_searched(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 6)
+    with _tmpfs(tmp_path / "ro", "20m") as fs:
+        db = fs / "db"
+        assert _run(*_index_args(tmp_path / "photos", db))[0] == 0
+        code, expected, _ = _run("search", "a red square", "--db", str(db), "--json")
+        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+
+        code, out, err = _run("search", "a red square", "--db", str(db), "--json")
+        assert code == 0, err
+        assert json.loads(out) == json.loads(expected)
+        code, out, err = _run("search", "a new query", "--db", str(db))
+        assert code == 0, err
+        assert _run("verify", "--db", str(db))[0] == 0
+        code, _, err = _run(*_index_args(tmp_path / "photos", db))
+        assert code == 1 and err.count("\n") == 1 and "read-only" in err, err
+
+
+def test_full_disk_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 50)
+    write_images(tmp_path / "more", 200, start=1000)
+    with _tmpfs(tmp_path / "small", "8m") as fs:
+        db = fs / "db"
+        code, _, err = _run(*_index_args(tmp_path / "photos", db, "--batch-size", "8"))
+        assert code == 0, err
+        filler = fs / "filler"
+        with contextlib.suppress(OSError), filler.open("wb") as f:
+            while True:  # fill every byte that is left
+                f.write(b"\0" * 4096)
+                f.flush()
+        code, _, err = _run(*_index_args(tmp_path / "more", db, "--batch-size", "8"))
+        assert code == 1 and err.count("\n") == 1 and "full" in err, err
+        assert not [p.name for p in db.iterdir() if p.name.endswith(".tmp")]
+
+        filler.unlink()
+        code, _, err = _run(*_index_args(tmp_path / "more", db, "--batch-size", "8"))
+        assert code == 0, err
+        assert _run("verify", "--db", str(db))[0] == 0
+        with clipsearch.open(db, create=False) as idx:
+            assert idx.db.count() == 250
