@@ -107,6 +107,7 @@ def test_bomb_message_is_ours_not_pillows(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "bomb.png").write_bytes(_png_claiming(30_000, 30_000))
     code, out, _ = _run(*_index_args(tmp_path / "photos", tmp_path / "db", "--json"))
+    assert code == 0
     reason = json.loads(out)["skipped"][0]["reason"]
     assert reason == (
         "image too large: 900 MP exceeds the 150 MP limit (decompression-bomb guard); "
@@ -169,6 +170,7 @@ def test_read_only_index_folder_can_be_searched(tmp_path: Path) -> None:
         db = fs / "db"
         assert _run(*_index_args(tmp_path / "photos", db))[0] == 0
         code, expected, _ = _run("search", "a red square", "--db", str(db), "--json")
+        assert code == 0
         subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
 
         code, out, err = _run("search", "a red square", "--db", str(db), "--json")
