@@ -149,3 +149,37 @@ def test_cli_reindex(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "index type must be one of" in result.output
     result = runner.invoke(app, ["reindex", "--index-type", "flat", "--db", str(tmp_path)])
     assert result.exit_code == 0 and "flat-ip" in result.stdout
+
+
+def test_filters_through_ivf_find_k_hits_whenever_k_match(tmp_path: Path) -> None:
+    """A filter of more than 4,096 items goes through FAISS's id selector, which only sees
+    the lists probed: with nprobe 1 and every match far from the query, it used to return
+    nothing. Now it returns the exact top 10 among the matches, at any nprobe."""
+    from clipsearch.search.filters import Filter
+
+    rng = np.random.default_rng(3)
+    centre = rng.normal(size=DIM)
+    centre /= np.linalg.norm(centre)
+    near = centre + 0.3 * rng.normal(size=(7000, DIM))
+    far = -centre + 0.3 * rng.normal(size=(5000, DIM))
+    vectors = np.concatenate([near, far])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    db = Database.open(tmp_path)
+    db.set_meta(model_spec="synthetic", model_identity="synthetic", dim=str(DIM))
+    db.write_images(
+        [
+            ImageRecord(f"/synthetic/{'near' if i < 7000 else 'far'}/{i:06d}.jpg", 1, 1,
+                        f"{i:064x}", 4, 3, "JPEG", None, v)
+            for i, v in enumerate(vectors)
+        ]
+    )  # fmt: skip
+    db.close()
+    query = centre[None, :].astype(np.float32)
+    with clipsearch.open(tmp_path, create=False) as idx:
+        built = idx.reindex("ivf-sq8", nprobe=1)
+        assert isinstance(built, faiss_index.IVFIndex) and built.nprobe == 1
+        hits = idx.search_vectors(query, k=10, filters=Filter(path_glob="*/far/*"))[0]
+        far_ids = np.arange(7001, 12001)  # ids are 1-based, in order of writing
+        exact = far_ids[np.argsort(-(vectors[far_ids - 1] @ centre), kind="stable")[:10]]
+        assert [h.id for h in hits] == list(exact)
+        assert built.full_scans == 1

@@ -224,11 +224,40 @@ class IVFIndex(IdIndex):
             self._quantizer = quantizer  # the IVF index does not own it from Python
         super().__init__(dim, index, f"ivf{nlist}-sq8")
         self.nprobe = nprobe
+        #: Filtered queries that needed the fallback scan of every list (for benchmarks).
+        self.full_scans = 0
 
-    def _search_parameters(self) -> Any:
+    def _search_parameters(self, nprobe: int | None = None) -> Any:
         params = faiss.SearchParametersIVF()
-        params.nprobe = self.nprobe
+        params.nprobe = nprobe or self.nprobe
         return params
+
+    def _search_locked(self, x: Matrix, k: int, allowed: IdArray | None) -> tuple[Matrix, IdArray]:
+        """With `allowed`, the id selector only sees the lists probed, so a filter matching
+        few items would find few or none of them. The probe count is first widened by how
+        selective the filter is (1% of the items: 100x the lists, capped at all of them);
+        any query still short of min(k, matches) is searched again over every list, which
+        is then an exhaustive scan of the allowed ids: k hits whenever k match."""
+        if allowed is None:
+            return super()._search_locked(x, k, allowed)
+        k = max(1, min(k, self.ntotal))
+        nlist = int(self.index.nlist)
+        share = max(len(allowed), 1) / max(self.ntotal, 1)
+        widened = min(nlist, max(self.nprobe, math.ceil(self.nprobe / share)))
+        scores, ids = self._select(x, k, allowed, widened)
+        wanted = min(k, len(allowed))
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < wanted)
+        if len(short) and widened < nlist:
+            self.full_scans += len(short)
+            scores[short], ids[short] = self._select(x[short], k, allowed, nlist)
+        return scores, ids
+
+    def _select(self, x: Matrix, k: int, allowed: IdArray, nprobe: int) -> tuple[Matrix, IdArray]:
+        params = self._search_parameters(nprobe)
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        params.sel = selector  # kept referenced by `selector` until the search returns
+        scores, ids = self.index.search(x, k, params=params)
+        return scores, ids
 
 
 class HNSWIndex(IdIndex):
