@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 import clipsearch
@@ -130,3 +131,12 @@ def stop_server(process: subprocess.Popen[str]) -> None:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+class LocalClient(TestClient):
+    """A test client whose requests say `Host: 127.0.0.1`, as a browser's on this machine
+    do (a server without an API key refuses other names)."""
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("base_url", "http://127.0.0.1")
+        super().__init__(app, **kwargs)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 import clipsearch
@@ -17,6 +16,7 @@ from clipsearch.search.query import Query, QueryPart
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
 from tests.serving import Collection
+from tests.serving import LocalClient as TestClient
 
 
 @pytest.fixture(scope="module")

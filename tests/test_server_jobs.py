@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 import clipsearch
 from clipsearch.facts import IndexSummary, Progress
@@ -18,6 +17,7 @@ from clipsearch.server.errors import JobBusyError
 from clipsearch.server.jobs import Jobs
 from clipsearch.server.service import SearchService
 from tests.conftest import write_images
+from tests.serving import LocalClient as TestClient
 from tests.serving import build_collection, make_service
 
 

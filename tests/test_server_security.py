@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
 from clipsearch.errors import ConfigError
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
 from clipsearch.storage.db import Database
 from tests.serving import Collection, build_collection, make_service
+from tests.serving import LocalClient as TestClient
 
 
 def _client(collection: Collection, service: SearchService, **settings: object) -> TestClient:
@@ -142,3 +142,41 @@ def test_an_index_from_before_roots_were_recorded_derives_them(tmp_path: Path) -
             assert link.status_code == 403
     finally:
         service.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("evil.example", 403),
+        ("evil.example:8000", 403),
+        ("127.0.0.1.evil.example", 403),
+        ("localhost:8000", 200),
+        ("127.0.0.1", 200),
+        ("[::1]:8000", 200),
+    ],
+)
+def test_a_server_without_a_key_answers_only_loopback_names(
+    collection: Collection, service: SearchService, host: str, status: int
+) -> None:
+    """DNS rebinding: a page on evil.example resolves its name to 127.0.0.1, but its
+    requests still carry `Host: evil.example`."""
+    item = 1
+    with _client(collection, service) as client:
+        for url in ("/api/stats", f"/api/items/{item}/file", "/"):
+            response = client.get(url, headers={"Host": host})
+            assert response.status_code == status, (url, host)
+            if status == 403:
+                assert "localhost" in response.json()["error"]
+
+
+def test_with_a_key_any_host_name_may_be_used(
+    collection: Collection, service: SearchService
+) -> None:
+    key = "a+b/c=d"  # characters the page URL-encodes in its cookie
+    with _client(collection, service, api_key=key) as client:
+        headers = {"Host": "photos.example"}
+        assert client.get("/api/stats", headers=headers).status_code == 401
+        from urllib.parse import quote
+
+        client.cookies.set("clipsearch_key", quote(key, safe=""))
+        assert client.get("/api/stats", headers=headers).status_code == 200

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +29,7 @@ from clipsearch.server.errors import (
     UnsupportedImageError,
     UploadTooLargeError,
 )
+from clipsearch.server.settings import is_loopback
 
 log = logging.getLogger("clipsearch.server")
 Scope = MutableMapping[str, Any]
@@ -91,7 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class Guard:
-    """ASGI middleware: checks the API key (when one is set) and caps request bodies."""
+    """ASGI middleware: checks the API key (when one is set) and caps request bodies.
+
+    Without a key (a loopback server), only requests addressed to a loopback name are
+    served: a web page elsewhere can make a browser resolve its own domain to 127.0.0.1
+    (DNS rebinding), but its requests still say `Host: evil.example`.
+    """
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body: int) -> None:
         self.app = app
@@ -101,6 +108,14 @@ class Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if not self.api_key and not loopback_host(_header(scope, b"host")):
+            await _reject(
+                send,
+                403,
+                "this server answers only requests addressed to localhost, 127.0.0.1 or [::1] "
+                "(start it with --api-key to serve other names)",
+            )
             return
         if self.api_key and not self._public(scope["path"]) and not self._authorised(scope):
             await _reject(send, 401, "missing or wrong API key: send it as the X-API-Key header")
@@ -164,8 +179,21 @@ def _cookie(scope: Scope, name: str) -> str | None:
     for part in raw.split(";"):
         key, _, value = part.strip().partition("=")
         if key == name:
-            return value
+            return unquote(value)  # the page stores it URL-encoded (keys with + / =)
     return None
+
+
+def loopback_host(host: str | None) -> bool:
+    """Whether a Host header names this machine's loopback interface (any port). A request
+    without one (HTTP/1.0, not a browser) is let through."""
+    if host is None:
+        return True
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    return is_loopback(name)
 
 
 async def _reject(send: Send, status: int, message: str) -> None:
