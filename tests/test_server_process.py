@@ -61,3 +61,43 @@ def test_refuses_to_listen_beyond_loopback_without_a_key(collection: Collection)
     )  # fmt: skip
     assert result.returncode == 1
     assert "API key" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_slow_connections_neither_stop_others_nor_stay_open(collection: Collection) -> None:
+    """200 connections that send half a request line and stall (slowloris): searches keep
+    being answered meanwhile, and the stalled sockets are closed by the header deadline."""
+    import socket
+
+    process, base = start_server(collection, "--header-timeout", "2")
+    port = int(base.rsplit(":", 1)[1])
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            slow.append(s)
+        started = time.monotonic()
+        answered = httpx.get(f"{base}/api/search", params={"q": "red", "k": 3}, timeout=30)
+        assert answered.status_code == 200
+        assert time.monotonic() - started < 10
+        time.sleep(3)  # past the 2 s deadline
+        closed = 0
+        for s in slow:
+            s.settimeout(5)
+            try:
+                closed += s.recv(1024) == b""
+            except ConnectionResetError:
+                closed += 1
+            except TimeoutError:
+                pass  # still open
+        assert closed == 200
+        # A slow but live client is served: each part well within the deadline.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for part in (b"GET /api/health HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"\r\n"):
+                s.sendall(part)
+                time.sleep(0.5)
+            assert s.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in slow:
+            s.close()
+        stop_server(process)

@@ -38,12 +38,16 @@ def serve(
         None, "--workers", help="Decoding processes of indexing jobs [default: cores, up to 4]."
     ),
     threads: int = typer.Option(4, "--threads", help="Worker threads for searches and files."),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="Seconds a client has to send a request's headers."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
 ) -> None:
     """Serve the HTTP API (/api, schema at /api/openapi.json) and the search page (/)."""
     import uvicorn
 
     from clipsearch.server import ServerSettings, create_app
+    from clipsearch.server.protocol import uvicorn_options
     from clipsearch.server.service import SearchService
 
     try:
@@ -70,6 +74,9 @@ def serve(
     try:
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"serving {settings.db} on http://{shown}:{port}/", err=True)
-        uvicorn.run(create_app(settings, service), host=host, port=port, log_level=log_level)
+        uvicorn.run(
+            create_app(settings, service), host=host, port=port, log_level=log_level,
+            **uvicorn_options(header_timeout),
+        )  # fmt: skip
     finally:
         service.close()
