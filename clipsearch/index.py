@@ -15,6 +15,7 @@ from clipsearch.adapters.space import SearchSpace
 from clipsearch.errors import (
     EmptyIndexError,
     ImageDecodeError,
+    ModelMismatchError,
     QueryError,
     QueryImageError,
 )
@@ -129,6 +130,15 @@ class Index:
         if self._encoder is None:
             self._encoder = load_encoder(self._model_spec, device=self.device)
         return self._encoder
+
+    def use_encoder(self, encoder: Encoder) -> None:
+        """Encode with this encoder from now on (one for the same model: a batching wrapper)."""
+        if self._encoder is not None and encoder.info.identity != self._encoder.info.identity:
+            raise ModelMismatchError(
+                f"cannot switch the encoder from {self._encoder.info.spec!r} "
+                f"to {encoder.info.spec!r}"
+            )
+        self._encoder = encoder
 
     @property
     def texts(self) -> TextCollection:

@@ -137,3 +137,39 @@ def test_a_new_empty_index_answers_with_a_note_until_its_first_job(tmp_path: Pat
             assert len(hits) == 6
     finally:
         service.close()
+
+
+def test_a_server_started_without_a_model_batches_after_its_first_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a new index the model is only known at the first job; from then on queries are
+    batched, and the job ran on the --device asked for."""
+    monkeypatch.setattr("clipsearch.index.DEFAULT_MODEL", "tiny-random")  # no hub offline
+    photos = write_images(tmp_path / "photos", 6)
+    settings = ServerSettings(db=tmp_path / "new-index", workers=0, device="cpu")
+    service = SearchService(settings)
+    try:
+        assert service.batch_stats is None and service.index.device == "cpu"
+        with TestClient(create_app(settings, service)) as client:
+            started = client.post("/api/jobs", json={"paths": [str(photos[0].parent)]})
+            assert _wait(client, started.json()["id"])["state"] == "done"
+            assert client.get("/api/search", params={"q": "a kite"}).status_code == 200
+        assert service.batch_stats is not None and service.batch_stats.calls >= 1
+    finally:
+        service.close()
+
+
+def test_a_read_only_server_does_not_embed_the_vocabulary(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 3)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+    settings = ServerSettings(db=tmp_path / "db", read_only=True, workers=0)
+    service = SearchService(settings)
+    try:
+        with TestClient(create_app(settings, service)) as client:
+            response = client.get("/api/items/1/tags")
+            assert response.status_code == 403
+            assert "clipsearch tag" in response.json()["error"]
+        assert service.index.texts.table.count() == 0
+    finally:
+        service.close()

@@ -37,13 +37,14 @@ from clipsearch.server.batching import BatchingEncoder, BatchStats
 from clipsearch.server.errors import (
     ForbiddenFileError,
     NotFoundError,
+    ReadOnlyError,
     UnsupportedImageError,
     UploadTooLargeError,
 )
 from clipsearch.server.jobs import Jobs
 from clipsearch.server.settings import ServerSettings
 from clipsearch.server.thumbnails import Thumbnails
-from clipsearch.texts import TextHit
+from clipsearch.texts import BUILTIN_VOCABULARY, TextHit
 
 EMPTY_NOTE = "nothing is indexed yet: start an indexing job (POST /api/jobs)"
 
@@ -139,6 +140,13 @@ class SearchService:
     def tags(self, item_id: int, k: int) -> tuple[Item, list[tuple[str, float]]]:
         item = self.item(item_id)
         self._servable(item)  # tagging reads the file by its path
+        if self.settings.read_only and self.index.texts.table.source(BUILTIN_VOCABULARY) is None:
+            # Tagging would first embed and store the ~11,000 prompts of the vocabulary.
+            raise ReadOnlyError(
+                "zero-shot tags need the tag vocabulary embedded into the index once, and this "
+                f"server is read-only; run `clipsearch tag {item.path} --db "
+                f"{self.index.directory}` once (stored tags are in GET /api/items/{item_id})"
+            )
         return item, self.index.tag([item.path], top=k)[0].tags
 
     def _uncached(self, texts: list[str]) -> list[str]:
@@ -224,6 +232,10 @@ class SearchService:
 
     def _note_generation(self) -> None:
         self._seen_generation = self.index.db.generation()
+        if self._batcher is None and self.settings.batch_queries and self.index.model_info:
+            # The first job on a new index loaded the model: batch queries from now on.
+            self._batcher = BatchingEncoder(self.index.encoder)
+            self.index.use_encoder(self._batcher)
 
     def _refresh(self) -> None:
         """Reload the FAISS caches when another process changed the database."""
@@ -255,7 +267,7 @@ def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     with open_index(settings.db, settings.model, workers=settings.workers) as probe:
         spec = settings.model or (probe.model_info.spec if probe.model_info else None)
     if spec is None:
-        return open_index(settings.db, workers=settings.workers), None
+        return open_index(settings.db, workers=settings.workers, device=settings.device), None
     encoder = load_encoder(spec, device=settings.device)
     batcher = BatchingEncoder(encoder) if settings.batch_queries else None
     index = open_index(
