@@ -17,6 +17,7 @@ from typing import Any
 from xml.etree import ElementTree
 
 from clipsearch.errors import TextSourceError
+from clipsearch.names import is_text
 
 CAPTIONS, JSONL, VOCABULARY, SIDECAR = "captions", "jsonl", "vocabulary", "sidecar"
 KINDS = (CAPTIONS, JSONL, VOCABULARY)
@@ -120,6 +121,10 @@ def _jsonl(path: Path, content: str) -> list[TextEntry]:
             continue
         extra = {k: v for k, v in record.items() if k not in ("id", "text", "image")}
         image = record.get("image")
+        # JSON can escape a lone surrogate ("\ud800"): valid JSON, not storable text.
+        if not all(is_text(v) for v in (text, image, record.get("id")) if isinstance(v, str)):
+            bad.append(number)
+            continue
         entries.append(
             TextEntry(
                 text.strip(),
@@ -129,7 +134,7 @@ def _jsonl(path: Path, content: str) -> list[TextEntry]:
             )
         )
     if bad:
-        raise _complain(path, 'not a JSON object with a non-empty "text"', bad)
+        raise _complain(path, 'not a JSON object with a non-empty, valid "text"', bad)
     if not entries:
         raise TextSourceError(f"{path}: no records")
     return entries

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select, true
 
 from clipsearch.errors import QueryError
 from clipsearch.names import is_text, readable
@@ -80,7 +80,7 @@ class Filter:
         return out
 
     def where(self) -> Any:
-        return and_(*self.conditions())
+        return and_(true(), *self.conditions())
 
 
 def _iso(value: str, name: str) -> str:
