@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +63,9 @@ class TextSummary:
     texts: int
     encoded: int  # texts that went through the model (the rest were unchanged)
     unchanged: bool  # the file was already indexed as it is
+    #: Texts naming an image file that does not exist (wrong base folder? see `images`).
+    missing_images: int = 0
+    first_missing: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,20 +101,34 @@ class TextCollection:
 
     # -- adding ---------------------------------------------------------------------------
 
-    def add(self, path: str | os.PathLike[str], kind: str | None = None) -> TextSummary:
+    def add(
+        self,
+        path: str | os.PathLike[str],
+        kind: str | None = None,
+        images: str | os.PathLike[str] | None = None,
+    ) -> TextSummary:
         """Index a captions CSV, a JSONL file or a vocabulary (kind from the file name unless
         given). Re-adding an unchanged file does nothing; a changed one replaces its texts,
-        re-encoding only texts that are new."""
+        re-encoding only texts that are new. Image paths in the file are relative to
+        `images` if given, else to the file's folder; the summary counts those that name
+        no existing file."""
         source_path = Path(os.path.abspath(Path(path).expanduser()))
         kind = kind or ts.detect_kind(source_path)
         data = ts.read_bytes(source_path)
         st = source_path.stat()
-        source = SourceFile(
-            kind, str(source_path), ts.file_digest(data), st.st_size, st.st_mtime_ns
-        )
-        entries = ts.read_entries(source_path, kind, data)
+        base = Path(os.path.abspath(Path(images).expanduser())) if images is not None else None
+        # The image folder is part of what was read: a re-add with another one is a change.
+        digest = ts.file_digest(data if base is None else data + b"\0images=" + bytes(base))
+        source = SourceFile(kind, str(source_path), digest, st.st_size, st.st_mtime_ns)
+        entries = ts.read_entries(source_path, kind, data, base)
         with self.index.writing():
-            return self._replace(source, entries)
+            summary = self._replace(source, entries)
+        missing = [
+            e.image_path for e in entries if e.image_path and not os.path.exists(e.image_path)
+        ]
+        if missing:
+            summary = replace(summary, missing_images=len(missing), first_missing=missing[0])
+        return summary
 
     def add_builtin_vocabulary(self) -> TextSummary:
         data = builtin_vocabulary()

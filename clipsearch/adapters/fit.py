@@ -61,7 +61,14 @@ class FitReport:
 
     @property
     def improved(self) -> bool:
-        return rsum(self.after) > rsum(self.before)
+        """The rule for keeping an adapter: the sum of the six validation recalls rises, and
+        neither text→image R@1 nor R@5 (the first hits a searcher sees) falls."""
+        kept_top = all(
+            self.after[key] >= self.before[key]
+            for key in ("text_to_image_R@1", "text_to_image_R@5")
+            if key in self.before
+        )
+        return rsum(self.after) > rsum(self.before) and kept_top
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

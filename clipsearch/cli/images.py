@@ -198,6 +198,23 @@ def search(
     if query is None and image is None and not like:
         typer.echo("error: give a text query, --image PATH or --like PATH", err=True)
         raise typer.Exit(code=2)
+    image_only = {
+        "--folder": folder, "--glob": glob, "--after": after, "--before": before,
+        "--min-width": min_width, "--min-height": min_height, "--orientation": orientation,
+        "--type": file_type, "--tag": tag, "--diverse": diverse, "--collapse": collapse,
+        "--ensemble": ensemble, "--explain": explain,
+    }  # fmt: skip
+    given = [flag for flag, value in image_only.items() if value not in (None, False, [])]
+    if texts and given:
+        typer.echo(
+            f"error: {', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to image "
+            "searches, not to --texts (which takes --kind); drop it or drop --texts",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    if kind is not None and not texts:
+        typer.echo("error: --kind chooses which texts --texts searches; add --texts", err=True)
+        raise typer.Exit(code=2)
     try:
         fused = Query.of(
             text=query, image=image, image_weight=weight, like=like, unlike=unlike,

@@ -66,14 +66,25 @@ def texts_add(
     db: Path | None = DbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    images: Path | None = typer.Option(
+        None, "--images", help="Folder the image paths in the files are relative to [theirs]."
+    ),
     as_json: bool = JsonOption,
     wait: bool = WaitOption,
 ) -> None:
     """Add texts; re-adding a changed file replaces its texts, an unchanged one is skipped."""
     summaries = _with_index(
-        lambda idx: [idx.texts.add(f, kind=kind) for f in files],
+        lambda idx: [idx.texts.add(f, kind=kind, images=images) for f in files],
         db=db, create=True, model=model, device=device, wait=wait,
     )  # fmt: skip
+    for s in summaries:
+        if s.missing_images:
+            typer.echo(
+                f"warning: {s.missing_images} of {s.texts} texts in {s.source} name an image "
+                f"that does not exist (first: {readable(s.first_missing or '')}); if the "
+                "images are in another folder, add the file again with --images DIR",
+                err=True,
+            )
     if as_json:
         _print_json([s.to_dict() for s in summaries])
         return

@@ -76,16 +76,18 @@ def _resolve(base: Path, image: str) -> str:
     return os.path.abspath(base / os.path.expanduser(image))
 
 
-def read_entries(path: Path, kind: str, data: bytes) -> list[TextEntry]:
-    """The entries of one source file of the given kind."""
+def read_entries(path: Path, kind: str, data: bytes, images: Path | None = None) -> list[TextEntry]:
+    """The entries of one source file of the given kind; image paths in it are relative to
+    `images`, or else to the file's own folder."""
     content = decode_utf8(path, data)
+    base = images if images is not None else path.parent
     if kind == CAPTIONS:
         return [
-            TextEntry(caption, key=image, image_path=_resolve(path.parent, image))
+            TextEntry(caption, key=image, image_path=_resolve(base, image))
             for image, caption in parse_captions(path, content)
         ]
     if kind == JSONL:
-        return _jsonl(path, content)
+        return _jsonl(path, content, base)
     if kind == VOCABULARY:
         return [TextEntry(term, key=term) for term in parse_vocabulary(content)]
     raise TextSourceError(f"unknown kind of text file {kind!r}; one of {', '.join(KINDS)}")
@@ -105,7 +107,7 @@ def parse_captions(path: Path, content: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _jsonl(path: Path, content: str) -> list[TextEntry]:
+def _jsonl(path: Path, content: str, base: Path) -> list[TextEntry]:
     entries, bad = [], []
     for number, line in enumerate(content.splitlines(), 1):
         if not line.strip():
@@ -129,7 +131,7 @@ def _jsonl(path: Path, content: str) -> list[TextEntry]:
             TextEntry(
                 text.strip(),
                 key=None if record.get("id") is None else str(record["id"]),
-                image_path=_resolve(path.parent, image) if isinstance(image, str) else None,
+                image_path=_resolve(base, image) if isinstance(image, str) else None,
                 metadata=extra,
             )
         )
