@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -99,3 +100,24 @@ def test_kill_9_then_resume_equals_a_clean_run(tmp_path: Path) -> None:
             atol=1e-5,
         )
     assert crashed_hits == clean_hits
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
+@pytest.mark.parametrize(("syscall", "nth"), [("pwrite64", 2), ("pwrite64", 6), ("rename", 1)])
+def test_killed_while_creating_the_index_then_resumed(
+    tmp_path: Path, syscall: str, nth: int
+) -> None:
+    """A first run killed at an exact system call while it creates the database (strace's
+    fault injection): the same command then finishes it as if nothing had happened."""
+    photos = tmp_path / "photos"
+    write_images(photos, 12)
+    command = _index_command(photos, tmp_path / "db")
+    killed = subprocess.run(
+        ["strace", "-f", "-qq", "-o", os.devnull, "-e", f"trace={syscall}",
+         "-e", f"inject={syscall}:signal=KILL:when={nth}", *command],
+        capture_output=True,
+    )  # fmt: skip
+    assert killed.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
+    resumed = subprocess.run([*command, "--json"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _count_rows(tmp_path / "db") == 12

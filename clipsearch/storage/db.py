@@ -273,6 +273,21 @@ def _typed_errors(path: Path) -> Any:
     return translate
 
 
+def _create(path: Path) -> None:
+    """A new, fully migrated database at `path`, made under a temporary name first."""
+    partial = path.with_name(f".{path.name}.creating")
+    for suffix in ("", "-wal", "-shm", "-journal"):  # from a run killed while creating
+        partial.with_name(partial.name + suffix).unlink(missing_ok=True)
+    db = Database._connect(partial)
+    try:
+        db._migrate()
+    finally:
+        db.close()  # the last connection checkpoints the WAL into the file and removes it
+    with open(partial, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
 def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
@@ -320,16 +335,18 @@ class Database:
             db.close()
         directory.mkdir(parents=True, exist_ok=True)
         # Creating or migrating: one process at a time, or two first runs trip over each
-        # other's half-made tables. A file that is still empty once we hold the lock was
-        # not being created by someone else: it is a truncated database, not a new one.
-        existed = path.exists()
+        # other's half-made tables. A new database is made whole under a temporary name and
+        # renamed into place, so a run killed while creating leaves no file behind, and a
+        # file that is empty once we hold the lock is a truncated database, not a new one.
         with WriterLock(directory, wait=60):
-            if existed and path.stat().st_size == 0:
+            if path.exists() and path.stat().st_size == 0:
                 raise IndexDamagedError(
-                    f"the index database {path} is empty (0 bytes): it was truncated or never "
-                    f"finished; run `clipsearch repair --db {directory}` to start it afresh "
-                    "(the file is kept aside), or delete the folder"
+                    f"the index database {path} is empty (0 bytes): it was truncated; run "
+                    f"`clipsearch repair --db {directory}` to start it afresh (the file is "
+                    "kept aside), or delete the folder"
                 )
+            if not path.exists():
+                _create(path)
             db = cls._connect(path)
             try:
                 db._migrate()
