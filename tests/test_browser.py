@@ -55,11 +55,14 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any
             requested: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("request", lambda r: requested.append(r.url))
+            missing: list[str] = []
+            page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
             page.goto(base)
             yield page, base, collection
             assert not errors, f"JavaScript errors on the page: {errors}"
             elsewhere = [u for u in requested if not u.startswith((base, "blob:", "data:"))]
             assert len(requested) > 20 and not elsewhere, f"fetched from elsewhere: {elsewhere}"
+            assert not missing, f"404s: {missing}"  # the favicon among them, once
             browser.close()
     finally:
         stop_server(process)
@@ -186,3 +189,41 @@ def test_indexing_from_the_page_updates_the_status_line(
     page.get_by_test_id("index-start").click()
     page.get_by_test_id("status").filter(has_text="30 images").wait_for(timeout=120_000)
     page.screenshot(path=str(ARTIFACTS / "indexed.png"))
+
+
+def test_form_apply_clear_and_a_long_path_at_phone_width(
+    browser_page: tuple[Any, str, Collection],
+) -> None:
+    page, base, collection = browser_page
+    page.goto(base)
+    _search(page, "a photo")
+    # "Apply" runs what the box says now, not the search before it.
+    page.get_by_test_id("query").fill("a red square")
+    page.click("#toggle-filters")
+    page.get_by_test_id("filter-folder").fill(str(collection.folder_a))
+    page.get_by_test_id("filters").get_by_role("button", name="Apply").click()
+    page.wait_for_function("() => new URL(location.href).searchParams.get('q') === 'a red square'")
+    page.get_by_test_id("message").filter(has_text=" result").wait_for()
+    assert all(p.startswith(str(collection.folder_a)) for p in _hit_paths(page))
+    page.get_by_test_id("filters").get_by_role("button", name="Clear").click()
+
+    # Clearing the example image with an empty box clears the results.
+    page.get_by_test_id("query").fill("")
+    page.get_by_test_id("image-input").set_input_files(str(collection.folder_b / "img_0102.jpg"))
+    page.get_by_test_id("message").filter(has_text=" result").wait_for()
+    page.click("#clear-example")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=hit]').length === 0")
+
+    # The detail view at a phone's width: the long path wraps inside the dialog.
+    page.set_viewport_size({"width": 360, "height": 700})
+    _search(page, "a boat")
+    page.locator("[data-testid=hit]").first.click()
+    page.get_by_test_id("detail").wait_for(state="visible")
+    overflow = page.evaluate(
+        "(() => { const d = document.getElementById('detail');"
+        " return d.scrollWidth - d.clientWidth; })()"
+    )
+    assert overflow <= 1, f"the dialog overflows by {overflow} px"
+    page.screenshot(path=str(ARTIFACTS / "detail-narrow.png"))
+    page.keyboard.press("Escape")
+    page.set_viewport_size({"width": 1200, "height": 900})

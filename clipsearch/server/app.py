@@ -64,6 +64,10 @@ def create_app(settings: ServerSettings, service: SearchService | None = None) -
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # browsers ask for it whatever the page says
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Added last = runs first: CORS answers preflights (which carry no key) before the guard.
     app.add_middleware(

@@ -54,7 +54,14 @@ function request(offset) {
 // -- searching and showing results ---------------------------------------------------------
 
 async function run(offset = 0) {
-  if (!state.mode || (state.busy && offset > 0)) return;
+  if (!state.mode) {  // nothing left to search by (the example cleared, the box empty)
+    ++state.seq;
+    $("results").replaceChildren();
+    message("");
+    $("more").hidden = true;
+    return;
+  }
+  if (state.busy && offset > 0) return;
   const seq = ++state.seq;
   state.busy = true;
   if (offset === 0) {
@@ -183,23 +190,28 @@ window.addEventListener("drop", (e) => {
 
 // -- the search form, filters, paging ------------------------------------------------------
 
-$("search-form").addEventListener("submit", (e) => {
-  e.preventDefault();
+// What the box and the example image ask for now (not what the last search asked).
+function takeForm() {
   const text = $("q").value.trim();
   if (state.file) Object.assign(state, { mode: "image", text });
   else if (text) Object.assign(state, { mode: "text", text });
-  else return;
+  else if (state.mode !== "similar") return false;
   const url = new URL(location.href);
   if (text) url.searchParams.set("q", text);
   else url.searchParams.delete("q");
   history.replaceState(null, "", url);
-  run(0);
+  return true;
+}
+
+$("search-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (takeForm()) run(0);
 });
 $("toggle-filters").addEventListener("click", () => {
   $("filters").hidden = !$("filters").hidden;
   $("toggle-filters").setAttribute("aria-expanded", String(!$("filters").hidden));
 });
-$("filters").addEventListener("submit", (e) => { e.preventDefault(); run(0); });
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); takeForm(); run(0); });
 $("filters").addEventListener("reset", () => setTimeout(() => run(0)));
 $("more").addEventListener("click", () => run(state.offset));
 new IntersectionObserver((entries) => {
