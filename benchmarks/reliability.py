@@ -158,7 +158,10 @@ def kill_at_rows(command: list[str], db: Path, table: str, rows: int) -> bool:
     killed = False
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            with sqlite3.connect(db / "clipsearch.db", timeout=1) as conn:
+            # Read-only: a plain connect would create an empty file before the run does.
+            with sqlite3.connect(
+                f"file:{db / 'clipsearch.db'}?mode=ro", uri=True, timeout=1
+            ) as conn:
                 count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         except sqlite3.Error:
             count = 0

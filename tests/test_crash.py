@@ -41,7 +41,8 @@ def _index_command(photos: Path, db: Path) -> list[str]:
 
 def _count_rows(db: Path) -> int:
     try:
-        with sqlite3.connect(db / "clipsearch.db", timeout=1) as conn:
+        # Read-only: a plain connect would create an empty file before the run does.
+        with sqlite3.connect(f"file:{db / 'clipsearch.db'}?mode=ro", uri=True, timeout=1) as conn:
             return int(conn.execute("SELECT count(*) FROM images").fetchone()[0])
     except sqlite3.Error:
         return 0
