@@ -1,0 +1,173 @@
+"""Soak: `clipsearch serve` for 10 minutes with 20 clients searching, while the server indexes
+10,000 new photos through its own jobs (one folder of 1,000 a minute). Counts every request
+that is not a 200 (or fails to connect), and samples the server's resident memory every 10 s.
+
+The index starts with 2,000 photos; the model is the shipped clipsearch-mini. Photos are
+generated once into the data cache.
+
+    .venv/bin/python benchmarks/soak.py [--minutes 10] [--clients 20] [--photos 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from benchmarks import datasets
+from benchmarks._common import RESULTS, markdown_table, write_result
+
+WORDS = ["dog", "beach", "red", "car", "sunset", "boat", "child", "snow", "city", "tree",
+         "bicycle", "water", "grass", "ball", "mountain", "street", "bird", "horse"]  # fmt: skip
+
+
+def photos(root: Path, count: int, per_folder: int = 1000) -> list[Path]:
+    from tests.conftest import write_images
+
+    folders = []
+    for n in range(0, count, per_folder):
+        folder = root / f"batch-{n // per_folder:03d}"
+        if not folder.exists() or len(list(folder.iterdir())) < per_folder:
+            write_images(folder, per_folder, start=n)
+        folders.append(folder)
+    return folders
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def client(base: str, stop: threading.Event, tally: dict[str, int], lock: threading.Lock) -> None:
+    rng = random.Random(threading.get_ident())
+    with httpx.Client(base_url=base, timeout=60) as http:
+        while not stop.is_set():
+            choice = rng.random()
+            try:
+                if choice < 0.5:  # unique-ish text queries
+                    words = " ".join(rng.sample(WORDS, 3))
+                    response = http.get("/api/search", params={"q": f"a {words}", "k": 20})
+                elif choice < 0.7:  # repeated queries
+                    response = http.get("/api/search", params={"q": rng.choice(WORDS)})
+                elif choice < 0.85:
+                    response = http.get(f"/api/items/{rng.randint(1, 2000)}/similar")
+                elif choice < 0.95:
+                    size = rng.choice([128, 256])
+                    response = http.get(f"/api/items/{rng.randint(1, 2000)}/thumbnail?size={size}")
+                else:
+                    response = http.get("/api/stats")
+                key = "ok" if response.status_code == 200 else f"status {response.status_code}"
+            except httpx.HTTPError as exc:
+                key = f"error {type(exc).__name__}"
+            with lock:
+                tally[key] = tally.get(key, 0) + 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--photos", type=int, default=10_000)
+    parser.add_argument("--model", default="clipsearch-mini")
+    args = parser.parse_args()
+    from tests.serving import free_port
+
+    data = datasets.cache_dir() / "soak-photos"
+    start_folders = photos(data / "start", 2000)
+    new_folders = photos(data / "new", args.photos)
+    db = datasets.cache_dir() / "soak-index"
+    subprocess.run(["rm", "-rf", str(db)], check=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "clipsearch.cli", "index", *map(str, start_folders), "--db",
+         str(db), "--model", args.model, "-q"], check=True, env=env,
+    )  # fmt: skip
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(datasets.cache_dir() / "soak-server.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [sys.executable, "-m", "clipsearch.cli", "serve", "--db", str(db), "--port", str(port),
+         "--log-level", "warning"], env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    stop, lock = threading.Event(), threading.Lock()
+    tally: dict[str, int] = {}
+    threads = [threading.Thread(target=client, args=(base, stop, tally, lock))
+               for _ in range(args.clients)]  # fmt: skip
+    samples: list[tuple[float, float, int]] = []
+    jobs: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    pending = list(new_folders)
+    job_every = args.minutes * 60 / (len(new_folders) + 1)
+    next_job = started + 5
+    try:
+        while (now := time.monotonic()) - started < args.minutes * 60:
+            if pending and now >= next_job:
+                running = httpx.get(f"{base}/api/stats").json().get("job")
+                if running is None:
+                    folder = pending.pop(0)
+                    jobs.append(httpx.post(f"{base}/api/jobs", json={"paths": [str(folder)]},
+                                           timeout=30).json())  # fmt: skip
+                    next_job = now + job_every
+            count = httpx.get(f"{base}/api/stats").json()["count"]
+            samples.append((now - started, rss_mib(server.pid), count))
+            time.sleep(10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        final = [httpx.get(f"{base}/api/jobs/{j['id']}").json() for j in jobs]
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+    seconds = time.monotonic() - started
+    requests = sum(tally.values())
+    errors = {k: v for k, v in tally.items() if k != "ok"}
+    late = [s for s in samples if s[0] >= seconds / 2]
+    rows = [
+        [f"{t:.0f}", f"{r:.0f}", f"{c:,}"] for t, r, c in samples[:: max(1, len(samples) // 20)]
+    ]
+    body = "\n\n".join([
+        f"{args.clients} clients for {seconds / 60:.1f} min against a server indexing "
+        f"{args.photos:,} new photos in {len(jobs)} jobs (model {args.model}; the index "
+        f"started at 2,000 photos).",
+        markdown_table(["requests", "req/s", "not 200", "jobs done", "images at the end",
+                        "RSS first / max / last MiB", "RSS range in the second half MiB"],
+                       [[f"{requests:,}", f"{requests / seconds:.1f}",
+                         json.dumps(errors) if errors else "0",
+                         f"{sum(j['state'] == 'done' for j in final)} of {len(final)}",
+                         f"{samples[-1][2]:,}",
+                         f"{samples[0][1]:.0f} / {max(s[1] for s in samples):.0f} / "
+                         f"{samples[-1][1]:.0f}",
+                         f"{min(s[1] for s in late):.0f}-{max(s[1] for s in late):.0f}"]]),
+        "Server RSS over time:\n\n" + markdown_table(["second", "RSS MiB", "images"], rows),
+    ])  # fmt: skip
+    print(body)
+    write_result("soak", "Soak: serving while indexing", body)
+    (RESULTS / "soak.json").write_text(
+        json.dumps({"tally": tally, "samples": samples, "jobs": final}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
