@@ -111,7 +111,7 @@ def test_cli_tag_texts_and_tag_filter(tmp_path: Path) -> None:
     added = run("texts", "add", str(tmp_path / "captions.csv"), "--json")
     assert added == [
         {"source": str(tmp_path / "captions.csv"), "kind": "captions", "texts": 2, "encoded": 2,
-         "unchanged": False}
+         "unchanged": False, "missing_images": 0, "first_missing": None}
     ]  # fmt: skip
     assert "2  captions" in str(run("texts", "list"))
     hits = run("search", "--image", str(tmp_path / "photos" / "img_0001.jpg"), "--texts", "--json")

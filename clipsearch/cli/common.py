@@ -79,11 +79,12 @@ def _with_index(
     model: str | None = None,
     device: str | None = None,
     wait: bool = False,
+    progress: bool = False,
 ) -> T:
     """Run `call` on the index the settings name; a library error exits with its message."""
     try:
         settings = config.resolve(db=db, model=model, device=device)
-        with _open(settings, create=create, wait=wait) as idx:
+        with _open(settings, create=create, wait=wait, progress=progress) as idx:
             return call(idx)
     except ClipsearchError as exc:
         raise _fail(exc) from None

@@ -11,6 +11,7 @@ from clipsearch.cli.common import (
     DeviceOption,
     JsonOption,
     ModelOption,
+    QuietOption,
     WaitOption,
     _print_json,
     _with_index,
@@ -34,11 +35,12 @@ def tag(
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
     wait: bool = WaitOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Zero-shot tags for images: the vocabulary terms nearest to each (prompt ensembles)."""
     results = _with_index(
         lambda idx: idx.tag(paths, top=top, vocabulary=vocabulary, store=store),
-        db=db, create=True, model=model, device=device, wait=wait,
+        db=db, create=True, model=model, device=device, wait=wait, progress=not quiet,
     )  # fmt: skip
     if as_json:
         _print_json([r.to_dict() for r in results])
@@ -71,11 +73,12 @@ def texts_add(
     ),
     as_json: bool = JsonOption,
     wait: bool = WaitOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Add texts; re-adding a changed file replaces its texts, an unchanged one is skipped."""
     summaries = _with_index(
         lambda idx: [idx.texts.add(f, kind=kind, images=images) for f in files],
-        db=db, create=True, model=model, device=device, wait=wait,
+        db=db, create=True, model=model, device=device, wait=wait, progress=not quiet,
     )  # fmt: skip
     for s in summaries:
         if s.missing_images:
