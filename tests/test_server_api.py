@@ -182,6 +182,26 @@ def test_oversized_uploads_are_refused(collection: Collection, service: SearchSe
         assert response.status_code == 413 and "too large" in response.json()["error"]
 
 
+def test_an_extreme_strip_upload_is_searched_in_bounded_memory(
+    collection: Collection, service: SearchService
+) -> None:
+    """A 100000x1 PNG (a few hundred bytes) once cost 2.7 GB per upload; it is searched like
+    any picture now, and this process's peak resident memory barely moves."""
+    import resource
+
+    strip = io.BytesIO()
+    Image.new("RGB", (100_000, 1), (200, 30, 30)).save(strip, "PNG", optimize=True)
+    with TestClient(create_app(collection.settings(), service)) as client:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(2):
+            response = client.post(
+                "/api/search/image", files={"file": ("strip.png", strip.getvalue())}
+            )
+            assert response.status_code == 200 and response.json()["hits"]
+        grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
 def test_item_metadata_and_texts(client: TestClient, collection: Collection) -> None:
     items = {Path(h["path"]).name: h["id"] for h in client.get(
         "/api/search", params={"q": "x", "k": 50}).json()["hits"]}  # fmt: skip
