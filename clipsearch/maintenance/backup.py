@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ConfigError, IndexDamagedError, IndexNotFoundError
-from clipsearch.storage.db import DB_FILENAME, read_only_uri
+from clipsearch.storage.db import DB_FILENAME
+from clipsearch.storage.sqlite import read_only_uri
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,7 @@ lock held too long) come out as the typed errors of `clipsearch.errors`, from ev
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +20,6 @@ from typing import Any
 import numpy as np
 from sqlalchemy import (
     Engine,
-    ExceptionContext,
     Integer,
     Text,
     cast,
@@ -38,14 +34,20 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from clipsearch.errors import (
-    ClipsearchError,
     ConfigError,
-    DiskFullError,
-    IndexBusyError,
     IndexDamagedError,
     IndexNotFoundError,
     ReadOnlyIndexError,
     SchemaVersionError,
+)
+from clipsearch.storage.blobs import (
+    VECTOR_DTYPES,
+    IdArray,
+    Vector,
+    decode_vectors,
+    dtype_of,
+    iter_vectors,
+    vectors_for,
 )
 from clipsearch.storage.lock import WriterLock
 from clipsearch.storage.schema import (
@@ -57,10 +59,16 @@ from clipsearch.storage.schema import (
     Meta,
     read_version,
 )
+from clipsearch.storage.sqlite import (
+    READER_PRAGMAS,
+    WRITER_PRAGMAS,
+    pragmas,
+    read_only_uri,
+    typed_errors,
+    writable,
+)
 
 DB_FILENAME = "clipsearch.db"
-Vector = np.ndarray[Any, np.dtype[np.float32]]
-IdArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(frozen=True)
@@ -107,172 +115,6 @@ def bump(session: Session, key: str = "generation") -> int:
     return int(session.execute(stmt).scalar_one())
 
 
-#: How vectors may be stored: float32 (exact), or float16 (half the size; rescoring then
-#: differs from float32 by about 1e-3 in cosine).
-VECTOR_DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
-
-
-def decode_vectors(blob: bytes, dtype: np.dtype[Any], rows: int = 1) -> Vector:
-    """Stored bytes -> float32 matrix of `rows` rows."""
-    return np.frombuffer(blob, dtype=dtype).astype(np.float32).reshape(rows, -1)
-
-
-def _decode_rows(blobs: Sequence[Any], dtype: np.dtype[Any]) -> tuple[Vector, list[bool]]:
-    """Blobs of one table -> (matrix of the well-formed ones, which were well-formed). A blob
-    is well-formed when it has the length most rows have; a damaged row (a truncated or
-    overwritten blob, a NULL) is left out instead of failing the whole read; `verify` names
-    it and `repair` quarantines it."""
-    sizes = [len(b) if isinstance(b, bytes) else -1 for b in blobs]
-    if len(set(sizes)) == 1 and sizes[0] > 0 and sizes[0] % dtype.itemsize == 0:
-        return decode_vectors(b"".join(blobs), dtype, len(blobs)), [True] * len(blobs)
-    valid = [n for n in sizes if n > 0 and n % dtype.itemsize == 0]
-    width = max(set(valid), key=valid.count) if valid else -1
-    ok = [n == width for n in sizes]
-    good = [b for b, keep in zip(blobs, ok, strict=True) if keep]
-    if not good:
-        return np.zeros((0, 0), dtype=np.float32), ok
-    return decode_vectors(b"".join(good), dtype, len(good)), ok
-
-
-def vectors_for(
-    engine: Engine,
-    id_col: Any,
-    label_col: Any,
-    vector_col: Any,
-    ids: Sequence[int],
-    dtype: np.dtype[Any] = VECTOR_DTYPES["float32"],
-) -> tuple[list[int], list[str], Vector]:
-    """(ids, labels, float32 matrix) of the rows among `ids` that exist, from any table with a
-    vector blob stored as `dtype`."""
-    if not ids:
-        return [], [], np.zeros((0, 0), dtype=np.float32)
-    stmt = select(id_col, label_col, vector_col).where(id_col.in_(list(ids)))
-    with Session(engine) as session:
-        rows = session.execute(stmt).all()
-    if not rows:
-        return [], [], np.zeros((0, 0), dtype=np.float32)
-    matrix, ok = _decode_rows([r[2] for r in rows], dtype)
-    kept = [r for r, keep in zip(rows, ok, strict=True) if keep]
-    return [r[0] for r in kept], [r[1] for r in kept], matrix
-
-
-def iter_vectors(
-    engine: Engine,
-    id_col: Any,
-    vector_col: Any,
-    chunk: int,
-    dtype: np.dtype[Any] = VECTOR_DTYPES["float32"],
-) -> Iterator[tuple[IdArray, Vector]]:
-    """All (ids, vectors) of a table in id order, `chunk` rows at a time."""
-    last = 0
-    with Session(engine) as session:
-        while True:
-            stmt = select(id_col, vector_col).where(id_col > last).order_by(id_col).limit(chunk)
-            rows = session.execute(stmt).all()
-            if not rows:
-                return
-            last = int(rows[-1][0])
-            matrix, ok = _decode_rows([r[1] for r in rows], dtype)
-            ids = np.fromiter((r[0] for r, keep in zip(rows, ok, strict=True) if keep), np.int64)
-            if len(ids):
-                yield ids, matrix
-
-
-def _dtype_of(blob: bytes, dim: int | None, recorded: np.dtype[Any]) -> np.dtype[Any]:
-    """A stored vector's type, from its length when the dimension is known."""
-    if dim:
-        return VECTOR_DTYPES["float16"] if len(blob) == 2 * dim else VECTOR_DTYPES["float32"]
-    return recorded
-
-
-def _pragmas(path: Path, statements: Sequence[str]) -> Any:
-    """A `connect` hook running these PRAGMAs; errors there (a damaged header, a full disk
-    while creating the WAL) are translated like any query's."""
-
-    def run(dbapi_conn: Any, _record: Any) -> None:
-        cur = dbapi_conn.cursor()
-        try:
-            for statement in statements:
-                cur.execute(statement)
-        except sqlite3.DatabaseError as exc:
-            raise translate_error(str(exc), path) or exc from None
-        finally:
-            cur.close()
-
-    return run
-
-
-_WRITER_PRAGMAS = (
-    # First, so that even switching to WAL waits for another process instead of failing.
-    "PRAGMA busy_timeout=30000",
-    # WAL + NORMAL: a killed process never loses a committed batch, and readers (a search
-    # while indexing runs) are not blocked by the writer.
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA foreign_keys=ON",  # a deleted image takes its tags with it
-)
-_READER_PRAGMAS = ("PRAGMA busy_timeout=30000",)
-
-#: SQLite's words for a damaged file, as they appear in its error messages.
-_DAMAGE = (
-    "file is not a database",
-    "database disk image is malformed",
-    "no such table",
-    "no such column",
-    "malformed database schema",
-)
-#: Below this many free bytes, an I/O error is taken to be the disk filling up.
-_NEARLY_FULL = 1 << 20
-
-
-def translate_error(message: str, path: Path) -> ClipsearchError | None:
-    """The typed error for an SQLite error message a user can act on, or None."""
-    folder = path.parent
-    if any(words in message for words in _DAMAGE):
-        return IndexDamagedError(
-            f"the index database {path} is damaged ({message}); run `clipsearch verify "
-            f"--db {folder}` to see what is wrong and `clipsearch repair --db {folder}` to "
-            "salvage it"
-        )
-    full = "database or disk is full" in message
-    if not full and "disk I/O error" in message:
-        with contextlib.suppress(OSError):
-            full = shutil.disk_usage(folder).free < _NEARLY_FULL
-        if not full:
-            return ClipsearchError(
-                f"disk I/O error on {path}: the disk or file system reported a failure; "
-                f"check it, then run `clipsearch verify --db {folder}`"
-            )
-    if full:
-        return DiskFullError(
-            f"the disk holding {path} is full; free some space and run the command again "
-            "(everything committed before is kept)"
-        )
-    if "readonly database" in message:
-        return ReadOnlyIndexError(
-            f"the index database {path} is read-only: searching works, but changing the "
-            "index needs write access to its folder"
-        )
-    if "database is locked" in message:
-        return IndexBusyError(
-            f"the index database {path} stayed locked by another process for 30 s; "
-            "try again when it is done"
-        )
-    return None
-
-
-def _typed_errors(path: Path) -> Any:
-    """An engine `handle_error` hook: SQLite errors a user can act on become typed errors
-    whose message says what to do; anything else stays as it is."""
-
-    def translate(context: ExceptionContext) -> None:
-        typed = translate_error(str(context.original_exception), path)
-        if typed is not None:
-            raise typed from None
-
-    return translate
-
-
 def _create(path: Path) -> None:
     """A new, fully migrated database at `path`, made under a temporary name first."""
     partial = path.with_name(f".{path.name}.creating")
@@ -286,20 +128,6 @@ def _create(path: Path) -> None:
     with open(partial, "rb") as f:
         os.fsync(f.fileno())
     os.replace(partial, path)
-
-
-def _writable(path: Path) -> bool:
-    return os.access(path, os.W_OK)
-
-
-def read_only_uri(path: Path) -> str:
-    """An SQLite URI that reads `path` without writing anything. In a folder that cannot be
-    written and without a pending WAL, the file is opened as immutable (SQLite then needs no
-    -shm file, which it could not create there)."""
-    wal = path.with_name(path.name + "-wal")
-    pending = wal.exists() and wal.stat().st_size > 0
-    mode = "immutable=1" if not pending and not _writable(path.parent) else "mode=ro"
-    return f"file:{path}?{mode}"
 
 
 class Database:
@@ -324,7 +152,7 @@ class Database:
                 f"no clipsearch index at {directory} (expected {path}); "
                 "create one with `clipsearch index PATH --db DIR`"
             )
-        if path.exists() and not (_writable(directory) and _writable(path)):
+        if path.exists() and not (writable(directory) and writable(path)):
             return cls._open_read_only(path)
         if path.is_dir():
             raise IndexDamagedError(f"{path} is a folder, not an index database")
@@ -358,16 +186,16 @@ class Database:
     @classmethod
     def _connect(cls, path: Path) -> Database:
         engine = create_engine(f"sqlite:///{path}")
-        event.listen(engine, "connect", _pragmas(path, _WRITER_PRAGMAS))
-        event.listen(engine, "handle_error", _typed_errors(path))
+        event.listen(engine, "connect", pragmas(path, WRITER_PRAGMAS))
+        event.listen(engine, "handle_error", typed_errors(path))
         return cls(engine, path)
 
     @classmethod
     def _open_read_only(cls, path: Path) -> Database:
         """A database in a folder we cannot write: no lock, no WAL switch, no migration."""
         engine = create_engine(f"sqlite:///{read_only_uri(path)}&uri=true")
-        event.listen(engine, "connect", _pragmas(path, _READER_PRAGMAS))
-        event.listen(engine, "handle_error", _typed_errors(path))
+        event.listen(engine, "connect", pragmas(path, READER_PRAGMAS))
+        event.listen(engine, "handle_error", typed_errors(path))
         db = cls(engine, path, read_only=True)
         version = db._version()
         if version != SCHEMA_VERSION:
@@ -542,7 +370,7 @@ class Database:
                     {"id": row_id, "vector": np.frombuffer(blob, dtype=source).astype(target)
                      .tobytes()}
                     for row_id, blob in rows
-                    if (source := _dtype_of(blob, dim, self.vector_dtype)) != target
+                    if (source := dtype_of(blob, dim, self.vector_dtype)) != target
                 ]  # fmt: skip
                 if changed:  # an ORM bulk UPDATE by primary key
                     session.execute(update(ImageRow), changed)

@@ -17,7 +17,8 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from clipsearch.storage.db import Database, IdArray, Vector, bump, iter_vectors, vectors_for
+from clipsearch.storage.blobs import IdArray, Vector, iter_vectors, vectors_for
+from clipsearch.storage.db import Database, bump
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 
 TEXT_GENERATION = "text_generation"
