@@ -261,3 +261,8 @@ def test_found_by_fuzzing_a_filter_without_conditions(small_index: clipsearch.In
         small_index.image_vectors([1]), k=3, filters=Filter(folder="")
     )[0]
     assert len(hits) == 3
+
+
+def test_found_by_fuzzing_a_size_filter_past_sqlites_integers() -> None:
+    with pytest.raises(ClipsearchError, match="min_width must be between"):
+        Filter(min_width=2**70)

@@ -19,6 +19,8 @@ from clipsearch.names import is_text, readable
 from clipsearch.storage.schema import ImageRow, ImageTag
 
 Orientation = Literal["landscape", "portrait", "square"]
+#: Bounds a size filter (SQLite integers stop at 2**63; no image is wider than this).
+MAX_PIXELS_PER_SIDE = 1_000_000_000
 _FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "HEIC": "HEIF"}
 
 
@@ -41,6 +43,12 @@ class Filter:
             value = getattr(self, name)
             if value is not None and not is_text(value):
                 raise QueryError(f"{name} {readable(value)!r} is not valid UTF-8 text")
+        for name in ("min_width", "min_height"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_PIXELS_PER_SIDE:
+                raise QueryError(
+                    f"{name} must be between 0 and {MAX_PIXELS_PER_SIDE:,} pixels, got {value}"
+                )
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) in (None, ()) for f in fields(self))
