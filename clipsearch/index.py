@@ -479,7 +479,7 @@ def open_index(
 ) -> Index:
     """Open (or create) the index in `directory`. See `Index` for the arguments."""
     path = Path(directory).expanduser()
-    db = Database.open(path, create=create)
+    db = Database.open(path, create=create, wait=wait)
     try:
         options = PipelineOptions(batch_size, workers, max_pixels, progress)
         return Index(

@@ -110,24 +110,39 @@ def _new_index_undone_on_failure(directory: Path) -> Iterator[None]:
 
 
 def _discard_if_empty(directory: Path, keep_folder: bool) -> None:
+    """Remove the index a failed first run made, if it is still empty and nobody else is
+    writing to it (another first run on the same folder may be)."""
     import sqlite3
 
+    from clipsearch.errors import ClipsearchError
     from clipsearch.storage.db import DB_FILENAME
+    from clipsearch.storage.lock import LOCK_FILENAME, WriterLock
 
     path = directory / DB_FILENAME
     try:
-        with contextlib.closing(sqlite3.connect(path)) as conn:
-            stored = sum(
-                int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                for table in ("images", "texts")
-            )
-    except sqlite3.Error:
-        return  # not ours to judge: leave it
-    if stored:
-        return
-    for name in (DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm", "write.lock"):
-        (directory / name).unlink(missing_ok=True)
+        lock = WriterLock(directory, wait=0)
+        lock.acquire()
+    except ClipsearchError:
+        return  # busy: it is someone else's now
+    try:
+        try:  # read-only: a plain connect would create the file it is asked about
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                stored = sum(
+                    int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                    for table in ("images", "texts")
+                )
+        except sqlite3.Error:
+            if path.exists():
+                return  # not ours to judge: leave it
+            stored = 0
+        if stored:
+            return
+        for name in (DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm"):
+            (directory / name).unlink(missing_ok=True)
+    finally:
+        lock.release()
     if not keep_folder:
+        (directory / LOCK_FILENAME).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty: something else lives there
             directory.rmdir()
 

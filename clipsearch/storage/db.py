@@ -69,6 +69,8 @@ from clipsearch.storage.sqlite import (
 )
 
 DB_FILENAME = "clipsearch.db"
+#: Seconds any opener waits for another process that is creating or migrating the index.
+CREATE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,11 @@ class Database:
         self.written_generation: int | None = None
 
     @classmethod
-    def open(cls, directory: Path, create: bool = True) -> Database:
+    def open(cls, directory: Path, create: bool = True, wait: float | None = 0.0) -> Database:
         """Open the index database in `directory`, creating (or migrating) it under the
-        writer lock. A folder this process cannot write is opened read-only."""
+        writer lock. A folder this process cannot write is opened read-only. `wait`: how
+        long to queue behind another writer (None: as long as it takes); creating takes
+        well under a second, so at least `CREATE_WAIT` seconds are granted anyway."""
         path = directory / DB_FILENAME
         if not path.exists() and not create:
             raise IndexNotFoundError(
@@ -166,7 +170,7 @@ class Database:
         # other's half-made tables. A new database is made whole under a temporary name and
         # renamed into place, so a run killed while creating leaves no file behind, and a
         # file that is empty once we hold the lock is a truncated database, not a new one.
-        with WriterLock(directory, wait=60):
+        with WriterLock(directory, None if wait is None else max(wait, CREATE_WAIT)):
             if path.exists() and path.stat().st_size == 0:
                 raise IndexDamagedError(
                     f"the index database {path} is empty (0 bytes): it was truncated; run "
