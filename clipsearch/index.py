@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
     from clipsearch.tagging import TagResult
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
+
+#: Texts per model call when many are encoded at once (a progress bar step).
+ENCODE_CHUNK = 256
 
 
 class Index:
@@ -250,7 +254,27 @@ class Index:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """Texts as query vectors in the search space (through the active adapter)."""
-        return self.space().texts(self.encoder.encode_texts(list(texts)))
+        return self.space().texts(self.encode_raw_texts(texts))
+
+    def encode_raw_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """The model's embeddings of `texts`; many of them go a chunk at a time under a
+        progress bar (on stderr, when the index was opened with progress on): the tag
+        vocabulary alone is 11,000 prompts, an evaluation 4,000 captions."""
+        from tqdm import tqdm
+
+        texts = list(texts)
+        if len(texts) <= ENCODE_CHUNK:
+            return np.asarray(self.encoder.encode_texts(texts))
+        chunks = []
+        with tqdm(
+            total=len(texts), unit="text", desc="embedding texts", file=sys.stderr,
+            disable=not self.options.progress,
+        ) as bar:  # fmt: skip
+            for start in range(0, len(texts), ENCODE_CHUNK):
+                chunk = texts[start : start + ENCODE_CHUNK]
+                chunks.append(np.asarray(self.encoder.encode_texts(chunk)))
+                bar.update(len(chunk))
+        return np.concatenate(chunks)
 
     def stored_image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]:
         """The model's stored vectors of these images, in the order of `ids`."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
 BUILTIN_VOCABULARY = "builtin:vocabulary"
 #: With `distinct`, how many more hits to fetch than asked, to fill k after merging repeats.
 DISTINCT_OVERSAMPLE = 4
-#: Texts per model call when adding texts (a progress bar step).
-ENCODE_CHUNK = 256
 Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
@@ -164,22 +161,7 @@ class TextCollection:
         return self._encode_with_progress(texts)
 
     def _encode_with_progress(self, texts: list[str]) -> Matrix:
-        """The model's embeddings of `texts`, a chunk at a time under a progress bar (on
-        stderr, when the index was opened with progress on): the tag vocabulary alone is
-        11,000 prompts, minutes of silence otherwise."""
-        from tqdm import tqdm
-
-        encoder = self.index.encoder
-        chunks = []
-        with tqdm(
-            total=len(texts), unit="text", desc="embedding texts", file=sys.stderr,
-            disable=not self.index.options.progress or len(texts) < ENCODE_CHUNK,
-        ) as bar:  # fmt: skip
-            for start in range(0, len(texts), ENCODE_CHUNK):
-                chunk = texts[start : start + ENCODE_CHUNK]
-                chunks.append(np.asarray(encoder.encode_texts(chunk), dtype=np.float32))
-                bar.update(len(chunk))
-        return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(self.index.encode_raw_texts(texts), dtype=np.float32)
 
     def remove(self, path: str) -> int:
         """Drop a text source (as listed by `sources()`) and its texts."""

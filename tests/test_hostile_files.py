@@ -73,9 +73,13 @@ from clipsearch.indexer.decode import decode_image
 preprocess = transforms.Compose(
     [transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor()]
 )
+from clipsearch.errors import ImageDecodeError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-decoded = decode_image(sys.argv[1], preprocess, 224)
-assert tuple(decoded.pixels.shape) == (3, 224, 224)
+try:
+    decoded = decode_image(sys.argv[1], preprocess, 224)
+    assert tuple(decoded.pixels.shape) == (3, 224, 224)
+except ImageDecodeError as exc:
+    assert "too large" in exc.reason, exc.reason
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 """
 
@@ -91,6 +95,21 @@ def test_extreme_strips_decode_in_bounded_memory(tmp_path: Path, size: tuple[int
         [sys.executable, "-c", STRIP_PEAK, str(path)], capture_output=True, text=True, check=True
     )
     assert int(done.stdout) < 64, f"peak grew by {done.stdout.strip()} MB"
+
+
+def test_bombs_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """A PNG claiming 30000x30000 (and one just under Pillow's own limit): refused before
+    decoding, measured in a fresh process."""
+    from tests.test_bad_inputs import _png_claiming
+
+    for width, height in ((30_000, 30_000), (16_000, 10_000)):
+        path = tmp_path / f"bomb-{width}.png"
+        path.write_bytes(_png_claiming(width, height))
+        done = subprocess.run(
+            [sys.executable, "-c", STRIP_PEAK, str(path)], capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
+        assert int(done.stdout) < 64, f"peak grew by {done.stdout.strip()} MB"
 
 
 def test_extreme_strip_through_the_cli(tmp_path: Path) -> None:
