@@ -121,8 +121,7 @@ class TextCollection:
         digest = ts.file_digest(data if base is None else data + b"\0images=" + bytes(base))
         source = SourceFile(kind, str(source_path), digest, st.st_size, st.st_mtime_ns)
         entries = ts.read_entries(source_path, kind, data, base)
-        with self.index.writing():
-            summary = self._replace(source, entries)
+        summary = self._replace_locked(source, entries)
         missing = [
             e.image_path for e in entries if e.image_path and not os.path.exists(e.image_path)
         ]
@@ -135,14 +134,31 @@ class TextCollection:
         source = SourceFile(ts.VOCABULARY, BUILTIN_VOCABULARY, ts.file_digest(data), len(data), 0)
         content = ts.decode_utf8(Path(BUILTIN_VOCABULARY), data)
         entries = [ts.TextEntry(t, key=t) for t in ts.parse_vocabulary(content)]
+        return self._replace_locked(source, entries)
+
+    def _replace_locked(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
+        """`_replace` under the writer lock, which an unchanged source does not need (a
+        server tagging during an indexing job must not wait for the job)."""
+        return self._unchanged(source) or self._replace_with_lock(source, entries)
+
+    def _replace_with_lock(
+        self, source: SourceFile, entries: Sequence[ts.TextEntry]
+    ) -> TextSummary:
         with self.index.writing():
             return self._replace(source, entries)
 
-    def _replace(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
+    def _unchanged(self, source: SourceFile) -> TextSummary | None:
         known = self.table.source(source.path)
         if known is not None and known.sha256 == source.sha256 and known.kind == source.kind:
             count = len(self.table.ids_of(source=source.path))
             return TextSummary(source.path, source.kind, count, 0, True)
+        return None
+
+    def _replace(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
+        unchanged = self._unchanged(source)
+        if unchanged is not None:
+            return unchanged
+        known = self.table.source(source.path)
         self.index.record_model()
         reuse = self.table.vectors_by_text(source.path) if known is not None else {}
         fresh = list(dict.fromkeys(e.text for e in entries if e.text not in reuse))

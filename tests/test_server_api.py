@@ -258,3 +258,29 @@ def test_original_file_download(client: TestClient, collection: Collection) -> N
     path = Path(client.get(f"/api/items/{item_id}").json()["path"])
     response = client.get(f"/api/items/{item_id}/file")
     assert response.status_code == 200 and response.content == path.read_bytes()
+
+
+def test_tags_are_served_while_a_writer_holds_the_index(
+    client: TestClient, service: SearchService
+) -> None:
+    """Zero-shot tags read a stored vocabulary: an indexing job holding the writer lock must
+    not make them wait (or fail) once the vocabulary is in."""
+    import threading
+
+    assert client.get("/api/items/1/tags").status_code == 200  # stores the vocabulary once
+    held, release = threading.Event(), threading.Event()
+
+    def job() -> None:
+        with service.index.writing():
+            held.set()
+            release.wait(60)
+
+    writer = threading.Thread(target=job)
+    writer.start()
+    try:
+        assert held.wait(30)
+        response = client.get("/api/items/2/tags")
+        assert response.status_code == 200 and response.json()["suggested"]
+    finally:
+        release.set()
+        writer.join()

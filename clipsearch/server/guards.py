@@ -17,10 +17,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipsearch.errors import (
     ClipsearchError,
+    DiskFullError,
     EmptyIndexError,
     ImageDecodeError,
+    IndexBusyError,
+    IndexDamagedError,
     IndexNotFoundError,
     ModelMismatchError,
+    ReadOnlyIndexError,
 )
 from clipsearch.server.errors import (
     ForbiddenFileError,
@@ -45,6 +49,10 @@ PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = ("/", "/favicon.ico")
 
 _STATUS: list[tuple[type[ClipsearchError], int]] = [
+    (IndexBusyError, 409),
+    (ReadOnlyIndexError, 403),
+    (DiskFullError, 507),
+    (IndexDamagedError, 503),
     (NotFoundError, 404),
     (IndexNotFoundError, 404),
     (ForbiddenFileError, 403),
