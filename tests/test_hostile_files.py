@@ -197,7 +197,8 @@ def test_read_only_index_folder_can_be_searched(tmp_path: Path) -> None:
         assert json.loads(out) == json.loads(expected)
         code, out, err = _run("search", "a new query", "--db", str(db))
         assert code == 0, err
-        assert _run("verify", "--db", str(db))[0] == 0
+        code, out, _ = _run("verify", "--db", str(db))
+        assert code == 0 and "is read-only: searches work" in out  # named, but no problem
         code, _, err = _run(*_index_args(tmp_path / "photos", db))
         assert code == 1 and err.count("\n") == 1 and "read-only" in err, err
 
@@ -217,6 +218,8 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
         code, _, err = _run(*_index_args(tmp_path / "more", db, "--batch-size", "8"))
         assert code == 1 and err.count("\n") == 1 and "full" in err, err
         assert not [p.name for p in db.iterdir() if p.name.endswith(".tmp")]
+        code, out, _ = _run("verify", "--db", str(db), "--no-files")
+        assert code == 1 and "disk: " in out and "bytes free" in out
 
         filler.unlink()
         code, _, err = _run(*_index_args(tmp_path / "more", db, "--batch-size", "8"))

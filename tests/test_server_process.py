@@ -101,3 +101,39 @@ def test_slow_connections_neither_stop_others_nor_stay_open(collection: Collecti
         for s in slow:
             s.close()
         stop_server(process)
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_hostile_uploads_cost_the_real_server_bounded_memory(collection: Collection) -> None:
+    """Two extreme strips (a 100000x1 PNG once cost 2.7 GB per upload) and a bomb, sent to a
+    real server process: its peak resident memory, read from /proc, barely moves."""
+    import io
+
+    from PIL import Image
+
+    from tests.test_bad_inputs import _png_claiming
+
+    process, base = start_server(collection)
+    try:
+        strip, tall = io.BytesIO(), io.BytesIO()
+        Image.new("RGB", (100_000, 1), (10, 120, 200)).save(strip, "PNG", optimize=True)
+        Image.new("RGB", (1, 100_000), (200, 120, 10)).save(tall, "PNG", optimize=True)
+        httpx.get(f"{base}/api/search", params={"q": "warm up"}, timeout=60)
+        before = _peak_rss_mib(process.pid)
+        for name, data, status in (("strip.png", strip.getvalue(), 200),
+                                   ("tall.png", tall.getvalue(), 200),
+                                   ("bomb.png", _png_claiming(30_000, 30_000), 413)):  # fmt: skip
+            response = httpx.post(f"{base}/api/search/image", files={"file": (name, data)},
+                                  timeout=60)  # fmt: skip
+            assert response.status_code == status, response.text
+        grown = _peak_rss_mib(process.pid) - before
+        assert grown < 100, f"the server's peak memory grew by {grown:.0f} MiB"
+    finally:
+        stop_server(process)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,8 @@ from clipsearch.storage.sqlite import read_only_uri
 TABLES = ("meta", "images", "text_sources", "texts", "image_tags", "adapters", "query_cache")
 #: At most this many problems of one kind are listed; the rest are counted.
 LIST_LIMIT = 20
+#: Less free space than this on the index's disk is reported as a full disk.
+FULL_BELOW = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,21 @@ def verify(directory: str | os.PathLike[str], *, files: bool = True) -> VerifyRe
             _check(conn, root, report, files)
     except sqlite3.DatabaseError as exc:
         report.add("database", str(path), f"cannot be read: {exc}")
+    _check_room(root, report)
     return report
+
+
+def _check_room(root: Path, report: VerifyReport) -> None:
+    """A folder that cannot be written is fine for searching (a note); a full disk makes
+    every change fail (a problem)."""
+    if not os.access(root, os.W_OK):
+        report.notes.append(
+            f"{root} is read-only: searches work, changes (index, texts, repair) do not"
+        )
+        return
+    free = shutil.disk_usage(root).free
+    if free < FULL_BELOW:
+        report.add("disk", str(root), f"only {free:,} bytes free: writes to the index will fail")
 
 
 def _check(conn: sqlite3.Connection, root: Path, report: VerifyReport, files: bool) -> None:
