@@ -374,6 +374,24 @@ def writers_matrix(trials: int) -> list[dict[str, Any]]:
 # -- beside a server --------------------------------------------------------------------------
 
 
+def _all_hits(base: str) -> set[int]:
+    """Every image the server finds for a query, page by page (a page is at most 200)."""
+    import httpx
+
+    found: set[int] = set()
+    for offset in range(0, 10_000, 200):
+        page = httpx.get(
+            f"{base}/api/search", params={"q": "x", "k": 200, "offset": offset}, timeout=60
+        )
+        if page.status_code != 200:
+            return set()
+        hits = page.json()["hits"]
+        found |= {h["id"] for h in hits}
+        if len(hits) < 200:
+            break
+    return found
+
+
 def serve_matrix(trials: int) -> list[dict[str, Any]]:
     import httpx
 
@@ -422,15 +440,15 @@ def serve_matrix(trials: int) -> list[dict[str, Any]]:
                 for t in threads:
                     t.join()
                 total += 30
-                found = httpx.get(f"{base}/api/search", params={"q": "x", "k": 1000}).json()
+                found = _all_hits(base)
                 problems = []
                 if indexed.returncode != 0:
                     problems.append(indexed.stderr.strip())
                 bad = [s for s in statuses if s != 200]
                 if bad:
                     problems.append(f"{len(bad)} failed requests: {sorted(set(bad))}")
-                if len(found["hits"]) != total:
-                    problems.append(f"server finds {len(found['hits'])} of {total}")
+                if len(found) != total:
+                    problems.append(f"server finds {len(found)} of {total} (or a page failed)")
                 rows.append(
                     {
                         "trial": trial,

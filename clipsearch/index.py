@@ -207,8 +207,17 @@ class Index:
             return reduce(self, dims, whiten=whiten, activate=activate)
 
     def vector_index(self) -> vi.IdIndex:
+        """The FAISS index of the images, current with the database. While this process
+        writes (an indexing job), its live index is current by construction; otherwise one
+        that lags the database (another process wrote, or a search thread built it from an
+        older state while another refreshed) is replaced."""
         space = self.space()
-        if self._vectors is None or self._vectors_identity != space.identity:
+        stale = (
+            self._vectors is not None
+            and not self.writer_lock.held
+            and self._vectors.generation != self.db.generation()
+        )
+        if self._vectors is None or stale or self._vectors_identity != space.identity:
             self._vectors, _ = vi.load_or_rebuild(
                 space.image_store(self.db), self.directory, space.identity, space.dim,
                 choice=self.index_choice(),

@@ -238,7 +238,8 @@ class TextCollection:
                 "(captions CSV, JSONL or vocabulary), or sidecar .txt/.xmp files"
             )
         space = self.index.space()
-        if self._faiss is None or self._faiss_identity != space.identity:
+        stale = self._faiss is not None and self._faiss.generation != self.table.generation()
+        if self._faiss is None or stale or self._faiss_identity != space.identity:
             self._faiss, _ = vi.load_or_rebuild(
                 space.text_store(self.table), self.index.directory, space.identity, space.dim,
                 vi.TEXTS, vi.choose_index("auto", self.table.count()),
