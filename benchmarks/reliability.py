@@ -180,6 +180,9 @@ class Scenario:
     setup: Callable[[Path], None]  # makes the photos (and the index's earlier state)
     commands: Callable[[Path], list[list[str]]]  # what runs (and is killed, the first)
     table: str = "images"
+    #: The killed command starts first (and holds the writer lock) while the others wait;
+    #: otherwise the others start first and the killed one queues behind them.
+    killed_first: bool = False
 
 
 def _photos(root: Path, count: int, start: int = 0, sub: str = "photos") -> Path:
@@ -241,10 +244,16 @@ SCENARIOS = {
     "index with 150 sidecar .txt": Scenario(
         "sidecars", _sidecars, lambda r: [index_cmd(r / "photos", r / "db")], "texts"
     ),
-    "two writers (--wait), the first killed": Scenario(
-        "two writers",
+    "two writers (--wait), the waiting one killed": Scenario(
+        "two writers, waiting one killed",
         _two_folders,
         lambda r: [index_cmd(r / "a", r / "db", "--wait"), index_cmd(r / "b", r / "db", "--wait")],
+    ),
+    "two writers (--wait), the running one killed": Scenario(
+        "two writers, running one killed",
+        _two_folders,
+        lambda r: [index_cmd(r / "a", r / "db", "--wait"), index_cmd(r / "b", r / "db", "--wait")],
+        killed_first=True,
     ),
 }
 
@@ -263,8 +272,46 @@ KILL_POINTS: list[tuple[str, str, Any]] = [
     *[("texts add: 600 captions", "pwrite64", n) for n in (2, 20, 80)],
     ("texts add: 600 captions", "fsync", 1),
     *[("index with 150 sidecar .txt", "rows", n) for n in (1, 40, 120)],
-    *[("two writers (--wait), the first killed", "rows", n) for n in (30, 90)],
-    ("two writers (--wait), the first killed", "pwrite64", 100),
+    *[("two writers (--wait), the waiting one killed", "rows", n) for n in (30, 90)],
+    ("two writers (--wait), the waiting one killed", "pwrite64", 100),
+]
+
+_RUNNING = "two writers (--wait), the running one killed"
+_WAITING = "two writers (--wait), the waiting one killed"
+#: The same faults with a second writer queued behind (or ahead of) the one killed.
+KILL_POINTS_TWO_WRITERS: list[tuple[str, str, Any]] = [
+    *[(_RUNNING, "rows", n) for n in (4, 30, 60, 90, 118)],
+    *[
+        (_RUNNING, call, n)
+        for call, n in (
+            ("rename", 1),
+            ("rename", 2),
+            ("unlink", 1),
+            ("unlink", 2),
+            ("fsync", 1),
+            ("fsync", 2),
+            ("fdatasync", 1),
+            ("pwrite64", 3),
+            ("pwrite64", 40),
+            ("pwrite64", 150),
+            ("pwrite64", 400),
+            ("write", 5),
+        )
+    ],
+    *[(_WAITING, "rows", n) for n in (10, 60, 120, 150, 200, 236)],
+    *[
+        (_WAITING, call, n)
+        for call, n in (
+            ("rename", 1),
+            ("rename", 2),
+            ("fsync", 1),
+            ("pwrite64", 3),
+            ("pwrite64", 40),
+            ("pwrite64", 300),
+            ("unlink", 1),
+            ("fdatasync", 1),
+        )
+    ],
 ]
 
 
@@ -273,8 +320,12 @@ def kill_trial(scenario: Scenario, how: str, arg: Any, clean: State) -> dict[str
         root = Path(tmp)
         scenario.setup(root)
         commands = scenario.commands(root)
+        # sh's `sleep 2` lets the killed command take the writer lock first when it should.
+        delay = ["sh", "-c", 'sleep 2; exec "$0" "$@"'] if scenario.killed_first else []
         others = [
-            subprocess.Popen(c, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [*delay, *c], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             for c in commands[1:]
         ]
         if how == "rows":
@@ -295,10 +346,10 @@ def kill_trial(scenario: Scenario, how: str, arg: Any, clean: State) -> dict[str
     }
 
 
-def kill_matrix() -> list[dict[str, Any]]:
+def kill_matrix(points: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
     clean: dict[str, State] = {}
     rows = []
-    for name, how, arg in KILL_POINTS:
+    for name, how, arg in points:
         scenario = SCENARIOS[name]
         if name not in clean:
             with tempfile.TemporaryDirectory() as tmp:
@@ -467,45 +518,54 @@ def serve_matrix(trials: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["kill", "writers", "serve"])
+    parser.add_argument("--only", choices=["kill", "kill-two-writers", "writers", "serve"])
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     if shutil.which("strace") is None:
         sys.exit("needs strace (apt-get install strace) for the syscall kill points")
     path = RESULTS / "reliability.json"
-    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    fresh: dict[str, Any] = {}
     if args.only in (None, "kill"):
-        results["kill"] = kill_matrix()
+        fresh["kill"] = kill_matrix(KILL_POINTS)
+    if args.only in (None, "kill-two-writers"):
+        fresh["kill_two_writers"] = kill_matrix(KILL_POINTS_TWO_WRITERS)
     if args.only in (None, "writers"):
-        results["writers"] = writers_matrix(args.trials)
+        fresh["writers"] = writers_matrix(args.trials)
     if args.only in (None, "serve"):
-        results["serve"] = serve_matrix(args.trials)
+        fresh["serve"] = serve_matrix(args.trials)
+    # Read only now: another invocation (--only something else) may have written meanwhile.
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    results.update(fresh)
     path.write_text(json.dumps(results, indent=2))
     write_result("reliability", "Reliability under faults", report(results))
     print(report(results))
 
 
+def _kill_table(title: str, kills: list[dict[str, Any]]) -> str:
+    landed = [k for k in kills if k["killed"]]
+    return (
+        f"## {title} ({len(landed)} of {len(kills)} kill points landed; "
+        f"{sum(k['equal'] for k in landed)} of them ended equal to a clean run)\n\n"
+        + markdown_table(
+            ["scenario", "killed at", "landed", "equal to a clean run after re-run"],
+            [
+                [
+                    k["scenario"],
+                    k["kill"],
+                    "yes" if k["killed"] else "no (run ended first)",
+                    "yes" if k["equal"] else "NO: " + "; ".join(k["differences"][:2]),
+                ]
+                for k in kills
+            ],
+        )
+    )
+
+
 def report(results: dict[str, Any]) -> str:
     parts = []
-    if "kill" in results:
-        kills = results["kill"]
-        landed = [k for k in kills if k["killed"]]
-        parts.append(
-            f"## kill -9 ({len(landed)} of {len(kills)} kill points landed; "
-            f"{sum(k['equal'] for k in landed)} of them ended equal to a clean run)\n\n"
-            + markdown_table(
-                ["scenario", "killed at", "landed", "equal to a clean run after re-run"],
-                [
-                    [
-                        k["scenario"],
-                        k["kill"],
-                        "yes" if k["killed"] else "no (run ended first)",
-                        "yes" if k["equal"] else "NO: " + "; ".join(k["differences"][:2]),
-                    ]
-                    for k in kills
-                ],
-            )
-        )
+    for key, title in (("kill", "kill -9"), ("kill_two_writers", "kill -9, two writers")):
+        if key in results:
+            parts.append(_kill_table(title, results[key]))
     if "writers" in results:
         by: dict[str, list[Any]] = {}
         for row in results["writers"]:
