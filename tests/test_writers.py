@@ -176,3 +176,30 @@ def test_a_search_never_keeps_an_index_older_than_the_database(
         reader._vectors = old  # what the racing thread leaves behind
         query = reader.image_vectors([1])
         assert len(reader.search_vectors(query, k=100)[0]) == 8
+
+
+def test_backup_while_an_indexing_run_writes(tmp_path: Path) -> None:
+    """`clipsearch backup` through SQLite's online backup: a consistent copy taken mid-run,
+    usable as an index of its own."""
+    from typer.testing import CliRunner
+
+    from clipsearch.cli import app
+
+    write_images(tmp_path / "first", 20)
+    write_images(tmp_path / "more", 200, start=500)
+    db = tmp_path / "db"
+    assert _index(tmp_path / "first", db).wait(timeout=300) == 0
+    running = _index(tmp_path / "more", db, "--wait")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(_rows(db)) < 40:
+        time.sleep(0.05)
+    result = CliRunner().invoke(app, ["backup", str(tmp_path / "copy"), "--db", str(db),
+                                      "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert running.wait(timeout=300) == 0
+    copied = json.loads(result.stdout)["images"]
+    assert 20 <= copied <= 220
+    assert verify(tmp_path / "copy").ok
+    assert len(_search_all(tmp_path / "copy")) == copied
+    again = CliRunner().invoke(app, ["backup", str(tmp_path / "copy"), "--db", str(db)])
+    assert again.exit_code == 1 and "--force" in again.stderr
