@@ -119,9 +119,13 @@ class Index:
         """Hold the writer lock (re-entrant) for a change to this index. On entry the live
         FAISS index is dropped if another process wrote since it was loaded."""
         with self.writer_lock:
-            if self._vectors is not None and self._vectors.generation != self.db.generation():
+            if self._vectors_lag():
                 self.refresh()
             yield
+
+    def _vectors_lag(self) -> bool:
+        """Whether the in-memory FAISS index holds another state than the database's."""
+        return self._vectors is not None and self._vectors.generation != self.db.generation()
 
     # -- collaborators, loaded on first need ----------------------------------------------
 
@@ -212,11 +216,7 @@ class Index:
         that lags the database (another process wrote, or a search thread built it from an
         older state while another refreshed) is replaced."""
         space = self.space()
-        stale = (
-            self._vectors is not None
-            and not self.writer_lock.held
-            and self._vectors.generation != self.db.generation()
-        )
+        stale = not self.writer_lock.held and self._vectors_lag()
         if self._vectors is None or stale or self._vectors_identity != space.identity:
             self._vectors, _ = vi.load_or_rebuild(
                 space.image_store(self.db), self.directory, space.identity, space.dim,

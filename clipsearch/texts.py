@@ -24,7 +24,7 @@ from clipsearch.indexer.scan import FileStat, Skip
 from clipsearch.search.prompts import TAG_TEMPLATES, prompt_vectors
 from clipsearch.search.searcher import Match, Searcher
 from clipsearch.storage import vector_index as vi
-from clipsearch.storage.schema import XMP
+from clipsearch.storage.schema import XMP, TextSource
 from clipsearch.storage.texts import SourceFile, TextRecord, TextTable
 
 if TYPE_CHECKING:
@@ -139,26 +139,24 @@ class TextCollection:
     def _replace_locked(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
         """`_replace` under the writer lock, which an unchanged source does not need (a
         server tagging during an indexing job must not wait for the job)."""
-        return self._unchanged(source) or self._replace_with_lock(source, entries)
-
-    def _replace_with_lock(
-        self, source: SourceFile, entries: Sequence[ts.TextEntry]
-    ) -> TextSummary:
+        unchanged = self._unchanged(source, self.table.source(source.path))
+        if unchanged is not None:
+            return unchanged
         with self.index.writing():
             return self._replace(source, entries)
 
-    def _unchanged(self, source: SourceFile) -> TextSummary | None:
-        known = self.table.source(source.path)
+    def _unchanged(self, source: SourceFile, known: TextSource | None) -> TextSummary | None:
+        """The summary of a source stored as it is now, or None if it changed (or is new)."""
         if known is not None and known.sha256 == source.sha256 and known.kind == source.kind:
             count = len(self.table.ids_of(source=source.path))
             return TextSummary(source.path, source.kind, count, 0, True)
         return None
 
     def _replace(self, source: SourceFile, entries: Sequence[ts.TextEntry]) -> TextSummary:
-        unchanged = self._unchanged(source)
+        known = self.table.source(source.path)  # read again: another writer may have been first
+        unchanged = self._unchanged(source, known)
         if unchanged is not None:
             return unchanged
-        known = self.table.source(source.path)
         self.index.record_model()
         reuse = self.table.vectors_by_text(source.path) if known is not None else {}
         fresh = list(dict.fromkeys(e.text for e in entries if e.text not in reuse))
@@ -172,12 +170,10 @@ class TextCollection:
         return TextSummary(source.path, source.kind, len(records), len(fresh), False)
 
     def _embed(self, texts: list[str], kind: str) -> Matrix:
+        encode = self.index.encode_raw_texts  # with a progress bar when there are many
         if kind == ts.VOCABULARY:  # bare terms: prompt-ensembled, as in zero-shot CLIP
-            return prompt_vectors(self._encode_with_progress, texts, TAG_TEMPLATES)
-        return self._encode_with_progress(texts)
-
-    def _encode_with_progress(self, texts: list[str]) -> Matrix:
-        return np.asarray(self.index.encode_raw_texts(texts), dtype=np.float32)
+            return prompt_vectors(encode, texts, TAG_TEMPLATES)
+        return np.asarray(encode(texts), dtype=np.float32)
 
     def remove(self, path: str) -> int:
         """Drop a text source (as listed by `sources()`) and its texts."""

@@ -24,9 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from clipsearch.maintenance.verify import TABLES, verify
+from clipsearch.maintenance.verify import TABLES, vector_fault, verify
 from clipsearch.storage.db import DB_FILENAME
 from clipsearch.storage.lock import WriterLock
 
@@ -176,7 +174,7 @@ def _quarantine_and_clean(root: Path, report: RepairReport) -> None:
         for table in ("images", "texts"):
             label = "path" if table == "images" else "text"
             for row_id, name, blob in conn.execute(f"SELECT id, {label}, vector FROM {table}"):
-                reason = _vector_fault(blob, dim)
+                reason = vector_fault(blob, dim)
                 if reason:
                     raw = blob.hex() if isinstance(blob, bytes) else None
                     bad.append(
@@ -201,19 +199,6 @@ def _quarantine_and_clean(root: Path, report: RepairReport) -> None:
             _bump(conn, "text_generation")
         report.orphans_removed = gone
         conn.commit()
-
-
-def _vector_fault(blob: Any, dim: int) -> str | None:
-    if not isinstance(blob, bytes):
-        return "no vector stored"
-    if not dim or len(blob) not in (4 * dim, 2 * dim):
-        return f"vector of {len(blob)} bytes; {dim} values expected"
-    vector = np.frombuffer(blob, dtype="<f4" if len(blob) == 4 * dim else "<f2")
-    if not np.isfinite(vector).all():
-        return "vector holds NaN or infinite values"
-    if not vector.any():
-        return "vector is all zeros"
-    return None
 
 
 def _bump(conn: sqlite3.Connection, key: str) -> None:

@@ -155,22 +155,24 @@ def _check_vectors(
     kind = "vector" if table == "images" else "text"
     for row_id, name, blob in _rows(conn, f"SELECT id, {label}, vector FROM {table}", report):
         ids.append(int(row_id))
-        where = f"{table[:-1]} {row_id} ({str(name)[:80]})"
-        if not isinstance(blob, bytes):
-            report.add(kind, where, "no vector stored")
-            continue
-        if dim and len(blob) == 4 * dim:
-            vector = np.frombuffer(blob, dtype="<f4")
-        elif dim and len(blob) == 2 * dim:
-            vector = np.frombuffer(blob, dtype="<f2")
-        else:
-            report.add(kind, where, f"vector of {len(blob)} bytes; {dim} values expected")
-            continue
-        if not np.isfinite(vector).all():
-            report.add(kind, where, "vector holds NaN or infinite values")
-        elif not vector.any():
-            report.add(kind, where, "vector is all zeros")
+        fault = vector_fault(blob, dim)
+        if fault:
+            report.add(kind, f"{table[:-1]} {row_id} ({str(name)[:80]})", fault)
     return np.asarray(sorted(ids), dtype=np.int64)
+
+
+def vector_fault(blob: Any, dim: int) -> str | None:
+    """What is wrong with a stored vector blob (`repair` quarantines such rows), or None."""
+    if not isinstance(blob, bytes):
+        return "no vector stored"
+    if not dim or len(blob) not in (4 * dim, 2 * dim):
+        return f"vector of {len(blob)} bytes; {dim} values expected"
+    vector = np.frombuffer(blob, dtype="<f4" if len(blob) == 4 * dim else "<f2")
+    if not np.isfinite(vector).all():
+        return "vector holds NaN or infinite values"
+    if not vector.any():
+        return "vector is all zeros"
+    return None
 
 
 def _check_cache(

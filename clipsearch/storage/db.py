@@ -135,11 +135,10 @@ def _create(path: Path) -> None:
 class Database:
     """An index's SQLite file. Open it with `Database.open`."""
 
-    def __init__(self, engine: Engine, path: Path, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, path: Path) -> None:
         self.engine = engine
         self._count: tuple[int, int] | None = None  # (generation, images) of the last count
         self.path = path
-        self.read_only = read_only
         self.vector_dtype = VECTOR_DTYPES["float32"]  # the stored images' (meta vector_dtype)
         #: The image generation this object's last write produced (None before any).
         self.written_generation: int | None = None
@@ -200,7 +199,7 @@ class Database:
         engine = create_engine(f"sqlite:///{read_only_uri(path)}&uri=true")
         event.listen(engine, "connect", pragmas(path, READER_PRAGMAS))
         event.listen(engine, "handle_error", typed_errors(path))
-        db = cls(engine, path, read_only=True)
+        db = cls(engine, path)
         version = db._version()
         if version != SCHEMA_VERSION:
             db.close()

@@ -197,6 +197,12 @@ class IdIndex:
             else:
                 scores, ids = searchable.search(x, k, params=params)
             return scores, ids
+        return self._select(x, k, allowed, params)
+
+    def _select(
+        self, x: Matrix, k: int, allowed: IdArray, params: Any | None
+    ) -> tuple[Matrix, IdArray]:
+        """Search only among the `allowed` ids (on the CPU index), with these parameters."""
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         params = params if params is not None else faiss.SearchParameters()
         params.sel = selector  # kept referenced by `selector` until the search returns
@@ -244,19 +250,13 @@ class IVFIndex(IdIndex):
         nlist = int(self.index.nlist)
         share = max(len(allowed), 1) / max(self.ntotal, 1)
         widened = min(nlist, max(self.nprobe, math.ceil(self.nprobe / share)))
-        scores, ids = self._select(x, k, allowed, widened)
+        scores, ids = self._select(x, k, allowed, self._search_parameters(widened))
         wanted = min(k, len(allowed))
         short = np.flatnonzero((ids >= 0).sum(axis=1) < wanted)
         if len(short) and widened < nlist:
             self.full_scans += len(short)
-            scores[short], ids[short] = self._select(x[short], k, allowed, nlist)
-        return scores, ids
-
-    def _select(self, x: Matrix, k: int, allowed: IdArray, nprobe: int) -> tuple[Matrix, IdArray]:
-        params = self._search_parameters(nprobe)
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-        params.sel = selector  # kept referenced by `selector` until the search returns
-        scores, ids = self.index.search(x, k, params=params)
+            everywhere = self._search_parameters(nlist)
+            scores[short], ids[short] = self._select(x[short], k, allowed, everywhere)
         return scores, ids
 
 
