@@ -3,7 +3,8 @@
 The config file is TOML at `$CLIPSEARCH_CONFIG`, else `$XDG_CONFIG_HOME/clipsearch/config.toml`
 (`~/.config/clipsearch/config.toml`), with the same keys as the fields of `Settings`:
 
-    db = "~/photos-index"
+    db = "~/photos-index"           # or "postgresql+psycopg://me@dbhost/photos"
+    cache_dir = "~/.cache/clipsearch/indexes"  # local caches of a PostgreSQL index
     model = "ViT-B-32:laion2b_s34b_b79k"
     workers = 2
 """
@@ -25,9 +26,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def default_db_dir() -> Path:
+def default_db_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(base) / "clipsearch"
+    return str(Path(base) / "clipsearch")
 
 
 def default_workers() -> int:
@@ -36,7 +37,8 @@ def default_workers() -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    db: Path
+    db: str  # an index folder (SQLite) or a PostgreSQL URL
+    cache_dir: Path | None  # None: the index folder (SQLite), the user's cache (PostgreSQL)
     model: str | None  # None: the model recorded in the index, else DEFAULT_MODEL
     device: str | None  # None: CUDA when available, else CPU
     batch_size: int
@@ -70,6 +72,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 def _convert(name: str, value: Any, source: str) -> Any:
     try:
         if name == "db":
+            text = str(value)
+            return text if "://" in text else str(Path(text).expanduser())
+        if name == "cache_dir":
             return Path(str(value)).expanduser()
         if name in ("batch_size", "workers", "max_pixels"):
             number = int(value)
@@ -85,6 +90,7 @@ def resolve(**flags: Any) -> Settings:
     """Settings from the given flags (None = not given), the environment, the file, defaults."""
     defaults: dict[str, Any] = {
         "db": default_db_dir(),
+        "cache_dir": None,
         "model": None,
         "device": None,
         "batch_size": 32,

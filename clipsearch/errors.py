@@ -82,3 +82,7 @@ class IndexDamagedError(ClipsearchError):
 
 class DiskFullError(ClipsearchError):
     """The disk filled up while writing; nothing committed before is lost."""
+
+
+class StoreUnavailableError(ClipsearchError):
+    """The database server of an index cannot be reached (down, wrong URL, refused login)."""

@@ -39,7 +39,9 @@ class Progress:
 
 @dataclass(frozen=True)
 class IndexStats:
-    directory: str
+    directory: str  # the index folder, or the database URL without its password
+    store: str  # sqlite | postgresql
+    cache_dir: str  # where the FAISS caches are
     count: int
     texts: int
     model: str | None
@@ -47,7 +49,7 @@ class IndexStats:
     dim: int | None
     adapter: str | None  # the active adapter, if any (`clipsearch adapters list`)
     index_type: str
-    vector_dtype: str  # how SQLite stores the image vectors: float32 or float16
+    vector_dtype: str  # how the database stores the image vectors: float32 or float16
     faiss_gpus: int
     database_bytes: int
     vector_index_bytes: int
@@ -70,11 +72,11 @@ def file_size(path: Path) -> int:
         return 0
 
 
-def check_model(directory: Path, recorded: ModelInfo, asked: str | None, spec: str | None) -> None:
+def check_model(label: str, recorded: ModelInfo, asked: str | None, spec: str | None) -> None:
     """An index opened with another model than it was built with is an error saying which."""
     if asked is not None and asked != recorded.identity:
         raise ModelMismatchError(
-            f"the index at {directory} was built with model {recorded.spec!r} "
+            f"the index at {label} was built with model {recorded.spec!r} "
             f"({recorded.identity}, {recorded.dim} dims), not {spec or asked!r}; "
             f"search it with --model {recorded.spec!r} (or leave --model out), or "
             "build a separate index for the other model with --db"

@@ -31,7 +31,7 @@ from clipsearch.facts import (
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.items import Item, indexed_roots, read_items
-from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, parse_model_spec
+from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart, fuse
 from clipsearch.search.rerank import Reranker
@@ -40,7 +40,7 @@ from clipsearch.storage import vector_index as vi
 from clipsearch.storage.adapters import ACTIVE as ACTIVE_ADAPTER
 from clipsearch.storage.adapters import AdapterTable
 from clipsearch.storage.db import Database
-from clipsearch.storage.lock import WriterLock
+from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.texts import TextCollection, TextHit
 
@@ -57,7 +57,8 @@ ENCODE_CHUNK = 256
 
 
 class Index:
-    """An index directory: the SQLite database plus the FAISS cache beside it.
+    """An index: its database (SQLite in a folder, or PostgreSQL by URL) plus the FAISS
+    caches (in the folder, or in a local cache folder for a server database).
 
     The model is loaded on first need (adding images, or a query); `stats` never loads it.
     Pass `encoder` to inject one (tests, custom models); otherwise `model` is a spec string,
@@ -70,7 +71,6 @@ class Index:
 
     def __init__(
         self,
-        directory: Path,
         db: Database,
         *,
         model: str | None = None,
@@ -79,9 +79,10 @@ class Index:
         options: PipelineOptions | None = None,
         wait: float | None = 0.0,
     ) -> None:
-        self.directory = directory
         self.db = db
-        self.writer_lock = WriterLock(directory, wait)
+        self.location = db.location
+        self.writer_lock = db.writer_lock(wait)
+        self._cache_dir: Path | None = None
         self.device = device
         self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
@@ -95,8 +96,8 @@ class Index:
         if recorded is not None:
             asked = encoder.info.identity if encoder else None
             if asked is None and model is not None:
-                asked = parse_model_spec(model).identity
-            check_model(directory, recorded, asked, model)
+                asked = model_identity(model)
+            check_model(self.label, recorded, asked, model)
 
     # -- context manager -----------------------------------------------------------------
 
@@ -126,6 +127,18 @@ class Index:
     def _vectors_lag(self) -> bool:
         """Whether the in-memory FAISS index holds another state than the database's."""
         return self._vectors is not None and self._vectors.generation != self.db.generation()
+
+    @property
+    def label(self) -> str:
+        """How messages name this index: its folder, or its URL without a password."""
+        return self.location.label
+
+    @property
+    def cache_dir(self) -> Path:
+        """The folder of this index's local caches (FAISS files, thumbnails)."""
+        if self._cache_dir is None:
+            self._cache_dir = self.db.cache_dir()
+        return self._cache_dir
 
     # -- collaborators, loaded on first need ----------------------------------------------
 
@@ -167,8 +180,8 @@ class Index:
         info = recorded_info(meta)
         if info is None:
             raise EmptyIndexError(
-                f"the index at {self.directory} is empty; add images with "
-                f"`clipsearch index PATH --db {self.directory}`"
+                f"the index at {self.label} is empty; add images with "
+                f"`clipsearch index PATH --db {self.label}`"
             )
         active = meta.get(ACTIVE_ADAPTER)
         key = (info, active)
@@ -219,7 +232,7 @@ class Index:
         stale = not self.writer_lock.held and self._vectors_lag()
         if self._vectors is None or stale or self._vectors_identity != space.identity:
             self._vectors, _ = vi.load_or_rebuild(
-                space.image_store(self.db), self.directory, space.identity, space.dim,
+                space.image_store(self.db), self.cache_dir, space.identity, space.dim,
                 choice=self.index_choice(),
             )  # fmt: skip
             self._vectors_identity = space.identity
@@ -257,7 +270,7 @@ class Index:
                 self.db.set_meta(index_type=index_type)
             if nprobe is not None:
                 self.db.set_meta(nprobe=str(nprobe))
-            vi.invalidate_cache(self.directory)
+            vi.invalidate_cache(self.cache_dir)
             self._vectors = None
             return self.vector_index()
 
@@ -479,10 +492,11 @@ class Index:
 
     def stats(self) -> IndexStats:
         info = self.model_info
-        stamp = vi.read_stamp(self.directory)
-        wal = self.db.path.with_name(self.db.path.name + "-wal")
+        stamp = vi.read_stamp(self.cache_dir)
         return IndexStats(
-            directory=str(self.directory),
+            directory=self.label,
+            store="sqlite" if self.location.is_sqlite else "postgresql",
+            cache_dir=str(self.cache_dir),
             count=self.db.count(),
             texts=self.texts.table.count(),
             model=info.spec if info else None,
@@ -492,15 +506,16 @@ class Index:
             index_type=stamp.kind if stamp is not None else "none (built on first search)",
             vector_dtype=self.db.get_meta().get("vector_dtype", "float32"),
             faiss_gpus=vi.faiss_gpu_count(),
-            database_bytes=file_size(self.db.path) + file_size(wal),
-            vector_index_bytes=file_size(self.directory / vi.INDEX_FILENAME),
+            database_bytes=self.db.size_bytes(),
+            vector_index_bytes=file_size(self.cache_dir / vi.INDEX_FILENAME),
         )
 
 
 def open_index(
-    directory: str | os.PathLike[str],
+    db: str | os.PathLike[str],
     model: str | None = None,
     *,
+    cache_dir: str | os.PathLike[str] | None = None,
     create: bool = True,
     encoder: Encoder | None = None,
     device: str | None = None,
@@ -510,14 +525,15 @@ def open_index(
     progress: bool = False,
     wait: float | None = 0.0,
 ) -> Index:
-    """Open (or create) the index in `directory`. See `Index` for the arguments."""
-    path = Path(directory).expanduser()
-    db = Database.open(path, create=create, wait=wait)
+    """Open (or create) the index at `db`: a folder (SQLite) or a PostgreSQL URL
+    (`postgresql+psycopg://USER@HOST/NAME`); `cache_dir` holds the local caches of a server
+    database (default: the user's cache folder). See `Index` for the other arguments."""
+    database = Database.open(locate(db, cache_dir), create=create, wait=wait)
     try:
         options = PipelineOptions(batch_size, workers, max_pixels, progress)
         return Index(
-            path, db, model=model, encoder=encoder, device=device, options=options, wait=wait
+            database, model=model, encoder=encoder, device=device, options=options, wait=wait
         )
     except BaseException:
-        db.close()
+        database.close()
         raise

@@ -237,7 +237,7 @@ class TextCollection:
         stale = self._faiss is not None and self._faiss.generation != self.table.generation()
         if self._faiss is None or stale or self._faiss_identity != space.identity:
             self._faiss, _ = vi.load_or_rebuild(
-                space.text_store(self.table), self.index.directory, space.identity, space.dim,
+                space.text_store(self.table), self.index.cache_dir, space.identity, space.dim,
                 vi.TEXTS, vi.choose_index("auto", self.table.count()),
             )  # fmt: skip
             self._faiss_identity = space.identity

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Tests never download: any attempt to reach the hub must fail fast instead.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("CLIPSEARCH_CONFIG", os.devnull + ".absent.toml")
+# The local caches of PostgreSQL indexes go to a folder of this run, not the user's.
+os.environ["CLIPSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="clipsearch-test-caches-")
 
 import subprocess
 import sys
@@ -22,7 +25,7 @@ from PIL import Image, ImageDraw
 from clipsearch.models import Encoder, load_encoder
 
 #: The served collection's fixtures (`collection`, `service`) for the server tests.
-pytest_plugins = ["tests.serving"]
+pytest_plugins = ["tests.serving", "tests.stores"]
 
 REPO = Path(__file__).resolve().parent.parent
 FLICKR = REPO.parent / "shared" / "datasets" / "flickr8k-dev"

@@ -33,7 +33,7 @@ XMP = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF
 @dataclass(frozen=True)
 class Collection:
     root: Path
-    db: Path
+    db: str  # the index folder, or a PostgreSQL URL
     folder_a: Path
     folder_b: Path
     rotated: Path  # stored 200x100 with EXIF orientation 6: shown 100x200
@@ -45,7 +45,8 @@ class Collection:
         return replace(ServerSettings(db=self.db, workers=0), **changes)
 
 
-def build_collection(root: Path) -> Collection:
+def build_collection(root: Path, db: str | None = None) -> Collection:
+    """The collection under `root`, indexed into `db` (default: the folder root/index)."""
     folder_a, folder_b = root / "photos" / "a", root / "photos" / "b"
     write_images(folder_a, 10)
     write_images(folder_b, 6, start=100)
@@ -68,7 +69,7 @@ def build_collection(root: Path) -> Collection:
     )
     new_folder = root / "incoming"
     write_images(new_folder, 12, start=300, size=(320, 240))
-    db = root / "index"
+    db = db or str(root / "index")
     with clipsearch.open(db, model="tiny-random", workers=0) as index:
         index.add([root / "photos"])
         index.texts.add(captions)

@@ -5,6 +5,7 @@ PCA shrinks the index, and the CLI."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,10 @@ def _search_all(idx: clipsearch.Index, photo: Path) -> list[tuple[list[int], lis
 
 
 def test_the_identity_adapter_changes_no_result(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = write_images(tmp_path / "photos", 12)
-    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+    with clipsearch.open(store("db"), encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         idx.texts.add(_pairs(tmp_path, photos))
         before = _search_all(idx, photos[3])
@@ -86,11 +87,11 @@ def _random_adapter(dim: int, seed: int) -> Adapter:
 
 
 def test_rebuilt_index_equals_building_with_the_adapter_from_the_start(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = write_images(tmp_path / "photos", 15)
-    first = clipsearch.open(tmp_path / "first", encoder=counting_encoder, workers=0)
-    second = clipsearch.open(tmp_path / "second", encoder=counting_encoder, workers=0)
+    first = clipsearch.open(store("first"), encoder=counting_encoder, workers=0)
+    second = clipsearch.open(store("second"), encoder=counting_encoder, workers=0)
     with first, second:
         adapter = _random_adapter(counting_encoder.info.dim, seed=3)
         first.add([tmp_path / "photos"])  # raw, then adapted: FAISS rebuilt from SQLite
@@ -113,11 +114,11 @@ def test_rebuilt_index_equals_building_with_the_adapter_from_the_start(
 
 
 def test_tune_stores_an_adapter_that_improves_and_refuses_one_that_does_not(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = write_images(tmp_path / "photos", 30)
     pairs = _pairs(tmp_path, photos)
-    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+    with clipsearch.open(store("db"), encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         frozen = FitSettings(learning_rate=0.0, max_epochs=2)  # cannot move from the identity
         refused = idx.tune(pairs, frozen)
@@ -133,11 +134,11 @@ def test_tune_stores_an_adapter_that_improves_and_refuses_one_that_does_not(
 
 
 def test_bad_pairs_files_are_clear_errors_and_change_nothing(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = write_images(tmp_path / "photos", 6)
     write_images(tmp_path / "elsewhere", 1, start=40)
-    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+    with clipsearch.open(store("db"), encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         bad = tmp_path / "pairs.csv"
         bad.write_text(
@@ -156,10 +157,10 @@ def test_bad_pairs_files_are_clear_errors_and_change_nothing(
 
 
 def test_pca_shrinks_the_index_and_searches_in_the_reduced_space(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     write_images(tmp_path / "photos", 40)
-    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+    with clipsearch.open(store("db"), encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         full_bytes = idx.stats().vector_index_bytes
         adapter = idx.reduce(16)
@@ -177,10 +178,10 @@ def test_pca_shrinks_the_index_and_searches_in_the_reduced_space(
             idx.reduce(10_000)
 
 
-def test_cli_tune_and_adapters(tmp_path: Path) -> None:
+def test_cli_tune_and_adapters(store: Callable[..., str], tmp_path: Path) -> None:
     photos = write_images(tmp_path / "photos", 20)
     pairs = _pairs(tmp_path, photos)
-    db = str(tmp_path / "db")
+    db = store("db")
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> str:

@@ -108,7 +108,7 @@ def test_cli_ensemble(pair: tuple[clipsearch.Index, ...]) -> None:
     tiny, mini = pair
     result = CliRunner().invoke(
         app,
-        ["search", QUERY, "--db", str(tiny.directory), "--ensemble", str(mini.directory),
+        ["search", QUERY, "--db", tiny.location.address, "--ensemble", mini.location.address,
          "--ensemble-weight", "3", "--json", "-k", "4"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output

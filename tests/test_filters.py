@@ -22,7 +22,10 @@ from tests.conftest import make_image
 
 
 @pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
+def index(
+    tmp_path_factory: pytest.TempPathFactory, module_store: Callable[..., str]
+) -> Iterator[Index]:
+    """One collection, indexed on SQLite and on PostgreSQL (every test runs on both)."""
     root = tmp_path_factory.mktemp("filters")
     for i in range(40):
         size = (160, 100) if i % 3 else (90, 150)  # landscape, or portrait every third
@@ -33,7 +36,7 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
             exif.get_ifd(0x8769)[36867] = f"{2020 + i // 20}:{1 + i % 12:02d}:15 10:00:00"
         ext = ".png" if i % 5 == 0 else ".jpg"
         make_image(i, size).save(folder / f"p{i:02d}{ext}", exif=exif.tobytes())
-    with clipsearch.open(root / "db", model="tiny-random", workers=0) as idx:
+    with clipsearch.open(module_store(), model="tiny-random", workers=0) as idx:
         idx.add([root / "photos"])
         yield idx
 
@@ -69,7 +72,7 @@ def test_filtered_search_equals_brute_force_with_the_same_filter(
     monkeypatch.setattr(searcher, "EXACT_FILTER_LIMIT", exact_limit)
     flt, keep = CASES[case]
     if flt.folder:
-        root = str(index.directory.parent)
+        root = str(index.roots()[0].parent)
         flt = Filter(folder=flt.folder.replace("__ROOT__", root))
     query = index.embed_query(text="a red circle")
     matching = _brute_force(index, query, 1000, keep)
@@ -91,7 +94,7 @@ def test_bad_filter_values_are_clear_errors(index: Index) -> None:
 
 
 def test_cli_filters(index: Index) -> None:
-    db = str(index.directory)
+    db = index.location.address
     args = ["search", "a red circle", "--db", db, "--json", "-k", "100"]
     result = CliRunner().invoke(app, [*args, "--orientation", "portrait", "--type", "png"])
     assert result.exit_code == 0, result.stderr

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import clipsearch
 from tests.conftest import CountingEncoder, make_image, write_images
 
 
-def _open(tmp_path: Path, encoder: CountingEncoder) -> clipsearch.Index:
-    return clipsearch.open(tmp_path / "db", encoder=encoder, workers=0, batch_size=4)
+@pytest.fixture
+def db(store: Callable[..., str]) -> str:
+    """Each test here runs on SQLite and on PostgreSQL."""
+    return store()
+
+
+def _open(db: str, encoder: CountingEncoder) -> clipsearch.Index:
+    return clipsearch.open(db, encoder=encoder, workers=0, batch_size=4)
 
 
 def _rows(idx: clipsearch.Index) -> dict[str, tuple[int, str]]:
     return {r.path: (r.id, r.sha256) for r in idx.db.rows()}
 
 
-def test_second_run_embeds_nothing(tmp_path: Path, counting_encoder: CountingEncoder) -> None:
+def test_second_run_embeds_nothing(
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
+) -> None:
     write_images(tmp_path / "photos", 10)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         first = idx.add([tmp_path / "photos"])
         second = idx.add([tmp_path / "photos"])
     assert (first.added, first.encoded) == (10, 10)
@@ -40,11 +50,11 @@ def test_second_run_embeds_nothing(tmp_path: Path, counting_encoder: CountingEnc
 
 
 def test_add_modify_delete_move_in_one_rerun(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = tmp_path / "photos"
     paths = write_images(photos, 8)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.add([photos])
         before = _rows(idx)
 
@@ -70,10 +80,12 @@ def test_add_modify_delete_move_in_one_rerun(
     assert len(after) == 9
 
 
-def test_search_sees_the_changes(tmp_path: Path, counting_encoder: CountingEncoder) -> None:
+def test_search_sees_the_changes(
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
+) -> None:
     photos = tmp_path / "photos"
     paths = write_images(photos, 6)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.add([photos])
         replacement = make_image(777)
         replacement.save(paths[0], quality=90)
@@ -84,18 +96,18 @@ def test_search_sees_the_changes(tmp_path: Path, counting_encoder: CountingEncod
     assert str(paths[1]) not in {h.path for h in hits}
     assert len(hits) == 5
     # The FAISS cache on disk agrees with the database after the run.
-    with clipsearch.open(tmp_path / "db", encoder=counting_encoder) as reopened:
+    with clipsearch.open(db, encoder=counting_encoder) as reopened:
         assert reopened.search(image=paths[0], k=10) == hits
 
 
 def test_duplicate_content_is_embedded_once(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = tmp_path / "photos"
     original = write_images(photos, 1)[0]
     for name in ("copy1.jpg", "copy2.jpg"):
         shutil.copy(original, photos / name)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         summary = idx.add([photos])
         shutil.copy(original, photos / "copy3.jpg")  # a later run reuses the stored vector
         again = idx.add([photos])
@@ -106,11 +118,11 @@ def test_duplicate_content_is_embedded_once(
 
 
 def test_separate_roots_do_not_remove_each_other(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     write_images(tmp_path / "a", 3)
     write_images(tmp_path / "b", 2, start=10)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.add([tmp_path / "a"])
         summary = idx.add([tmp_path / "b"])
         assert summary.removed == 0
@@ -118,11 +130,11 @@ def test_separate_roots_do_not_remove_each_other(
 
 
 def test_move_between_roots_is_recognised(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     a = write_images(tmp_path / "a", 3)
     (tmp_path / "b").mkdir()
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.add([tmp_path / "a"])
         shutil.move(a[0], tmp_path / "b" / "x.jpg")
         counting_encoder.images_encoded = 0

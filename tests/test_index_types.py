@@ -179,7 +179,8 @@ def test_filters_through_ivf_find_k_hits_whenever_k_match(tmp_path: Path) -> Non
         built = idx.reindex("ivf-sq8", nprobe=1)
         assert isinstance(built, faiss_index.IVFIndex) and built.nprobe == 1
         hits = idx.search_vectors(query, k=10, filters=Filter(path_glob="*/far/*"))[0]
-        far_ids = np.arange(7001, 12001)  # ids are 1-based, in order of writing
-        exact = far_ids[np.argsort(-(vectors[far_ids - 1] @ centre), kind="stable")[:10]]
-        assert [h.id for h in hits] == list(exact)
+        ids = idx.db.ids_by_path()
+        far = [(ids[f"/synthetic/far/{i:06d}.jpg"], i) for i in range(7000, 12000)]
+        order = np.argsort(-(vectors[[i for _, i in far]] @ centre), kind="stable")[:10]
+        assert [h.id for h in hits] == [far[j][0] for j in order]
         assert built.full_scans == 1

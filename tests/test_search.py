@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +16,11 @@ from tests.conftest import make_image, write_images
 
 
 @pytest.fixture
-def index(tmp_path: Path) -> Iterator[Index]:
+def index(tmp_path: Path, store: Callable[..., str]) -> Iterator[Index]:
+    """A small index, on SQLite and on PostgreSQL."""
     write_images(tmp_path / "photos", 40)
     write_images(tmp_path / "photos" / "more", 20, 40, ".png")
-    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+    with clipsearch.open(store(), model="tiny-random", workers=0) as idx:
         idx.add([tmp_path / "photos"])
         yield idx
 
@@ -96,16 +97,16 @@ def test_bad_queries_are_clear_errors(index: Index, tmp_path: Path) -> None:
         index.search(image=not_image)
 
 
-def test_searching_an_empty_index_says_so(tmp_path: Path) -> None:
+def test_searching_an_empty_index_says_so(store: Callable[..., str]) -> None:
     with (
-        clipsearch.open(tmp_path / "db", model="tiny-random") as idx,
+        clipsearch.open(store(), model="tiny-random") as idx,
         pytest.raises(EmptyIndexError, match="empty"),
     ):
         idx.search(text="x")
 
 
-def test_search_survives_a_deleted_faiss_cache(index: Index, tmp_path: Path) -> None:
+def test_search_survives_a_deleted_faiss_cache(index: Index) -> None:
     before = index.search(text="a tree", k=5)
-    (tmp_path / "db" / "vectors.faiss").unlink()
-    with clipsearch.open(tmp_path / "db") as reopened:
+    (index.cache_dir / "vectors.faiss").unlink()
+    with clipsearch.open(index.location.address) as reopened:
         assert reopened.search(text="a tree", k=5) == before

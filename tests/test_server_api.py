@@ -1,10 +1,11 @@
 """The HTTP API through httpx against the app, over a real index (tiny-random model, real
-SQLite, real FAISS, real files): every endpoint answers what the Python API answers."""
+SQLite and PostgreSQL, real FAISS, real files): every endpoint answers what the Python API
+answers."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,17 @@ import clipsearch
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
-from tests.serving import Collection
+from tests.serving import Collection, build_collection
 from tests.serving import LocalClient as TestClient
+
+
+@pytest.fixture(scope="module")
+def collection(
+    tmp_path_factory: pytest.TempPathFactory, module_store: Callable[..., str]
+) -> Collection:
+    """This module's collection, indexed into SQLite and into PostgreSQL in turn: every API
+    test runs on both stores."""
+    return build_collection(tmp_path_factory.mktemp("served"), module_store("index"))
 
 
 @pytest.fixture(scope="module")

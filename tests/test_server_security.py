@@ -128,7 +128,7 @@ def test_a_read_only_server_refuses_jobs(collection: Collection, service: Search
 
 def test_an_index_from_before_roots_were_recorded_derives_them(tmp_path: Path) -> None:
     old = build_collection(tmp_path)
-    db = Database.open(old.db)
+    db = Database.open(Path(old.db))
     with db.engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM meta WHERE key = 'roots'")
     db.close()

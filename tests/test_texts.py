@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,14 @@ def _write_captions(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def _open(tmp_path: Path, encoder: CountingEncoder) -> clipsearch.Index:
-    return clipsearch.open(tmp_path / "db", encoder=encoder, workers=0)
+@pytest.fixture
+def db(store: Callable[..., str]) -> str:
+    """Each test here that opens an index runs on SQLite and on PostgreSQL."""
+    return store()
+
+
+def _open(db: str, encoder: CountingEncoder) -> clipsearch.Index:
+    return clipsearch.open(db, encoder=encoder, workers=0)
 
 
 def _brute_force(query: np.ndarray, vectors: np.ndarray, k: int) -> list[int]:
@@ -40,7 +47,7 @@ def _brute_force(query: np.ndarray, vectors: np.ndarray, k: int) -> list[int]:
 
 
 def test_text_search_equals_brute_force_over_every_kind(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     csv_path = _write_captions(tmp_path / "captions.csv", CAPTIONS)
     jsonl = tmp_path / "records.jsonl"
@@ -50,7 +57,7 @@ def test_text_search_equals_brute_force_over_every_kind(
     )  # fmt: skip
     vocabulary = tmp_path / "terms.txt"
     vocabulary.write_text("# animals\ndog\ncat # pets\n\nboat\ndog\n")
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         summaries = [idx.texts.add(p) for p in (csv_path, jsonl, vocabulary)]
         assert [(s.kind, s.texts) for s in summaries] == [
             ("captions", 5), ("jsonl", 2), ("vocabulary", 3),
@@ -92,11 +99,11 @@ def test_text_search_equals_brute_force_over_every_kind(
 
 
 def test_image_to_text_uses_the_image_query(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = write_images(tmp_path / "photos", 3)
     _write_captions(tmp_path / "captions.csv", CAPTIONS)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.add([tmp_path / "photos"])
         idx.texts.add(tmp_path / "captions.csv")
         query = idx.embed_image_file(photos[1])
@@ -107,10 +114,10 @@ def test_image_to_text_uses_the_image_query(
 
 
 def test_re_adding_encodes_only_what_changed(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     csv_path = _write_captions(tmp_path / "captions.csv", CAPTIONS)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.texts.add(csv_path)
         before = counting_encoder.texts_encoded
         again = idx.texts.add(csv_path)
@@ -134,15 +141,15 @@ def test_re_adding_encodes_only_what_changed(
 
 
 def test_text_cache_survives_reopen_and_rebuilds_when_stale(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     _write_captions(tmp_path / "captions.csv", CAPTIONS)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.texts.add(tmp_path / "captions.csv")
         first = idx.search_texts("a church", k=3)
-    assert (tmp_path / "db" / "texts.faiss").exists()
-    (tmp_path / "db" / "texts.json").unlink()  # as after a crash: the cache cannot be trusted
-    with _open(tmp_path, counting_encoder) as idx:
+    assert (idx.cache_dir / "texts.faiss").exists()
+    (idx.cache_dir / "texts.json").unlink()  # as after a crash: the cache cannot be trusted
+    with _open(db, counting_encoder) as idx:
         assert idx.search_texts("a church", k=3) == first
 
 
@@ -157,12 +164,17 @@ def test_text_cache_survives_reopen_and_rebuilds_when_stale(
     ],
 )
 def test_bad_text_files_change_nothing(
-    tmp_path: Path, counting_encoder: CountingEncoder, name: str, content: str, message: str
+    db: str,
+    tmp_path: Path,
+    counting_encoder: CountingEncoder,
+    name: str,
+    content: str,
+    message: str,
 ) -> None:
     good = _write_captions(tmp_path / "good.csv", CAPTIONS)
     bad = tmp_path / name
     bad.write_text(content)
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         idx.texts.add(good)
         with pytest.raises(TextSourceError, match=message):
             idx.texts.add(bad)
@@ -171,11 +183,11 @@ def test_bad_text_files_change_nothing(
 
 
 def test_non_utf8_and_missing_files_are_clear_errors(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     latin = tmp_path / "latin.txt"
     latin.write_bytes("caf\xe9\n".encode("latin-1"))
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         with pytest.raises(TextSourceError, match="not UTF-8"):
             idx.texts.add(latin)
         with pytest.raises(TextSourceError, match="cannot read"):
@@ -193,14 +205,14 @@ XMP = """<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF
 
 
 def test_sidecars_are_indexed_kept_in_step_and_their_keywords_become_tags(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    db: str, tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     photos = write_images(tmp_path / "photos", 4)
     (tmp_path / "photos" / "img_0000.txt").write_text("A red kite over the  hills.\n")
     (tmp_path / "photos" / "img_0001.jpg.xmp").write_text(XMP)
     (tmp_path / "photos" / "README.txt").write_text("not a sidecar: no image of that name")
     (tmp_path / "photos" / "img_0002.xmp").write_text("<broken")
-    with _open(tmp_path, counting_encoder) as idx:
+    with _open(db, counting_encoder) as idx:
         summary = idx.add([tmp_path / "photos"])
         assert summary.sidecars == 2
         assert [s.path for s in summary.skipped] == [str(tmp_path / "photos" / "img_0002.xmp")]

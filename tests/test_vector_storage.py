@@ -4,6 +4,7 @@ conversion either way that keeps every row."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,12 @@ from tests.conftest import CountingEncoder, write_images
 
 
 def test_float16_storage_halves_the_blobs_and_keeps_the_hits(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     write_images(tmp_path / "photos", 24)
     dim = counting_encoder.info.dim
-    full = clipsearch.open(tmp_path / "full", encoder=counting_encoder, workers=0)
-    half = clipsearch.open(tmp_path / "half", encoder=counting_encoder, workers=0)
+    full = clipsearch.open(store("full"), encoder=counting_encoder, workers=0)
+    half = clipsearch.open(store("half"), encoder=counting_encoder, workers=0)
     with full, half:
         full.add([tmp_path / "photos"])
         half.store_vectors_as("float16")
@@ -37,10 +38,10 @@ def test_float16_storage_halves_the_blobs_and_keeps_the_hits(
 
 
 def test_converting_an_index_keeps_every_row(
-    tmp_path: Path, counting_encoder: CountingEncoder
+    store: Callable[..., str], tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:
     write_images(tmp_path / "photos", 12)
-    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+    with clipsearch.open(store("db"), encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         before = {r.path: np.frombuffer(r.vector, np.float32) for r in idx.db.rows()}
         hits = [h.path for h in idx.search("a red square", k=5)]
@@ -56,9 +57,9 @@ def test_converting_an_index_keeps_every_row(
             idx.store_vectors_as("int8")
 
 
-def test_cli_vector_dtype(tmp_path: Path) -> None:
+def test_cli_vector_dtype(store: Callable[..., str], tmp_path: Path) -> None:
     write_images(tmp_path / "photos", 6)
-    db = str(tmp_path / "db")
+    db = store("db")
     runner = CliRunner()
     result = runner.invoke(app, ["index", str(tmp_path / "photos"), "--db", db, "--model",
                                  "tiny-random", "--workers", "0", "-q", "--vector-dtype",

@@ -150,7 +150,7 @@ def test_concurrent_cache_savers_never_mix_bytes(tmp_path: Path) -> None:
         "from clipsearch.storage import vector_index as vi\n"
         "with clipsearch.open(sys.argv[1], create=False) as idx:\n"
         "    for _ in range(15):\n"
-        "        vi.invalidate_cache(idx.directory)\n"
+        "        vi.invalidate_cache(idx.cache_dir)\n"
         "        idx.refresh()\n"
         "        idx.vector_index()\n"
     )

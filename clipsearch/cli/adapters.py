@@ -42,7 +42,7 @@ def tune(
     epochs: int = typer.Option(200, "--epochs", help="At most this many passes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split and the training."),
     force: bool = typer.Option(False, "--force", help="Keep the adapter even if it is worse."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
@@ -92,7 +92,7 @@ app.add_typer(adapters_app, name="adapters")
 
 
 @adapters_app.command("list")
-def adapters_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
+def adapters_list(db: str | None = DbOption, as_json: bool = JsonOption) -> None:
     """Every adapter of the index, with its metrics; * marks the active one."""
     infos = _with_index(lambda idx: idx.adapters.infos(), db=db, create=False)
     if as_json:
@@ -122,7 +122,7 @@ def _summary(metrics: dict[str, Any]) -> str:
 @adapters_app.command("use")
 def adapters_use(
     adapter: str = typer.Argument(..., help="An adapter id, or 'none' for the raw space."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     wait: bool = WaitOption,
 ) -> None:
     """Make an adapter the one applied to every search (the FAISS index is rebuilt)."""
@@ -134,7 +134,7 @@ def adapters_use(
 @adapters_app.command("remove")
 def adapters_remove(
     adapter: str = typer.Argument(..., help="An adapter id."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     wait: bool = WaitOption,
 ) -> None:
     """Delete an adapter (removing the active one returns the index to the raw space)."""
@@ -148,7 +148,7 @@ def adapters_remove(
 def adapters_pca(
     dims: int = typer.Option(..., "--dims", help="Dimensions to keep, e.g. 128."),
     whiten: bool = typer.Option(False, "--whiten", help="Scale each component to unit variance."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     wait: bool = WaitOption,
 ) -> None:
     """Reduce the index to fewer dimensions with PCA (a rectangular adapter)."""

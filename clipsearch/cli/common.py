@@ -28,7 +28,20 @@ app = typer.Typer(
 )
 
 DbOption = typer.Option(
-    None, "--db", help="Index directory [env CLIPSEARCH_DB; default ~/.local/share/clipsearch]."
+    None,
+    "--db",
+    help=(
+        "Index folder (SQLite), or a PostgreSQL URL postgresql+psycopg://USER@HOST/NAME "
+        "[env CLIPSEARCH_DB; default ~/.local/share/clipsearch]."
+    ),
+)
+CacheDirOption = typer.Option(
+    None,
+    "--cache-dir",
+    help=(
+        "Local caches (FAISS files, thumbnails) of a PostgreSQL index [env "
+        "CLIPSEARCH_CACHE_DIR; default ~/.cache/clipsearch/indexes; an SQLite index: its folder]."
+    ),
 )
 ModelOption = typer.Option(
     None,
@@ -61,6 +74,7 @@ def _open(
     return open_index(
         settings.db,
         settings.model,
+        cache_dir=settings.cache_dir,
         create=create,
         device=settings.device,
         batch_size=settings.batch_size,
@@ -74,8 +88,9 @@ def _open(
 def _with_index(
     call: Callable[[Index], T],
     *,
-    db: Path | None,
+    db: str | None,
     create: bool,
+    cache_dir: Path | None = None,
     model: str | None = None,
     device: str | None = None,
     wait: bool = False,
@@ -83,7 +98,7 @@ def _with_index(
 ) -> T:
     """Run `call` on the index the settings name; a library error exits with its message."""
     try:
-        settings = config.resolve(db=db, model=model, device=device)
+        settings = config.resolve(db=db, model=model, device=device, cache_dir=cache_dir)
         with _open(settings, create=create, wait=wait, progress=progress) as idx:
             return call(idx)
     except ClipsearchError as exc:

@@ -12,6 +12,7 @@ import typer
 
 from clipsearch import config
 from clipsearch.cli.common import (
+    CacheDirOption,
     DbOption,
     DeviceOption,
     JsonOption,
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 @app.command()
 def index(
     paths: list[Path] = typer.Argument(..., help="Image files or folders (walked recursively)."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per model call [32]."),
@@ -62,6 +64,7 @@ def index(
     try:
         settings = config.resolve(
             db=db,
+            cache_dir=cache_dir,
             model=model,
             device=device,
             batch_size=batch_size,
@@ -92,12 +95,16 @@ def index(
 
 
 @contextlib.contextmanager
-def _new_index_undone_on_failure(directory: Path) -> Iterator[None]:
-    """A first `index` run that fails before storing anything leaves no index behind
-    (nor the folder, if it made it)."""
+def _new_index_undone_on_failure(db: str) -> Iterator[None]:
+    """A first `index` run into a folder that fails before storing anything leaves no index
+    behind (nor the folder, if it made it)."""
     from clipsearch.storage.db import DB_FILENAME
+    from clipsearch.storage.location import locate
 
-    directory = directory.expanduser()
+    if locate(db).folder is None:
+        yield  # a server database: its empty tables cost nothing and may be shared
+        return
+    directory = Path(db).expanduser()
     folder_existed = directory.exists()
     if (directory / DB_FILENAME).exists():
         yield
@@ -200,7 +207,8 @@ def search(
         False, "--explain", help="Show each hit's rank at every stage of the pipeline."
     ),
     k: int = typer.Option(10, "-k", "--top", help="How many hits."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
@@ -246,7 +254,7 @@ def search(
             rerankers.append(CollapseNearDuplicates(collapse))
         if diverse is not None:
             rerankers.append(MMR(diverse))
-        settings = config.resolve(db=db, model=model, device=device)
+        settings = config.resolve(db=db, model=model, device=device, cache_dir=cache_dir)
         with _open(settings, create=False) as idx:
             if texts:
                 _print_text_hits(idx.search_texts(query=fused, k=k, kind=kind), as_json)
@@ -307,7 +315,7 @@ def reindex(
     vector_dtype: str | None = typer.Option(
         None, "--vector-dtype", help="Convert the stored vectors to float32 or float16."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     as_json: bool = JsonOption,
     wait: bool = WaitOption,
 ) -> None:
@@ -330,9 +338,11 @@ def reindex(
 
 
 @app.command()
-def stats(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
+def stats(
+    db: str | None = DbOption, cache_dir: Path | None = CacheDirOption, as_json: bool = JsonOption
+) -> None:
     """Show what the index holds: count, model, dimension, index type, size on disk."""
-    facts = _with_index(lambda idx: idx.stats(), db=db, create=False)
+    facts = _with_index(lambda idx: idx.stats(), db=db, create=False, cache_dir=cache_dir)
     if as_json:
         _print_json(facts.to_dict())
         return

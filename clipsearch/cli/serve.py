@@ -7,13 +7,21 @@ from pathlib import Path
 import typer
 
 from clipsearch import config
-from clipsearch.cli.common import DbOption, DeviceOption, ModelOption, _fail, app
+from clipsearch.cli.common import (
+    CacheDirOption,
+    DbOption,
+    DeviceOption,
+    ModelOption,
+    _fail,
+    app,
+)
 from clipsearch.errors import ClipsearchError
 
 
 @app.command()
 def serve(
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     host: str = typer.Option(
         "127.0.0.1", "--host", help="Address to listen on; anything but loopback needs a key."
@@ -49,11 +57,15 @@ def serve(
     from clipsearch.server import ServerSettings, create_app
     from clipsearch.server.protocol import uvicorn_options
     from clipsearch.server.service import SearchService
+    from clipsearch.storage.location import locate
 
     try:
-        resolved = config.resolve(db=db, model=model, device=device, workers=workers)
+        resolved = config.resolve(
+            db=db, model=model, device=device, workers=workers, cache_dir=cache_dir
+        )
         settings = ServerSettings(
             db=resolved.db,
+            cache_dir=resolved.cache_dir,
             model=resolved.model,
             host=host,
             port=port,
@@ -67,13 +79,14 @@ def serve(
             threads=threads,
         )
         settings.check()
-        typer.echo(f"loading {settings.db} ...", err=True)
+        shown_db = locate(settings.db).label  # no password on the screen
+        typer.echo(f"loading {shown_db} ...", err=True)
         service = SearchService(settings)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     try:
         shown = f"[{host}]" if ":" in host else host
-        typer.echo(f"serving {settings.db} on http://{shown}:{port}/", err=True)
+        typer.echo(f"serving {shown_db} on http://{shown}:{port}/", err=True)
         uvicorn.run(
             create_app(settings, service), host=host, port=port, log_level=log_level,
             **uvicorn_options(header_timeout),

@@ -30,7 +30,7 @@ def tag(
     store: bool = typer.Option(
         False, "--store", help="Keep the tags of indexed images, for `search --tag`."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
@@ -65,7 +65,7 @@ def texts_add(
     kind: str | None = typer.Option(
         None, "--kind", help="captions, jsonl or vocabulary [from the file name]."
     ),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     images: Path | None = typer.Option(
@@ -97,7 +97,7 @@ def texts_add(
 
 
 @texts_app.command("list")
-def texts_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
+def texts_list(db: str | None = DbOption, as_json: bool = JsonOption) -> None:
     """The text sources in the index, with how many texts each holds."""
     sources = _with_index(lambda idx: idx.texts.table.sources(), db=db, create=False)
     if as_json:
@@ -110,7 +110,7 @@ def texts_list(db: Path | None = DbOption, as_json: bool = JsonOption) -> None:
 @texts_app.command("remove")
 def texts_remove(
     source: str = typer.Argument(..., help="A source as `texts list` shows it."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     wait: bool = WaitOption,
 ) -> None:
     """Drop a text source and its texts."""

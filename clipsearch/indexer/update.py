@@ -69,14 +69,14 @@ def add_paths(
             summary.removed += counts.removed
             summary.skipped.extend(counts.skipped)
     except BaseException:
-        vi.invalidate_cache(index.directory)  # the next open rebuilds from the database
+        vi.invalidate_cache(index.cache_dir)  # the next open rebuilds from the database
         index.refresh()
         raise
     report(Progress("finishing"))
     if vectors is not None and info is not None:
         if vi.family_of(vectors.kind) != index.index_choice().family:
             index.reindex()  # grown past (or shrunk below) the size for another type
-        elif not vi.save_cache(index.directory, vectors, index.space().identity):
+        elif not vi.save_cache(index.cache_dir, vectors, index.space().identity):
             index.refresh()  # it missed a write from elsewhere: rebuilt on next use
     if scanned.sidecars or index.texts.table.sources(SIDECAR):
         sidecars = index.texts.sync_sidecars(

@@ -17,7 +17,7 @@ from typing import Any
 
 from clipsearch.errors import ConfigError, IndexDamagedError, IndexNotFoundError
 from clipsearch.storage.db import DB_FILENAME
-from clipsearch.storage.sqlite import read_only_uri
+from clipsearch.storage.dialect import read_only_uri
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from clipsearch.storage.db import DB_FILENAME
+from clipsearch.storage.dialect import read_only_uri
 from clipsearch.storage.schema import SCHEMA_VERSION
-from clipsearch.storage.sqlite import read_only_uri
 
 #: Tables every current index has.
 TABLES = ("meta", "images", "text_sources", "texts", "image_tags", "adapters", "query_cache")

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, select, true
 
 from clipsearch.errors import QueryError
 from clipsearch.names import is_text, readable
+from clipsearch.storage.dialect import glob_match
 from clipsearch.storage.schema import ImageRow, ImageTag
 
 Orientation = Literal["landscape", "portrait", "square"]
@@ -60,7 +61,7 @@ class Filter:
             prefix = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
             out.append(func.substr(ImageRow.path, 1, len(prefix)) == prefix)
         if self.path_glob:
-            out.append(ImageRow.path.op("GLOB")(self.path_glob))
+            out.append(glob_match(ImageRow.path, self.path_glob))
         if self.taken_after:
             out.append(ImageRow.taken_at >= _iso(self.taken_after, "taken_after"))
         if self.taken_before:

@@ -10,6 +10,7 @@ batch by batch (the job adds to the same live FAISS index); changes another proc
 from __future__ import annotations
 
 import asyncio
+import functools
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ from clipsearch.facts import IndexStats, IndexSummary, Progress
 from clipsearch.index import Index, open_index
 from clipsearch.indexer.decode import TOO_LARGE
 from clipsearch.items import Item, inside_roots
-from clipsearch.models import load_encoder, parse_model_spec
+from clipsearch.models import load_encoder, model_identity
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
@@ -53,7 +54,7 @@ class SearchService:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.index, self._batcher = _open(settings)
-        self.thumbnails = Thumbnails(self.index.directory, self.index.options.max_pixels)
+        self.thumbnails = Thumbnails(self.index.cache_dir, self.index.options.max_pixels)
         self.jobs = Jobs(self._run_job, on_finish=self._note_generation)
         self._refresh_lock = threading.Lock()
         self._roots_cache: tuple[int, list[Path]] | None = None
@@ -145,7 +146,7 @@ class SearchService:
             raise ReadOnlyError(
                 "zero-shot tags need the tag vocabulary embedded into the index once, and this "
                 f"server is read-only; run `clipsearch tag {item.path} --db "
-                f"{self.index.directory}` once (stored tags are in GET /api/items/{item_id})"
+                f"{self.index.label}` once (stored tags are in GET /api/items/{item_id})"
             )
         return item, self.index.tag([item.path], top=k)[0].tags
 
@@ -207,7 +208,7 @@ class SearchService:
         if expected is None or info is None:
             return
         try:
-            identity = parse_model_spec(expected).identity
+            identity = model_identity(expected)
         except ClipsearchError:
             identity = expected
         if expected not in (info.spec, info.identity) and identity != info.identity:
@@ -264,15 +265,16 @@ def _uploaded(data: bytes) -> Iterator[str]:
 def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     """The index with its model loaded (wrapped for query batching), or without a model for
     a new index (then the first job loads the one it needs)."""
-    with open_index(settings.db, settings.model, workers=settings.workers) as probe:
+    where = functools.partial(
+        open_index, settings.db, cache_dir=settings.cache_dir, workers=settings.workers
+    )
+    with where(settings.model) as probe:
         spec = settings.model or (probe.model_info.spec if probe.model_info else None)
     if spec is None:
-        return open_index(settings.db, workers=settings.workers, device=settings.device), None
+        return where(device=settings.device), None
     encoder = load_encoder(spec, device=settings.device)
     batcher = BatchingEncoder(encoder) if settings.batch_queries else None
-    index = open_index(
-        settings.db, settings.model, encoder=batcher or encoder, workers=settings.workers
-    )
+    index = where(settings.model, encoder=batcher or encoder)
     return index, batcher
 
 

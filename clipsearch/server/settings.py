@@ -14,7 +14,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 
 @dataclass(frozen=True)
 class ServerSettings:
-    db: Path
+    db: str | Path  # a folder (SQLite) or a PostgreSQL URL
+    cache_dir: Path | None = None  # local caches of a server database (default: user cache)
     model: str | None = None  # default: the model the index was built with
     host: str = "127.0.0.1"
     port: int = 8000

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from clipsearch.adapters.model import Adapter, adapter_label
 from clipsearch.errors import AdapterError
-from clipsearch.storage.db import Database
+from clipsearch.storage.db import Database, put_meta
 from clipsearch.storage.schema import AdapterRow, Meta
 
 ACTIVE = "active_adapter"
@@ -86,7 +86,7 @@ class AdapterTable:
             if adapter_id is None:
                 session.execute(delete(Meta).where(Meta.key == ACTIVE))
             else:
-                session.merge(Meta(key=ACTIVE, value=str(adapter_id)))
+                put_meta(session, ACTIVE, str(adapter_id))
 
     def infos(self) -> list[AdapterInfo]:
         active = self.active_id()

@@ -1,16 +1,17 @@
-"""The database: image rows with their vectors, and the index's facts, over SQLite.
+"""The database: image rows with their vectors, and the index's facts, in SQLite or
+PostgreSQL (see `location`; every difference between the two is in `dialect`).
 
 Every write is one transaction that also bumps `generation` (in one statement, so two
 processes can never both read N and write N + 1), a counter the FAISS cache is stamped with:
 a cache whose stamp differs from the database's is stale and gets rebuilt.
 
-SQLite's errors that a user can act on (a damaged file, a full disk, a read-only folder, a
-lock held too long) come out as the typed errors of `clipsearch.errors`, from every query.
+Errors that a user can act on (a damaged file, a full disk, a read-only folder, a lock held
+too long, a server that cannot be reached) come out as the typed errors of
+`clipsearch.errors`, from every query.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,23 +24,16 @@ from sqlalchemy import (
     Integer,
     Text,
     cast,
-    create_engine,
     delete,
-    event,
     func,
     select,
+    text,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from clipsearch.errors import (
-    ConfigError,
-    IndexDamagedError,
-    IndexNotFoundError,
-    ReadOnlyIndexError,
-    SchemaVersionError,
-)
+from clipsearch.errors import ConfigError
+from clipsearch.storage import dialect
 from clipsearch.storage.blobs import (
     VECTOR_DTYPES,
     IdArray,
@@ -49,28 +43,14 @@ from clipsearch.storage.blobs import (
     iter_vectors,
     vectors_for,
 )
-from clipsearch.storage.lock import WriterLock
-from clipsearch.storage.schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    ZERO_SHOT,
-    ImageRow,
-    ImageTag,
-    Meta,
-    read_version,
-)
-from clipsearch.storage.sqlite import (
-    READER_PRAGMAS,
-    WRITER_PRAGMAS,
-    pragmas,
-    read_only_uri,
-    typed_errors,
-    writable,
-)
+from clipsearch.storage.location import StoreLocation
+from clipsearch.storage.lock import AdvisoryLock, WriterLock
+from clipsearch.storage.opening import DB_FILENAME, open_engine, store_id
+from clipsearch.storage.schema import ZERO_SHOT, ImageRow, ImageTag, Meta
 
-DB_FILENAME = "clipsearch.db"
-#: Seconds any opener waits for another process that is creating or migrating the index.
-CREATE_WAIT = 5.0
+__all__ = [
+    "DB_FILENAME", "Database", "ImageRecord", "Move", "StoredFile", "bump", "chunked", "put_meta",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,135 +90,87 @@ class Move:
 def bump(session: Session, key: str = "generation") -> int:
     """Advance a write counter inside the caller's transaction, in one statement (no
     read-then-write window between two processes); returns the new value."""
-    insert = sqlite_insert(Meta).values(key=key, value="1")
+    insert = dialect.upsert(session.connection(), Meta).values(key=key, value="1")
     stmt = insert.on_conflict_do_update(
         index_elements=[Meta.key], set_={"value": cast(cast(Meta.value, Integer) + 1, Text)}
     ).returning(Meta.value)
     return int(session.execute(stmt).scalar_one())
 
 
-def _create(path: Path) -> None:
-    """A new, fully migrated database at `path`, made under a temporary name first."""
-    partial = path.with_name(f".{path.name}.creating")
-    for suffix in ("", "-wal", "-shm", "-journal"):  # from a run killed while creating
-        partial.with_name(partial.name + suffix).unlink(missing_ok=True)
-    db = Database._connect(partial)
-    try:
-        db._migrate()
-    finally:
-        db.close()  # the last connection checkpoints the WAL into the file and removes it
-    with open(partial, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+def put_meta(session: Session, key: str, value: str) -> None:
+    """Set one fact inside the caller's transaction (an upsert: two writers never collide)."""
+    stmt = dialect.upsert(session.connection(), Meta).values(key=key, value=value)
+    session.execute(stmt.on_conflict_do_update(index_elements=[Meta.key], set_={"value": value}))
+
+
+def chunked(values: Sequence[int], size: int = 10_000) -> Iterator[list[int]]:
+    """Long id lists a slice at a time: PostgreSQL takes at most 65,535 parameters."""
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
 
 
 class Database:
-    """An index's SQLite file. Open it with `Database.open`."""
+    """An index's metadata store (SQLite or PostgreSQL). Open it with `Database.open`."""
 
-    def __init__(self, engine: Engine, path: Path) -> None:
+    def __init__(self, engine: Engine, location: StoreLocation) -> None:
         self.engine = engine
+        self.location = location
         self._count: tuple[int, int] | None = None  # (generation, images) of the last count
-        self.path = path
         self.vector_dtype = VECTOR_DTYPES["float32"]  # the stored images' (meta vector_dtype)
         #: The image generation this object's last write produced (None before any).
         self.written_generation: int | None = None
 
     @classmethod
-    def open(cls, directory: Path, create: bool = True, wait: float | None = 0.0) -> Database:
-        """Open the index database in `directory`, creating (or migrating) it under the
-        writer lock. A folder this process cannot write is opened read-only. `wait`: how
-        long to queue behind another writer (None: as long as it takes); creating takes
-        well under a second, so at least `CREATE_WAIT` seconds are granted anyway."""
-        path = directory / DB_FILENAME
-        if not path.exists() and not create:
-            raise IndexNotFoundError(
-                f"no clipsearch index at {directory} (expected {path}); "
-                "create one with `clipsearch index PATH --db DIR`"
-            )
-        if path.exists() and not (writable(directory) and writable(path)):
-            return cls._open_read_only(path)
-        if path.is_dir():
-            raise IndexDamagedError(f"{path} is a folder, not an index database")
-        if path.exists() and path.stat().st_size > 0:
-            db = cls._connect(path)
-            if db._version() == SCHEMA_VERSION:
-                return db._ready()
-            db.close()
-        directory.mkdir(parents=True, exist_ok=True)
-        # Creating or migrating: one process at a time, or two first runs trip over each
-        # other's half-made tables. A new database is made whole under a temporary name and
-        # renamed into place, so a run killed while creating leaves no file behind, and a
-        # file that is empty once we hold the lock is a truncated database, not a new one.
-        with WriterLock(directory, None if wait is None else max(wait, CREATE_WAIT)):
-            if path.exists() and path.stat().st_size == 0:
-                raise IndexDamagedError(
-                    f"the index database {path} is empty (0 bytes): it was truncated; run "
-                    f"`clipsearch repair --db {directory}` to start it afresh (the file is "
-                    "kept aside), or delete the folder"
-                )
-            if not path.exists():
-                _create(path)
-            db = cls._connect(path)
-            try:
-                db._migrate()
-            except BaseException:
-                db.close()
-                raise
-        return db._ready()
-
-    @classmethod
-    def _connect(cls, path: Path) -> Database:
-        engine = create_engine(f"sqlite:///{path}")
-        event.listen(engine, "connect", pragmas(path, WRITER_PRAGMAS))
-        event.listen(engine, "handle_error", typed_errors(path))
-        return cls(engine, path)
-
-    @classmethod
-    def _open_read_only(cls, path: Path) -> Database:
-        """A database in a folder we cannot write: no lock, no WAL switch, no migration."""
-        engine = create_engine(f"sqlite:///{read_only_uri(path)}&uri=true")
-        event.listen(engine, "connect", pragmas(path, READER_PRAGMAS))
-        event.listen(engine, "handle_error", typed_errors(path))
-        db = cls(engine, path)
-        version = db._version()
-        if version != SCHEMA_VERSION:
-            db.close()
-            raise ReadOnlyIndexError(
-                f"the index at {path.parent} has schema version {version} and must be "
-                f"upgraded to {SCHEMA_VERSION}, but its folder is read-only; open it once "
-                "with write access"
-            )
-        return db._ready()
-
-    def _ready(self) -> Database:
+    def open(
+        cls,
+        location: StoreLocation | Path,
+        create: bool = True,
+        wait: float | None = 0.0,
+    ) -> Database:
+        """Open the index database at `location` (a folder: SQLite), creating or migrating
+        it under the writer lock. `wait`: how long to queue behind another writer (None: as
+        long as it takes)."""
+        if isinstance(location, Path):
+            location = StoreLocation(location, None)
+        db = cls(open_engine(location, create, wait), location)
         try:
-            self.vector_dtype = VECTOR_DTYPES[self.get_meta().get("vector_dtype", "float32")]
+            db.vector_dtype = VECTOR_DTYPES[db.get_meta().get("vector_dtype", "float32")]
         except BaseException:
-            self.close()
+            db.close()
             raise
-        return self
+        return db
 
-    def _version(self) -> int:
-        with self.engine.connect() as conn:
-            return read_version(conn)
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None for a server database)."""
+        folder = self.location.folder
+        return None if folder is None else folder / DB_FILENAME
+
+    @property
+    def label(self) -> str:
+        return self.location.label
+
+    def store_id(self) -> str:
+        return store_id(self.engine, self.location)
+
+    def cache_dir(self) -> Path:
+        """Where this index's FAISS caches and thumbnails live (made on demand)."""
+        folder = self.location.cache_dir(self.store_id())
+        if folder != self.location.folder:
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def writer_lock(self, wait: float | None = 0.0) -> WriterLock:
+        """The lock a writing operation holds (not yet acquired)."""
+        if self.location.folder is not None:
+            return WriterLock(self.location.folder, wait)
+        return WriterLock(None, wait, process=AdvisoryLock(self.engine), label=self.label)
+
+    def size_bytes(self) -> int:
+        return dialect.database_bytes(self.engine, self.path)
 
     def close(self) -> None:
         self.engine.dispose()
-
-    def _migrate(self) -> None:
-        with self.engine.begin() as conn:
-            version = read_version(conn)
-            if version > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"{self.path} has schema version {version}, newer than this clipsearch "
-                    f"understands ({SCHEMA_VERSION}); upgrade clipsearch"
-                )
-            for step in MIGRATIONS[version:]:
-                step(conn)
-            if version < SCHEMA_VERSION:
-                with Session(conn) as session:
-                    session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                    session.flush()
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -250,12 +182,12 @@ class Database:
     def set_meta(self, **values: str) -> None:
         with Session(self.engine) as session, session.begin():
             for key, value in values.items():
-                session.merge(Meta(key=key, value=value))
+                put_meta(session, key, value)
 
     def generation(self, key: str = "generation") -> int:
         """The write counter of the images (or, with `key`, of another table)."""
         with self.engine.connect() as conn:
-            found = conn.exec_driver_sql("SELECT value FROM meta WHERE key = ?", (key,)).scalar()
+            found = conn.scalar(text("SELECT value FROM meta WHERE key = :key"), {"key": key})
         return int(found or 0)
 
     def count(self) -> int:
@@ -335,12 +267,13 @@ class Database:
         if not (removed or moved or touched):
             return False
         with Session(self.engine) as session, session.begin():
-            if removed:
-                session.execute(delete(ImageRow).where(ImageRow.id.in_(list(removed))))
-            # Two-step rename so that swapping two paths cannot trip the UNIQUE constraint.
+            for ids in chunked(removed):
+                session.execute(delete(ImageRow).where(ImageRow.id.in_(ids)))
+            # Two-step rename so that swapping two paths cannot trip the UNIQUE constraint
+            # (the interim name is relative, so it can never be an indexed file's).
             for m in moved:
                 session.execute(
-                    update(ImageRow).where(ImageRow.id == m.id).values(path=f"\0moving:{m.id}")
+                    update(ImageRow).where(ImageRow.id == m.id).values(path=f":moving:{m.id}")
                 )
             for m in [*moved, *touched]:
                 session.execute(
@@ -379,7 +312,7 @@ class Database:
                     session.execute(update(ImageRow), changed)
                 last = rows[-1][0]
         with Session(self.engine) as session, session.begin():
-            session.merge(Meta(key="vector_dtype", value=name))
+            put_meta(session, "vector_dtype", name)
             generation = bump(session)
         self.written_generation = generation
         self.vector_dtype = target
@@ -392,6 +325,10 @@ class Database:
                 self.apply_file_changes(drop, [], [])
             return []
         now = time.time()
+        paths = [r.path for r in records]
+        # Rows go in in path order, one lock order for every writer: two writers inserting
+        # the same new paths in different orders could each wait for the other.
+        records = sorted(records, key=lambda r: r.path)
         values = [
             {
                 "path": r.path,
@@ -407,16 +344,15 @@ class Database:
             }
             for r in records
         ]
-        stmt = sqlite_insert(ImageRow)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[ImageRow.path],
-            set_={k: stmt.excluded[k] for k in values[0] if k != "path"},
-        )
         with Session(self.engine) as session, session.begin():
-            if drop:
-                session.execute(delete(ImageRow).where(ImageRow.id.in_(list(drop))))
+            stmt = dialect.upsert(session.connection(), ImageRow)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[ImageRow.path],
+                set_={k: stmt.excluded[k] for k in values[0] if k != "path"},
+            )
+            for ids in chunked(drop):
+                session.execute(delete(ImageRow).where(ImageRow.id.in_(ids)))
             session.execute(stmt, values)
-            paths = [r.path for r in records]
             found = session.execute(
                 select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths))
             )

@@ -1,15 +1,18 @@
 """The writer lock: one process at a time changes an index.
 
-SQLite already serialises single transactions, but an indexing run is many transactions plus a
-FAISS index kept in memory and saved at the end; two such runs interleaved leave a cache that
-reflects neither. So every writing operation (index, texts add/remove, tag --store, reindex,
-tune, adapters) holds an exclusive `flock` on `<index>/write.lock` for its whole run. The file
-holds the owner's pid, so a second writer can say who is busy. The kernel drops the lock when
-its process dies, so a killed run never leaves the index locked. Searches take no lock.
+The database already serialises single transactions, but an indexing run is many
+transactions plus a FAISS index kept in memory and saved at the end; two such runs
+interleaved leave a cache that reflects neither. So every writing operation (index, texts
+add/remove, tag --store, reindex, tune, adapters) holds the index's writer lock for its whole
+run: for an SQLite index an exclusive `flock` on `<index>/write.lock` (the file holds the
+owner's pid, so a second writer can say who is busy), for a PostgreSQL one a session-level
+advisory lock (its connection carries the owner's pid and host). Either is dropped when its
+process dies, so a killed run never leaves the index locked. Searches take no lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -18,8 +21,12 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
+
+from sqlalchemy import Connection, Engine
 
 from clipsearch.errors import IndexBusyError, ReadOnlyIndexError
+from clipsearch.storage import dialect
 
 LOCK_FILENAME = "write.lock"
 #: How often a waiting writer retries.
@@ -61,45 +68,35 @@ def lock_owner(directory: Path) -> str | None:
     return text or None
 
 
-class WriterLock:
-    """An exclusive, re-entrant (within one object) lock on an index folder.
+class ProcessLock(Protocol):
+    """What keeps other processes out: a file lock, or a database's advisory lock."""
 
-    `wait`: seconds to wait for another writer to finish; 0 fails at once with
-    `IndexBusyError`, None waits as long as it takes.
-    """
+    def try_acquire(self) -> bool: ...
 
-    def __init__(self, directory: Path, wait: float | None = 0.0) -> None:
+    def release(self) -> None: ...
+
+    def owner(self) -> str | None: ...
+
+
+class FileLock:
+    """An exclusive `flock` on `<folder>/write.lock`, which holds the owner's pid."""
+
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.wait = wait
         self._fd: int | None = None
-        self._depth = 0
-        # Threads of one process (a server's indexing job and an adapter switch) queue here;
-        # the flock below only excludes other processes.
-        self._threads = threading.RLock()
 
-    @property
-    def held(self) -> bool:
-        return self._depth > 0
+    def try_acquire(self) -> bool:
+        if self._fd is None:
+            self._fd = self._open()
+        if not _try_lock(self._fd):
+            return False
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        return True
 
-    def acquire(self) -> None:
-        if not self._threads.acquire(timeout=-1 if self.wait is None else self.wait):
-            raise IndexBusyError(
-                f"the index at {self.directory} is busy: this process is already writing to it"
-            )
-        if self._depth:
-            self._depth += 1
-            return
+    def _open(self) -> int:
         try:
-            self._lock_file()
-        except BaseException:
-            self._threads.release()
-            raise
-        self._depth = 1
-
-    def _lock_file(self) -> None:
-        path = self.directory / LOCK_FILENAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(self.directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise ReadOnlyIndexError(
@@ -109,29 +106,122 @@ class WriterLock:
             raise ReadOnlyIndexError(
                 f"cannot lock the index folder {self.directory} for writing: {exc.strerror}"
             ) from None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                _unlock(fd)
+            os.close(fd)
+
+    def owner(self) -> str | None:
+        return lock_owner(self.directory)
+
+
+class AdvisoryLock:
+    """A PostgreSQL advisory lock, held by one connection of its own for the whole run;
+    `shared` lets several holders of the shared kind in at once (never with an exclusive)."""
+
+    def __init__(self, engine: Engine, shared: bool = False) -> None:
+        self.engine = engine
+        self.shared = shared
+        self._conn: Connection | None = None
+
+    def try_acquire(self) -> bool:
+        conn = self.engine.connect()
+        try:
+            got = dialect.try_advisory_lock(conn, self.shared)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            dialect.advisory_unlock(conn, self.shared)
+            conn.commit()
+        finally:
+            conn.close()
+
+    def owner(self) -> str | None:
+        with self.engine.connect() as conn:
+            return dialect.advisory_holder(conn)
+
+
+class WriterLock:
+    """An exclusive, re-entrant (within one object) lock on an index.
+
+    `process`: what excludes other processes (a `FileLock` on the index folder by default);
+    `label`: how messages name the index. `wait`: seconds to wait for another writer to
+    finish; 0 fails at once with `IndexBusyError`, None waits as long as it takes.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None,
+        wait: float | None = 0.0,
+        *,
+        process: ProcessLock | None = None,
+        label: str | None = None,
+    ) -> None:
+        if process is None:
+            if directory is None:
+                raise ValueError("a WriterLock needs a folder or a process lock")
+            process = FileLock(directory)
+        self.process = process
+        self.label = label or str(directory)
+        self.wait = wait
+        self._depth = 0
+        # Threads of one process (a server's indexing job and an adapter switch) queue here;
+        # the process lock only excludes other processes.
+        self._threads = threading.RLock()
+
+    @property
+    def held(self) -> bool:
+        return self._depth > 0
+
+    def acquire(self) -> None:
+        if not self._threads.acquire(timeout=-1 if self.wait is None else self.wait):
+            raise IndexBusyError(
+                f"the index at {self.label} is busy: this process is already writing to it"
+            )
+        if self._depth:
+            self._depth += 1
+            return
+        try:
+            self._lock_process()
+        except BaseException:
+            self._threads.release()
+            raise
+        self._depth = 1
+
+    def _lock_process(self) -> None:
         deadline = None if self.wait is None else time.monotonic() + self.wait
-        while not _try_lock(fd):
+        while not self.process.try_acquire():
             if deadline is not None and time.monotonic() >= deadline:
-                os.close(fd)
-                owner = lock_owner(self.directory) or "another process"
+                self.process.release()
+                owner = self.process.owner() or "another process"
                 waited = f" after waiting {self.wait:g} s" if self.wait else ""
                 raise IndexBusyError(
-                    f"the index at {self.directory} is busy: {owner} is writing to it{waited}; "
+                    f"the index at {self.label} is busy: {owner} is writing to it{waited}; "
                     "let it finish, or run again with --wait to queue behind it"
                 )
             time.sleep(POLL_SECONDS)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._fd = fd
 
     def release(self) -> None:
         if not self._depth:
             return
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
-            fd, self._fd = self._fd, None
-            _unlock(fd)
-            os.close(fd)
+        if self._depth == 0:
+            self.process.release()
         self._threads.release()
 
     def __enter__(self) -> WriterLock:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.storage import dialect
 from clipsearch.storage.db import Database
 from clipsearch.storage.schema import CachedQuery
 
@@ -71,13 +71,13 @@ class QueryCache:
              "vector": np.ascontiguousarray(v, dtype="<f4").tobytes()}
             for t, v in vectors.items()
         ]  # fmt: skip
-        stmt = sqlite_insert(CachedQuery)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[CachedQuery.identity, CachedQuery.text],
-            set_={"vector": stmt.excluded.vector, "used_at": stmt.excluded.used_at},
-        )
         try:
             with Session(self.engine) as session, session.begin():
+                stmt = dialect.upsert(session.connection(), CachedQuery)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[CachedQuery.identity, CachedQuery.text],
+                    set_={"vector": stmt.excluded.vector, "used_at": stmt.excluded.used_at},
+                )
                 session.execute(stmt, rows)
                 count = int(session.scalar(select(func.count()).select_from(CachedQuery)) or 0)
                 if count > MAX_ENTRIES:

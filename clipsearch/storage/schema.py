@@ -1,7 +1,8 @@
-"""The SQLite schema (SQLAlchemy 2.0 declarative) and its numbered migrations.
+"""The schema (SQLAlchemy 2.0 declarative) and its numbered migrations, for SQLite and
+PostgreSQL alike.
 
-SQLite is the source of truth: every image and text row carries its embedding, so the FAISS
-indexes can always be rebuilt from here.
+The database is the source of truth: every image and text row carries its embedding, so the
+FAISS indexes can always be rebuilt from here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Float,
     ForeignKey,
@@ -16,11 +18,16 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    inspect,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 4
+
+#: A 64-bit integer (file sizes, nanosecond times, ids at scale). SQLite's INTEGER already is
+#: one, and its ids must be declared exactly INTEGER to be row ids, so there it stays that.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -40,10 +47,10 @@ class ImageRow(Base):
     # AUTOINCREMENT: ids are never reused, so an id handed to a client stays that image's.
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
@@ -60,12 +67,12 @@ class TextSource(Base):
     __tablename__ = "text_sources"
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # captions | jsonl | vocabulary | sidecar
     path: Mapped[str] = mapped_column(Text, unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     added_at: Mapped[float] = mapped_column(Float)
 
 
@@ -73,9 +80,9 @@ class TextRow(Base):
     __tablename__ = "texts"
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     source_id: Mapped[int] = mapped_column(
-        ForeignKey("text_sources.id", ondelete="CASCADE"), index=True
+        BigInt, ForeignKey("text_sources.id", ondelete="CASCADE"), index=True
     )
     key: Mapped[str | None] = mapped_column(Text)  # the JSONL id, or the term of a vocabulary
     text: Mapped[str] = mapped_column(Text)
@@ -90,7 +97,7 @@ class ImageTag(Base):
     __tablename__ = "image_tags"
 
     image_id: Mapped[int] = mapped_column(
-        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+        BigInt, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
     tag: Mapped[str] = mapped_column(Text, primary_key=True, index=True)
     score: Mapped[float] = mapped_column(Float)
@@ -108,7 +115,7 @@ class AdapterRow(Base):
     __tablename__ = "adapters"
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # contrastive | pca | identity
     model_identity: Mapped[str] = mapped_column(Text)  # the raw space it maps from
     in_dim: Mapped[int] = mapped_column(Integer)
@@ -159,10 +166,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
 def read_version(conn: Connection) -> int:
-    has_meta = conn.execute(
-        text("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'")
-    ).first()
-    if not has_meta:
+    if not inspect(conn).has_table("meta"):
         return 0
     row = conn.execute(text("SELECT value FROM meta WHERE key='schema_version'")).first()
     return int(row[0]) if row else 0

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from clipsearch.storage.blobs import IdArray, Vector, iter_vectors, vectors_for
-from clipsearch.storage.db import Database, bump
+from clipsearch.storage.db import Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 
 TEXT_GENERATION = "text_generation"
@@ -178,16 +178,14 @@ class TextTable:
         if not tags:
             return
         with Session(self.engine) as session, session.begin():
-            session.execute(
-                delete(ImageTag).where(ImageTag.image_id.in_(list(tags)), ImageTag.origin == origin)
-            )
-            # A tag from another origin on the same image wins (primary key image+tag).
-            existing = {
-                (i, t)
-                for i, t in session.execute(
-                    select(ImageTag.image_id, ImageTag.tag).where(ImageTag.image_id.in_(list(tags)))
+            existing: set[tuple[int, str]] = set()
+            for ids in chunked(list(tags)):
+                session.execute(
+                    delete(ImageTag).where(ImageTag.image_id.in_(ids), ImageTag.origin == origin)
                 )
-            }
+                # A tag from another origin on the same image wins (primary key image+tag).
+                found = select(ImageTag.image_id, ImageTag.tag).where(ImageTag.image_id.in_(ids))
+                existing.update((i, t) for i, t in session.execute(found))
             session.add_all(
                 ImageTag(image_id=image_id, tag=tag, score=float(score), origin=origin)
                 for image_id, pairs in tags.items()
