@@ -1,4 +1,4 @@
-"""Commands that look after an index: verify, repair, backup."""
+"""Commands that look after an index: verify, repair, backup, copy."""
 
 from __future__ import annotations
 
@@ -11,9 +11,24 @@ from clipsearch.cli.common import DbOption, JsonOption, WaitOption, _fail, _prin
 from clipsearch.errors import ClipsearchError
 
 
+def _folder(db: str | None, command: str) -> Path:
+    """The SQLite index folder these commands work on; a PostgreSQL index is looked after by
+    the server's own tools."""
+    from clipsearch.storage.location import locate
+
+    location = locate(config.resolve(db=db).db)
+    if location.folder is None:
+        raise ClipsearchError(
+            f"`clipsearch {command}` works on SQLite index folders; {location.label} is a "
+            "PostgreSQL database: look after it with PostgreSQL's own tools (pg_dump, "
+            "pg_amcheck), or take a verified local copy with `clipsearch copy URL FOLDER`"
+        )
+    return location.folder
+
+
 @app.command()
 def verify(
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     files: bool = typer.Option(
         True, "--files/--no-files", help="Also check that every indexed file is on disk."
     ),
@@ -24,7 +39,7 @@ def verify(
     from clipsearch.maintenance.verify import verify as run_verify
 
     try:
-        report = run_verify(config.resolve(db=db).db, files=files)
+        report = run_verify(_folder(db, "verify"), files=files)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -43,13 +58,13 @@ def verify(
 
 
 @app.command()
-def repair(db: Path | None = DbOption, wait: bool = WaitOption, as_json: bool = JsonOption) -> None:
+def repair(db: str | None = DbOption, wait: bool = WaitOption, as_json: bool = JsonOption) -> None:
     """Salvage a damaged database into a fresh one (the old file is kept aside), quarantine
     damaged rows, drop orphaned tags and texts, rebuild the caches."""
     from clipsearch.maintenance.repair import repair as run_repair
 
     try:
-        report = run_repair(config.resolve(db=db).db, wait=None if wait else 0.0)
+        report = run_repair(_folder(db, "repair"), wait=None if wait else 0.0)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -80,7 +95,7 @@ def repair(db: Path | None = DbOption, wait: bool = WaitOption, as_json: bool = 
 @app.command()
 def backup(
     dest: Path = typer.Argument(..., help="A new folder for the copy (an index folder itself)."),
-    db: Path | None = DbOption,
+    db: str | None = DbOption,
     force: bool = typer.Option(False, "--force", help="Overwrite a copy already in DEST."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -88,7 +103,7 @@ def backup(
     from clipsearch.maintenance.backup import backup as run_backup
 
     try:
-        report = run_backup(config.resolve(db=db).db, dest, force=force)
+        report = run_backup(_folder(db, "backup"), dest, force=force)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -98,3 +113,29 @@ def backup(
             f"backed up {report.images} images and {report.texts} texts "
             f"({report.bytes / 1e6:.1f} MB) to {report.target}"
         )
+
+
+@app.command()
+def copy(
+    source: str = typer.Argument(..., help="The index to copy: a folder or a PostgreSQL URL."),
+    target: str = typer.Argument(..., help="A new folder, or an empty PostgreSQL database."),
+    wait: bool = WaitOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Copy a whole index between stores (SQLite folder <-> PostgreSQL), ids kept, verified
+    by row counts and a checksum of every vector."""
+    from clipsearch.storage.transfer import copy as run_copy
+
+    try:
+        report = run_copy(source, target, wait=None if wait else 0.0)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    rows = report.rows
+    typer.echo(
+        f"copied {rows['images']} images, {rows['texts']} texts, {rows['adapters']} adapters "
+        f"from {report.source} to {report.target} in {report.seconds:.1f} s; verified "
+        f"(images sha256 {report.vectors_sha256['images'][:12]})"
+    )
