@@ -36,7 +36,7 @@ def test_spec_parsing(tmp_path: Path) -> None:
 
 
 def test_unknown_architecture_and_tag_are_clear_errors() -> None:
-    with pytest.raises(ModelSpecError, match="unknown architecture 'ViT-Q-99'"):
+    with pytest.raises(ModelSpecError, match="unknown model 'ViT-Q-99': no installed plugin"):
         load_encoder("ViT-Q-99:openai")
     with pytest.raises(ModelSpecError, match="no published weights 'nonsense'"):
         load_encoder("ViT-B-32:nonsense")

@@ -61,8 +61,10 @@ def _build(spec: ModelSpec, device: torch.device) -> tuple[Any, Any]:
     if not is_schema and spec.arch not in open_clip.list_models():
         known = ", ".join(m for m in open_clip.list_models() if m.startswith("ViT-B"))
         raise ModelSpecError(
-            f"unknown architecture {spec.arch!r}; open_clip knows e.g. {known} "
-            "(run `python -c 'import open_clip; print(open_clip.list_models())'` for all)"
+            f"unknown model {spec.arch!r}: no installed plugin serves it (install the package "
+            "that provides it: its entry point in the group 'clipsearch.encoders'), and it is "
+            f"not an open_clip architecture; open_clip knows e.g. {known} (run `python -c "
+            "'import open_clip; print(open_clip.list_models())'` for all)"
         )
     if spec.weights and not spec.is_local_file:
         tags = open_clip.list_pretrained_tags_by_model(spec.arch)
