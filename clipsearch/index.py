@@ -116,10 +116,12 @@ class Index:
         self.db.close()
 
     @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
-        """Hold the writer lock (re-entrant) for a change to this index. On entry the live
-        FAISS index is dropped if another process wrote since it was loaded."""
-        with self.writer_lock:
+    def writing(self, shared: bool = False) -> Iterator[None]:
+        """Hold the writer lock (re-entrant) for a change to this index; `shared` for
+        changes that may run beside each other where the store allows (indexing runs on
+        PostgreSQL). On entry the live FAISS index is dropped if another process wrote
+        since it was loaded."""
+        with self.writer_lock.holding(shared):
             if self._vectors_lag():
                 self.refresh()
             yield
@@ -315,8 +317,15 @@ class Index:
         """The index's model, recorded on first write (images or texts)."""
         info = self.model_info
         if info is None:
-            info = self.encoder.info
-            self.db.set_meta(model_spec=info.spec, model_identity=info.identity, dim=str(info.dim))
+            mine = self.encoder.info
+            # Two first runs may race here: the first to commit records its model, and the
+            # other is told if it differs (instead of mixing two models' vectors).
+            self.db.set_meta_if_absent(
+                model_spec=mine.spec, model_identity=mine.identity, dim=str(mine.dim)
+            )
+            info = self.model_info
+            assert info is not None
+            check_model(self.label, info, mine.identity, mine.spec)
         return info
 
     # -- indexing -------------------------------------------------------------------------
@@ -331,7 +340,7 @@ class Index:
         `on_progress` is told the phase and, while embedding, files done out of total."""
         from clipsearch.indexer.update import add_paths
 
-        with self.writing():
+        with self.writing(shared=True):
             return add_paths(self, paths, on_progress or (lambda _progress: None))
 
     # -- search ---------------------------------------------------------------------------

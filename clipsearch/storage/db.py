@@ -161,10 +161,18 @@ class Database:
         return folder
 
     def writer_lock(self, wait: float | None = 0.0) -> WriterLock:
-        """The lock a writing operation holds (not yet acquired)."""
+        """The lock a writing operation holds (not yet acquired). On PostgreSQL, indexing
+        runs take it shared (several at once: rows are upserts, the generation one
+        statement); everything else takes it exclusive. SQLite has one writer at a time."""
         if self.location.folder is not None:
             return WriterLock(self.location.folder, wait)
-        return WriterLock(None, wait, process=AdvisoryLock(self.engine), label=self.label)
+        return WriterLock(
+            None,
+            wait,
+            process=AdvisoryLock(self.engine),
+            shared_process=AdvisoryLock(self.engine, shared=True),
+            label=self.label,
+        )
 
     def size_bytes(self) -> int:
         return dialect.database_bytes(self.engine, self.path)
@@ -183,6 +191,19 @@ class Database:
         with Session(self.engine) as session, session.begin():
             for key, value in values.items():
                 put_meta(session, key, value)
+
+    def set_meta_if_absent(self, **values: str) -> None:
+        """Set these facts together, unless the first is already set (a claim: of several
+        processes racing, the first to commit wins and the others keep its values)."""
+        with Session(self.engine) as session, session.begin():
+            first = next(iter(values))
+            stmt = dialect.upsert(session.connection(), Meta).values(key=first, value=values[first])
+            claimed = session.execute(
+                stmt.on_conflict_do_nothing(index_elements=[Meta.key]).returning(Meta.key)
+            ).first()
+            if claimed is not None:
+                for key, value in list(values.items())[1:]:
+                    put_meta(session, key, value)
 
     def generation(self, key: str = "generation") -> int:
         """The write counter of the images (or, with `key`, of another table)."""
@@ -266,6 +287,14 @@ class Database:
         returns whether anything was written."""
         if not (removed or moved or touched):
             return False
+        self.written_generation = dialect.retrying(
+            lambda: self._apply_file_changes(removed, moved, touched)
+        )
+        return True
+
+    def _apply_file_changes(
+        self, removed: Sequence[int], moved: Sequence[Move], touched: Sequence[Move]
+    ) -> int:
         with Session(self.engine) as session, session.begin():
             for ids in chunked(removed):
                 session.execute(delete(ImageRow).where(ImageRow.id.in_(ids)))
@@ -281,9 +310,7 @@ class Database:
                     .where(ImageRow.id == m.id)
                     .values(path=m.path, size=m.size, mtime_ns=m.mtime_ns)
                 )
-            generation = bump(session)
-        self.written_generation = generation
-        return True
+            return bump(session)
 
     def convert_vectors(self, name: str, chunk: int = 20_000) -> None:
         """Store every image vector as `name` (float32 or float16) from now on, rewriting the
@@ -344,6 +371,14 @@ class Database:
             }
             for r in records
         ]
+        by_path, self.written_generation = dialect.retrying(
+            lambda: self._upsert_images(values, paths, drop)
+        )
+        return [by_path[p] for p in paths]
+
+    def _upsert_images(
+        self, values: list[dict[str, Any]], paths: list[str], drop: Sequence[int]
+    ) -> tuple[dict[str, int], int]:
         with Session(self.engine) as session, session.begin():
             stmt = dialect.upsert(session.connection(), ImageRow)
             stmt = stmt.on_conflict_do_update(
@@ -363,6 +398,4 @@ class Database:
                     ImageTag.image_id.in_(list(by_path.values())), ImageTag.origin == ZERO_SHOT
                 )
             )
-            generation = bump(session)
-        self.written_generation = generation
-        return [by_path[p] for p in paths]
+            return by_path, bump(session)

@@ -17,9 +17,10 @@ import re
 import shutil
 import socket
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Boolean,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -47,6 +49,8 @@ from clipsearch.errors import (
     ReadOnlyIndexError,
     StoreUnavailableError,
 )
+
+T = TypeVar("T")
 
 # -- engines ------------------------------------------------------------------------------
 
@@ -214,25 +218,51 @@ def _size(path: Path) -> int:
         return 0
 
 
+#: PostgreSQL's codes for a transaction that lost a race with another and may simply run
+#: again: deadlock detected, serialization failure.
+RETRYABLE = ("40P01", "40001")
+#: ... and a unique key taken meanwhile, for writes that replace by key (delete + insert).
+RETRYABLE_REPLACE = (*RETRYABLE, "23505")
+
+
+def retrying(
+    transaction: Callable[[], T], codes: Sequence[str] = RETRYABLE, attempts: int = 5
+) -> T:
+    """Run a whole transaction, and again (up to `attempts` times) if the database aborted
+    it for losing a race with a concurrent writer. Only for transactions that are safe to
+    repeat from the start; SQLite never reports these (it has one writer at a time)."""
+    for attempt in range(attempts):
+        try:
+            return transaction()
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "sqlstate", None)
+            if code not in codes or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 # -- the writer lock on PostgreSQL: a session-level advisory lock -------------------------
 
-#: The advisory lock key of clipsearch's writer lock (one per database); below 2^31, so
-#: pg_locks shows it as objid with classid 0.
+#: The advisory lock keys of clipsearch's writer lock and of its schema changes (one each
+#: per database; the two are apart, so creating the schema never waits for indexing runs
+#: that hold the writer lock shared); below 2^31, so pg_locks shows them as objid.
 ADVISORY_KEY = 0x0C11_5EA2
+SCHEMA_KEY = 0x0C11_5EA3
 
 
-def try_advisory_lock(conn: Connection, shared: bool = False) -> bool:
+def try_advisory_lock(conn: Connection, shared: bool = False, key: int = ADVISORY_KEY) -> bool:
     call = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
-    return bool(conn.scalar(text(f"SELECT {call}(:key)"), {"key": ADVISORY_KEY}))
+    return bool(conn.scalar(text(f"SELECT {call}(:key)"), {"key": key}))
 
 
-def advisory_unlock(conn: Connection, shared: bool = False) -> None:
+def advisory_unlock(conn: Connection, shared: bool = False, key: int = ADVISORY_KEY) -> None:
     call = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
-    conn.execute(text(f"SELECT {call}(:key)"), {"key": ADVISORY_KEY})
+    conn.execute(text(f"SELECT {call}(:key)"), {"key": key})
 
 
-def advisory_holder(conn: Connection) -> str | None:
-    """Who holds the writer lock: the application name of its connection."""
+def advisory_holder(conn: Connection, key: int = ADVISORY_KEY) -> str | None:
+    """Who holds the lock: the application name of its connection."""
     holder = conn.scalar(
         text(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
@@ -240,7 +270,7 @@ def advisory_holder(conn: Connection) -> str | None:
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
             "LIMIT 1"
         ),
-        {"key": ADVISORY_KEY},
+        {"key": key},
     )
     return str(holder) if holder else None
 

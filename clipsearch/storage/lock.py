@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
@@ -122,15 +123,16 @@ class AdvisoryLock:
     """A PostgreSQL advisory lock, held by one connection of its own for the whole run;
     `shared` lets several holders of the shared kind in at once (never with an exclusive)."""
 
-    def __init__(self, engine: Engine, shared: bool = False) -> None:
+    def __init__(self, engine: Engine, shared: bool = False, key: int = dialect.ADVISORY_KEY):
         self.engine = engine
         self.shared = shared
+        self.key = key
         self._conn: Connection | None = None
 
     def try_acquire(self) -> bool:
         conn = self.engine.connect()
         try:
-            got = dialect.try_advisory_lock(conn, self.shared)
+            got = dialect.try_advisory_lock(conn, self.shared, self.key)
             conn.commit()
         except BaseException:
             conn.close()
@@ -146,22 +148,25 @@ class AdvisoryLock:
         if conn is None:
             return
         try:
-            dialect.advisory_unlock(conn, self.shared)
+            dialect.advisory_unlock(conn, self.shared, self.key)
             conn.commit()
         finally:
             conn.close()
 
     def owner(self) -> str | None:
         with self.engine.connect() as conn:
-            return dialect.advisory_holder(conn)
+            return dialect.advisory_holder(conn, self.key)
 
 
 class WriterLock:
-    """An exclusive, re-entrant (within one object) lock on an index.
+    """A re-entrant (within one object) lock on an index, exclusive by default.
 
     `process`: what excludes other processes (a `FileLock` on the index folder by default);
-    `label`: how messages name the index. `wait`: seconds to wait for another writer to
-    finish; 0 fails at once with `IndexBusyError`, None waits as long as it takes.
+    `shared_process`: a lock several processes may hold at once, but never with `process`
+    (PostgreSQL's indexing runs; None: shared requests are exclusive too). `label`: how
+    messages name the index. `wait`: seconds to wait for another writer to finish; 0 fails
+    at once with `IndexBusyError`, None waits as long as it takes. A request made while this
+    object already holds the lock joins it, in whichever mode it was taken.
     """
 
     def __init__(
@@ -170,6 +175,7 @@ class WriterLock:
         wait: float | None = 0.0,
         *,
         process: ProcessLock | None = None,
+        shared_process: ProcessLock | None = None,
         label: str | None = None,
     ) -> None:
         if process is None:
@@ -177,6 +183,8 @@ class WriterLock:
                 raise ValueError("a WriterLock needs a folder or a process lock")
             process = FileLock(directory)
         self.process = process
+        self.shared_process = shared_process
+        self._active = process
         self.label = label or str(directory)
         self.wait = wait
         self._depth = 0
@@ -188,7 +196,7 @@ class WriterLock:
     def held(self) -> bool:
         return self._depth > 0
 
-    def acquire(self) -> None:
+    def acquire(self, shared: bool = False) -> None:
         if not self._threads.acquire(timeout=-1 if self.wait is None else self.wait):
             raise IndexBusyError(
                 f"the index at {self.label} is busy: this process is already writing to it"
@@ -196,6 +204,7 @@ class WriterLock:
         if self._depth:
             self._depth += 1
             return
+        self._active = self.shared_process if shared and self.shared_process else self.process
         try:
             self._lock_process()
         except BaseException:
@@ -205,10 +214,10 @@ class WriterLock:
 
     def _lock_process(self) -> None:
         deadline = None if self.wait is None else time.monotonic() + self.wait
-        while not self.process.try_acquire():
+        while not self._active.try_acquire():
             if deadline is not None and time.monotonic() >= deadline:
-                self.process.release()
-                owner = self.process.owner() or "another process"
+                self._active.release()
+                owner = self._active.owner() or "another process"
                 waited = f" after waiting {self.wait:g} s" if self.wait else ""
                 raise IndexBusyError(
                     f"the index at {self.label} is busy: {owner} is writing to it{waited}; "
@@ -221,8 +230,17 @@ class WriterLock:
             return
         self._depth -= 1
         if self._depth == 0:
-            self.process.release()
+            self._active.release()
         self._threads.release()
+
+    @contextlib.contextmanager
+    def holding(self, shared: bool = False) -> Iterator[None]:
+        """The lock for a `with` block; `shared` where the store allows several writers."""
+        self.acquire(shared)
+        try:
+            yield
+        finally:
+            self.release()
 
     def __enter__(self) -> WriterLock:
         self.acquire()

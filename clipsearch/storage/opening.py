@@ -55,7 +55,7 @@ def _open_postgres(location: StoreLocation, create: bool, wait: float | None) ->
                 f"no clipsearch index in the database {location.label}; create one with "
                 f"`clipsearch index PATH --db {location.label}`"
             )
-        lock = AdvisoryLock(engine)
+        lock = AdvisoryLock(engine, key=dialect.SCHEMA_KEY)
         with WriterLock(None, _creation_wait(wait), process=lock, label=location.label):
             migrate(engine, location.label)
     except BaseException:

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from clipsearch.storage import dialect
 from clipsearch.storage.blobs import IdArray, Vector, iter_vectors, vectors_for
 from clipsearch.storage.db import Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
@@ -122,7 +123,13 @@ class TextTable:
             return {t: np.frombuffer(v, dtype=np.float32) for t, v in session.execute(stmt)}
 
     def replace_source(self, source: SourceFile, records: Sequence[TextRecord]) -> int:
-        """Make `source` hold exactly `records` (one transaction); returns the source id."""
+        """Make `source` hold exactly `records` (one transaction, run again if a concurrent
+        writer replaced the same source meanwhile); returns the source id."""
+        return dialect.retrying(
+            lambda: self._replace_source(source, records), dialect.RETRYABLE_REPLACE
+        )
+
+    def _replace_source(self, source: SourceFile, records: Sequence[TextRecord]) -> int:
         now = time.time()
         with Session(self.engine) as session, session.begin():
             session.execute(delete(TextSource).where(TextSource.path == source.path))
