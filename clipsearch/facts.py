@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ModelMismatchError
-from clipsearch.indexer.scan import Skip
 from clipsearch.models.base import ModelInfo
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A file left out of the index, and why (in words a user can act on)."""
+
+    path: str
+    reason: str
 
 
 @dataclass
@@ -26,6 +32,15 @@ class IndexSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class SidecarSummary:
+    """What keeping the sidecar descriptions in step did, in one `add` run."""
+
+    added: int = 0
+    removed: int = 0
+    skipped: list[Skip] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -63,13 +78,6 @@ def recorded_info(meta: dict[str, str]) -> ModelInfo | None:
     if "model_identity" not in meta:
         return None
     return ModelInfo(meta["model_spec"], meta["model_identity"], int(meta["dim"]))
-
-
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def check_model(label: str, recorded: ModelInfo, asked: str | None, spec: str | None) -> None:

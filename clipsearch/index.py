@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsearch.adapters.space import SearchSpace
+from clipsearch.adapters.table import ACTIVE as ACTIVE_ADAPTER
+from clipsearch.adapters.table import AdapterTable
 from clipsearch.errors import (
     EmptyIndexError,
     ImageDecodeError,
@@ -25,7 +27,6 @@ from clipsearch.facts import (
     IndexSummary,
     Progress,
     check_model,
-    file_size,
     recorded_info,
 )
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
@@ -37,11 +38,10 @@ from clipsearch.search.query import Query, QueryPart, fuse
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
-from clipsearch.storage.adapters import ACTIVE as ACTIVE_ADAPTER
-from clipsearch.storage.adapters import AdapterTable
 from clipsearch.storage.db import Database
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
+from clipsearch.storage.vectors import VectorTable
 from clipsearch.texts import TextCollection, TextHit
 
 if TYPE_CHECKING:
@@ -233,12 +233,25 @@ class Index:
         space = self.space()
         stale = not self.writer_lock.held and self._vectors_lag()
         if self._vectors is None or stale or self._vectors_identity != space.identity:
-            self._vectors, _ = vi.load_or_rebuild(
-                space.image_store(self.db), self.cache_dir, space.identity, space.dim,
-                choice=self.index_choice(),
-            )  # fmt: skip
+            self._vectors = self.vector_backend().open()
             self._vectors_identity = space.identity
         return self._vectors
+
+    def image_table(self) -> VectorTable:
+        """The stored image vectors as the search space sees them (through the adapter)."""
+        return self.space().image_store(self.db)
+
+    def text_table(self) -> VectorTable:
+        """The stored text vectors, as the model made them."""
+        return self.texts.table
+
+    def vector_backend(self) -> vi.FaissBackend:
+        """The backend that owns the images' FAISS cache, in the current search space."""
+        space = self.space()
+        return vi.FaissBackend(
+            space.image_store(self.db), self.cache_dir, space.identity, space.dim,
+            choice=self.index_choice(),
+        )  # fmt: skip
 
     def refresh(self) -> None:
         """Forget the in-memory FAISS indexes, so the next search loads them afresh (from
@@ -272,7 +285,7 @@ class Index:
                 self.db.set_meta(index_type=index_type)
             if nprobe is not None:
                 self.db.set_meta(nprobe=str(nprobe))
-            vi.invalidate_cache(self.cache_dir)
+            vi.CacheFiles(self.cache_dir).invalidate()
             self._vectors = None
             return self.vector_index()
 
@@ -495,13 +508,22 @@ class Index:
         """Indexed images by id (those that exist, in the order asked), with their tags."""
         return read_items(self.db, ids)
 
+    def count(self) -> int:
+        """Images in the index."""
+        return self.db.count()
+
+    def generation(self) -> int:
+        """The images' write counter: it moves whenever any process changes them."""
+        return self.db.generation()
+
     def roots(self) -> list[Path]:
         """The folders (and single files) this index was built from."""
         return indexed_roots(self.db)
 
     def stats(self) -> IndexStats:
         info = self.model_info
-        stamp = vi.read_stamp(self.cache_dir)
+        cache = vi.CacheFiles(self.cache_dir)
+        stamp = cache.stamp()
         return IndexStats(
             directory=self.label,
             store="sqlite" if self.location.is_sqlite else "postgresql",
@@ -516,7 +538,7 @@ class Index:
             vector_dtype=self.db.get_meta().get("vector_dtype", "float32"),
             faiss_gpus=vi.faiss_gpu_count(),
             database_bytes=self.db.size_bytes(),
-            vector_index_bytes=file_size(self.cache_dir / vi.INDEX_FILENAME),
+            vector_index_bytes=cache.size(),
         )
 
 

@@ -9,19 +9,33 @@ Tags of indexed images can be stored and then filtered on (`Filter(tags=...)`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from clipsearch.errors import QueryError
 from clipsearch.storage.schema import ZERO_SHOT
-from clipsearch.texts import BUILTIN_VOCABULARY
+from clipsearch.texts import BUILTIN_VOCABULARY, TextCollection
 
 if TYPE_CHECKING:
-    from clipsearch.index import Index
+    from clipsearch.storage.db import Database
+
+
+class TagHost(Protocol):
+    """What tagging needs of an index (an `Index`): its images, their vectors in the search
+    space, and its texts (the tag vocabulary is one of them)."""
+
+    db: Database
+
+    @property
+    def texts(self) -> TextCollection: ...
+
+    def image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]: ...
+
+    def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +51,9 @@ class TagResult:
         return out
 
 
-def _targets(index: Index, paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, int | None]]:
+def _targets(
+    index: TagHost, paths: Iterable[str | os.PathLike[str]]
+) -> list[tuple[str, int | None]]:
     """(path, indexed id or None) for every file given and every indexed image under every
     folder given, in the order given."""
     by_path = index.db.ids_by_path()
@@ -61,7 +77,7 @@ def _targets(index: Index, paths: Iterable[str | os.PathLike[str]]) -> list[tupl
 
 
 def tag_images(
-    index: Index,
+    index: TagHost,
     paths: Iterable[str | os.PathLike[str]],
     *,
     top: int = 5,

@@ -11,16 +11,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from clipsearch.arrays import Matrix
 from clipsearch.errors import QueryError, TextSourceError
+from clipsearch.facts import SidecarSummary, Skip
 from clipsearch.indexer import text_sources as ts
-from clipsearch.indexer.scan import FileStat, Skip
+from clipsearch.indexer.scan import FileStat
 from clipsearch.search.prompts import TAG_TEMPLATES, prompt_vectors
 from clipsearch.search.searcher import Match, Searcher
 from clipsearch.storage import vector_index as vi
@@ -28,13 +30,37 @@ from clipsearch.storage.schema import XMP, TextSource
 from clipsearch.storage.texts import SourceFile, TextRecord, TextTable
 
 if TYPE_CHECKING:
-    from clipsearch.index import Index
+    from contextlib import AbstractContextManager
+
+    from clipsearch.adapters.space import SearchSpace
+    from clipsearch.models.base import ModelInfo
+    from clipsearch.storage.db import Database
+
+
+class TextsHost(Protocol):
+    """What the text collection needs of the index it belongs to (an `Index`)."""
+
+    db: Database
+
+    @property
+    def model_info(self) -> ModelInfo | None: ...
+
+    @property
+    def cache_dir(self) -> Path: ...
+
+    def writing(self, shared: bool = False) -> AbstractContextManager[None]: ...
+
+    def space(self) -> SearchSpace: ...
+
+    def record_model(self) -> ModelInfo: ...
+
+    def encode_raw_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]: ...
+
 
 #: The path recorded for the vocabulary shipped with clipsearch.
 BUILTIN_VOCABULARY = "builtin:vocabulary"
 #: With `distinct`, how many more hits to fetch than asked, to fill k after merging repeats.
 DISTINCT_OVERSAMPLE = 4
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -71,13 +97,6 @@ class TextSummary:
         return asdict(self)
 
 
-@dataclass
-class SidecarSummary:
-    added: int = 0
-    removed: int = 0
-    skipped: list[Skip] = field(default_factory=list)
-
-
 def _best_of_each_text(row: list[Match]) -> list[Match]:
     """The first (best, since rows come best first) match of each distinct text, in order."""
     best: dict[str, Match] = {}
@@ -93,7 +112,7 @@ def builtin_vocabulary() -> bytes:
 class TextCollection:
     """The texts of one `Index` (reached as `index.texts`)."""
 
-    def __init__(self, index: Index) -> None:
+    def __init__(self, index: TextsHost) -> None:
         self.index = index
         self.table = TextTable(index.db)
         self._faiss: vi.IdIndex | None = None
@@ -236,10 +255,10 @@ class TextCollection:
         space = self.index.space()
         stale = self._faiss is not None and self._faiss.generation != self.table.generation()
         if self._faiss is None or stale or self._faiss_identity != space.identity:
-            self._faiss, _ = vi.load_or_rebuild(
+            self._faiss = vi.FaissBackend(
                 space.text_store(self.table), self.index.cache_dir, space.identity, space.dim,
                 vi.TEXTS, vi.choose_index("auto", self.table.count()),
-            )  # fmt: skip
+            ).open()  # fmt: skip
             self._faiss_identity = space.identity
         return self._faiss
 

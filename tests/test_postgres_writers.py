@@ -5,7 +5,6 @@ process commits, and concurrent cache savers never leave a bad cache."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from clipsearch.storage import vector_index as vi
 from tests.conftest import write_images
 from tests.serving import build_collection, start_server, stop_server
 from tests.stores import PostgresServer
+from tests.test_writers import CACHE_SAVER
 
 
 @pytest.fixture
@@ -96,17 +96,7 @@ def test_concurrent_cache_savers_on_one_database_never_leave_a_bad_cache(
 ) -> None:
     write_images(tmp_path / "photos", 30)
     assert _index(tmp_path / "photos", url).wait(timeout=300) == 0
-    code = (
-        "import sys, clipsearch\n"
-        "from clipsearch.storage import vector_index as vi\n"
-        "with clipsearch.open(sys.argv[1], create=False) as idx:\n"
-        "    for _ in range(15):\n"
-        "        vi.invalidate_cache(idx.cache_dir)\n"
-        "        idx.refresh()\n"
-        "        idx.vector_index()\n"
-    )
-    env = {**os.environ}
-    procs = [subprocess.Popen([sys.executable, "-c", code, url], env=env) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_SAVER, url]) for _ in range(3)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     with clipsearch.open(url, create=False) as idx:
         cache = idx.cache_dir

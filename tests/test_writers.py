@@ -20,6 +20,17 @@ from clipsearch.storage.db import Database
 from clipsearch.storage.lock import WriterLock
 from tests.conftest import CountingEncoder, make_image, write_images
 
+#: A process that forgets and rebuilds (and saves) an index's image cache 15 times.
+CACHE_SAVER = (
+    "import sys, clipsearch\n"
+    "from clipsearch.storage import vector_index as vi\n"
+    "with clipsearch.open(sys.argv[1], create=False) as idx:\n"
+    "    for _ in range(15):\n"
+    "        vi.invalidate_cache(idx.cache_dir)\n"
+    "        idx.refresh()\n"
+    "        idx.vector_index()\n"
+)
+
 
 def _index(photos: Path, db: Path, *extra: str) -> subprocess.Popen[str]:
     command = [
@@ -145,16 +156,7 @@ def test_concurrent_cache_savers_never_mix_bytes(tmp_path: Path) -> None:
     write_images(tmp_path / "photos", 30)
     db = tmp_path / "db"
     assert _index(tmp_path / "photos", db).wait(timeout=300) == 0
-    code = (
-        "import sys, clipsearch\n"
-        "from clipsearch.storage import vector_index as vi\n"
-        "with clipsearch.open(sys.argv[1], create=False) as idx:\n"
-        "    for _ in range(15):\n"
-        "        vi.invalidate_cache(idx.cache_dir)\n"
-        "        idx.refresh()\n"
-        "        idx.vector_index()\n"
-    )
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(db)]) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", CACHE_SAVER, str(db)]) for _ in range(3)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0]
     assert not [p.name for p in db.iterdir() if p.name.endswith(".tmp")]
     assert verify(db).ok

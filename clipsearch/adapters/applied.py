@@ -4,28 +4,15 @@ reads when an adapter is active."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
 
-import numpy as np
-
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
-IdArray = np.ndarray[Any, np.dtype[np.int64]]
-
-
-class StoredVectors(Protocol):
-    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]: ...
-
-    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]: ...
-
-    def generation(self) -> int: ...
-
-    def count(self) -> int: ...
+from clipsearch.arrays import IdArray, Matrix
+from clipsearch.storage.vectors import VectorTable
 
 
 class AdaptedStore:
     """`inner`'s rows with `transform` applied to every vector read."""
 
-    def __init__(self, inner: StoredVectors, transform: Callable[[Matrix], Matrix]) -> None:
+    def __init__(self, inner: VectorTable, transform: Callable[[Matrix], Matrix]) -> None:
         self.inner = inner
         self.transform = transform
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipsearch.adapters.model import Adapter, Matrix, unit_rows
+from clipsearch.adapters.model import Adapter, unit_rows
+from clipsearch.arrays import Matrix
 from clipsearch.errors import AdapterError
 
 KS = (1, 5, 10)

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from clipsearch.arrays import Matrix
 from clipsearch.errors import AdapterError
 
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
 _KEYS = ("w_img", "b_img", "w_txt", "b_txt")
 
 

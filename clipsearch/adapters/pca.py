@@ -7,14 +7,11 @@ principal directions (scaled by 1/√λ when whitening), i.e. b = -W μ.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from clipsearch.adapters.model import Adapter
+from clipsearch.arrays import Matrix
 from clipsearch.errors import AdapterError
-
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 def fit_pca(images: Matrix, texts: Matrix, dims: int, whiten: bool = False) -> Adapter:

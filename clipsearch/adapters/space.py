@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch.adapters.applied import AdaptedStore, StoredVectors
+from clipsearch.adapters.applied import AdaptedStore
 from clipsearch.adapters.model import Adapter
+from clipsearch.arrays import Matrix
 from clipsearch.models.base import ModelInfo
-
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
+from clipsearch.storage.vectors import VectorTable
 
 
 class SearchSpace:
@@ -43,8 +43,8 @@ class SearchSpace:
         raw = np.asarray(raw, dtype=np.float32)
         return self.adapter.texts(raw) if self.adapter is not None else raw
 
-    def image_store(self, stored: StoredVectors) -> StoredVectors:
+    def image_store(self, stored: VectorTable) -> VectorTable:
         return stored if self.adapter is None else AdaptedStore(stored, self.images)
 
-    def text_store(self, stored: StoredVectors) -> StoredVectors:
+    def text_store(self, stored: VectorTable) -> VectorTable:
         return stored if self.adapter is None else AdaptedStore(stored, self.texts)

@@ -7,20 +7,46 @@ and make it active unless told not to; a failed or refused fit changes nothing.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from clipsearch.adapters.model import Adapter
 from clipsearch.adapters.pca import fit_pca
+from clipsearch.adapters.table import AdapterTable
 from clipsearch.errors import AdapterError
-from clipsearch.evaluation.captions import read_captions
+from clipsearch.indexer.text_sources import read_captions
 
 if TYPE_CHECKING:
     from clipsearch.adapters.fit import FitReport, FitSettings
-    from clipsearch.index import Index
+    from clipsearch.models.base import Encoder, ModelInfo
+    from clipsearch.storage.db import Database
+    from clipsearch.storage.vectors import VectorTable
+
+
+class AdapterHost(Protocol):
+    """What fitting an adapter needs of the index it is for (an `Index`): its stored
+    vectors, its model (to embed the captions), and its adapter table."""
+
+    db: Database
+
+    @property
+    def encoder(self) -> Encoder: ...
+
+    @property
+    def adapters(self) -> AdapterTable: ...
+
+    def stored_image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]: ...
+
+    def text_table(self) -> VectorTable: ...
+
+    def record_model(self) -> ModelInfo: ...
+
+    def use_adapter(self, adapter_id: int | None) -> None: ...
+
 
 _SHOWN = 5
 
@@ -47,7 +73,7 @@ def _listing(paths: list[str]) -> str:
 
 
 def read_pairs(
-    index: Index, pairs_csv: Path, images: Path | None = None
+    index: AdapterHost, pairs_csv: Path, images: Path | None = None
 ) -> tuple[list[int], list[str], list[int]]:
     """(image ids, captions, each caption's position in the image ids) from an
     `image,caption` CSV (image paths relative to `images`, default the CSV's folder) whose
@@ -75,7 +101,7 @@ def read_pairs(
 
 
 def tune(
-    index: Index,
+    index: AdapterHost,
     pairs_csv: str | os.PathLike[str],
     settings: FitSettings | None = None,
     *,
@@ -105,14 +131,16 @@ def tune(
     return TuneResult(stored, report, saved=True, active=activate)
 
 
-def reduce(index: Index, dims: int, *, whiten: bool = False, activate: bool = True) -> Adapter:
+def reduce(
+    index: AdapterHost, dims: int, *, whiten: bool = False, activate: bool = True
+) -> Adapter:
     """A PCA adapter to `dims` dimensions over the index's stored image and text vectors."""
     info = index.record_model()
     images = np.concatenate(
         [v for _, v in index.db.iter_vectors()] or [np.zeros((0, info.dim), dtype=np.float32)]
     )
     texts = np.concatenate(
-        [v for _, v in index.texts.table.iter_vectors()]
+        [v for _, v in index.text_table().iter_vectors()]
         or [np.zeros((0, info.dim), dtype=np.float32)]
     )
     adapter = fit_pca(images.astype(np.float32), texts.astype(np.float32), dims, whiten=whiten)

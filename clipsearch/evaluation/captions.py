@@ -19,6 +19,7 @@ import numpy as np
 
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
+    Evaluated,
     image_ids,
     rank_images,
     text_searcher,
@@ -29,8 +30,7 @@ from clipsearch.evaluation.metrics import (
     median_rank,
     recall_at,
 )
-from clipsearch.index import Index
-from clipsearch.indexer.text_sources import decode_utf8, parse_captions, read_bytes
+from clipsearch.indexer.text_sources import read_captions
 from clipsearch.search.ensemble import Ensemble
 from clipsearch.search.rerank import Reranker
 
@@ -50,11 +50,6 @@ class CaptionReport:
         return asdict(self)
 
 
-def read_captions(path: Path) -> list[tuple[str, str]]:
-    """(image, caption) rows of a CSV with an `image,caption` header; bad rows are an error."""
-    return parse_captions(path, decode_utf8(path, read_bytes(path)))
-
-
 def _chance_recall(pool: int, relevant: int, k: int) -> float:
     """P(at least one of `relevant` items in a random top-k out of `pool`)."""
     if k >= pool:
@@ -63,7 +58,7 @@ def _chance_recall(pool: int, relevant: int, k: int) -> float:
 
 
 def evaluate_captions(
-    index: Index,
+    index: Evaluated,
     images: Path,
     captions_csv: Path,
     ann: bool = False,

@@ -20,11 +20,11 @@ import numpy as np
 from clipsearch.errors import QueryError
 from clipsearch.evaluation.collection import (
     TOP_DEPTH,
+    Evaluated,
     rank_images,
     text_searcher,
 )
 from clipsearch.evaluation.metrics import average_precision, average_precision_at, precision_at
-from clipsearch.index import Index
 from clipsearch.search.ensemble import Ensemble
 from clipsearch.search.prompts import TEMPLATES, prompt_vectors
 from clipsearch.search.rerank import Reranker
@@ -73,7 +73,7 @@ def class_of(path: str) -> str:
 
 
 def evaluate_classes(
-    index: Index,
+    index: Evaluated,
     root: Path,
     queries: Sequence[LabelledQuery] = (),
     templates: Sequence[str] = TEMPLATES,

@@ -2,23 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from clipsearch.arrays import Matrix
 from clipsearch.errors import QueryError
-from clipsearch.index import Index
-from clipsearch.search.ensemble import Ensemble
+from clipsearch.search.ensemble import Ensemble, Searchable
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import InMemoryStore, Searcher
-from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, fill_from_db
+from clipsearch.storage.vector_index import FlatIndex, HNSWIndex, IdIndex, fill_from_db
 
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
+if TYPE_CHECKING:
+    from clipsearch.adapters.space import SearchSpace
+    from clipsearch.facts import IndexSummary
+
 
 #: With `ann` or re-rankers, retrieval stops at this depth: both answer top-k questions, so
 #: only Recall@K and precision@K (K <= 10) are measured; median rank and mAP are left out.
 TOP_DEPTH = 10
+
+
+class Evaluated(Searchable, Protocol):
+    """What an evaluation needs of the index it measures (an `Index`)."""
+
+    def add(self, paths: Iterable[str | os.PathLike[str]]) -> IndexSummary: ...
+
+    def image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]: ...
+
+    def vector_index(self) -> IdIndex: ...
+
+    def space(self) -> SearchSpace: ...
 
 
 def text_searcher(
@@ -30,7 +46,9 @@ def text_searcher(
     return Searcher(InMemoryStore(labels, vectors), index, rerankers=rerankers)
 
 
-def image_searcher(index: Index, ann: bool = False, rerankers: Sequence[Reranker] = ()) -> Searcher:
+def image_searcher(
+    index: Evaluated, ann: bool = False, rerankers: Sequence[Reranker] = ()
+) -> Searcher:
     """The index's own two-stage searcher, or one whose candidates come from HNSW; with
     re-rankers after the exact rescoring."""
     space = index.space()
@@ -42,7 +60,7 @@ def image_searcher(index: Index, ann: bool = False, rerankers: Sequence[Reranker
     return Searcher(store, graph, rerankers=rerankers)
 
 
-def image_ids(index: Index, paths: Sequence[str]) -> list[int]:
+def image_ids(index: Evaluated, paths: Sequence[str]) -> list[int]:
     """Row ids of these image paths; a clear error naming the ones that are not indexed."""
     by_path = index.db.ids_by_path()
     missing = [p for p in paths if p not in by_path]
@@ -55,7 +73,7 @@ def image_ids(index: Index, paths: Sequence[str]) -> list[int]:
 
 
 def rank_images(
-    index: Index,
+    index: Evaluated,
     texts: Sequence[str],
     depth: int,
     ann: bool = False,

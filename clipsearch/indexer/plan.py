@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipsearch.indexer.scan import FileStat, Skip
+from clipsearch.facts import Skip
+from clipsearch.indexer.scan import FileStat
 from clipsearch.storage.db import Move, StoredFile
 
 

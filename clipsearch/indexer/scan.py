@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clipsearch.facts import Skip
 from clipsearch.names import is_text, readable
 
 IMAGE_EXTENSIONS = frozenset(
@@ -25,12 +26,6 @@ class FileStat:
     path: str  # absolute, normalised
     size: int
     mtime_ns: int
-
-
-@dataclass(frozen=True)
-class Skip:
-    path: str
-    reason: str
 
 
 @dataclass

@@ -107,6 +107,11 @@ def parse_captions(path: Path, content: str) -> list[tuple[str, str]]:
     return rows
 
 
+def read_captions(path: Path) -> list[tuple[str, str]]:
+    """(image, caption) rows of a CSV with an `image,caption` header; bad rows are an error."""
+    return parse_captions(path, decode_utf8(path, read_bytes(path)))
+
+
 def _jsonl(path: Path, content: str, base: Path) -> list[TextEntry]:
     entries, bad = [], []
     for number, line in enumerate(content.splitlines(), 1):

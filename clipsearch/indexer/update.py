@@ -4,14 +4,14 @@ changed, and keep the live FAISS index, its saved cache and the sidecar texts in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from clipsearch.errors import ConfigError, IndexNotFoundError
-from clipsearch.facts import IndexSummary, Progress
+from clipsearch.facts import IndexSummary, Progress, SidecarSummary
 from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import NOT_UTF8, scan
 from clipsearch.indexer.text_sources import SIDECAR
@@ -20,14 +20,70 @@ from clipsearch.names import is_text, readable
 from clipsearch.storage import vector_index as vi
 
 if TYPE_CHECKING:
-    from clipsearch.index import Index
-    from clipsearch.indexer.pipeline import EmbedCounts
+    from clipsearch.indexer.options import PipelineOptions
+    from clipsearch.indexer.scan import FileStat
+    from clipsearch.indexer.sinks import EmbedCounts
+    from clipsearch.models.base import Encoder, ModelInfo
+    from clipsearch.storage.db import Database
+    from clipsearch.storage.texts import TextTable
+
+
+class ImageSpace(Protocol):
+    """The space searches run in, as far as indexing goes: stored (raw) image vectors are
+    mapped into it before they join the live vector index."""
+
+    def images(self, raw: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]: ...
+
+
+class Sidecars(Protocol):
+    """The index's texts, as far as keeping sidecar descriptions in step goes."""
+
+    table: TextTable
+
+    def sync_sidecars(
+        self, roots: Sequence[Path], images: Sequence[str], sidecars: Sequence[FileStat]
+    ) -> SidecarSummary: ...
+
+
+class IndexingHost(Protocol):
+    """What one `add` run needs of the index it adds to (an `Index`): the store, the model,
+    the live vector index with its backend, and the sidecar texts."""
+
+    db: Database
+    options: PipelineOptions
+
+    @property
+    def cache_dir(self) -> Path: ...
+
+    @property
+    def encoder(self) -> Encoder: ...
+
+    @property
+    def model_info(self) -> ModelInfo | None: ...
+
+    @property
+    def texts(self) -> Sidecars: ...
+
+    def record_model(self) -> ModelInfo: ...
+
+    def space(self) -> ImageSpace: ...
+
+    def vector_index(self) -> vi.IdIndex: ...
+
+    def vector_backend(self) -> vi.FaissBackend: ...
+
+    def index_choice(self) -> vi.IndexChoice: ...
+
+    def reindex(self, index_type: str | None = None, nprobe: int | None = None) -> vi.IdIndex: ...
+
+    def refresh(self) -> None: ...
+
 
 Report = Callable[[Progress], None]
 
 
 def add_paths(
-    index: Index, paths: Iterable[str | os.PathLike[str]], report: Report
+    index: IndexingHost, paths: Iterable[str | os.PathLike[str]], report: Report
 ) -> IndexSummary:
     roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
     missing = [str(r) for r in roots if not r.exists()]
@@ -69,14 +125,14 @@ def add_paths(
             summary.removed += counts.removed
             summary.skipped.extend(counts.skipped)
     except BaseException:
-        vi.invalidate_cache(index.cache_dir)  # the next open rebuilds from the database
+        vi.CacheFiles(index.cache_dir).invalidate()  # the next open rebuilds from the store
         index.refresh()
         raise
     report(Progress("finishing"))
     if vectors is not None and info is not None:
         if vi.family_of(vectors.kind) != index.index_choice().family:
             index.reindex()  # grown past (or shrunk below) the size for another type
-        elif not vi.save_cache(index.cache_dir, vectors, index.space().identity):
+        elif not index.vector_backend().save(vectors):
             index.refresh()  # it missed a write from elsewhere: rebuilt on next use
     if scanned.sidecars or index.texts.table.sources(SIDECAR):
         sidecars = index.texts.sync_sidecars(
@@ -87,18 +143,25 @@ def add_paths(
     return summary
 
 
-def _embed(index: Index, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Report) -> EmbedCounts:
-    from clipsearch.indexer.pipeline import embed_files
+def _embed(
+    index: IndexingHost, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Report
+) -> EmbedCounts:
+    """Embed the jobs with the local runner into the SQL sink, which keeps the live FAISS
+    index in step batch by batch (searches see each batch as it commits)."""
+    from clipsearch.indexer.runners import LocalRunner
+    from clipsearch.indexer.sinks import SqlSink
 
     space = index.space()
 
     def on_commit(ids: Any, matrix: Any, replaced: Any) -> None:
         vectors.remove(replaced)
         if len(ids):
-            vectors.add(ids, space.images(matrix))  # searches see each batch as it commits
+            vectors.add(ids, space.images(matrix))
         vectors.advanced_to(index.db.written_generation)
 
     def on_progress(done: int, total: int) -> None:
         report(Progress("embedding", done, total))
 
-    return embed_files(jobs, index.encoder, index.db, on_commit, index.options, on_progress)
+    sink = SqlSink(index.db, on_commit)
+    LocalRunner(index.options).run(jobs, index.encoder, sink, sink.reuse, on_progress)
+    return sink.counts

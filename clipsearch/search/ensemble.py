@@ -16,26 +16,58 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from clipsearch.arrays import Matrix
 from clipsearch.errors import QueryError
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query
 from clipsearch.search.searcher import Hit
 
 if TYPE_CHECKING:
-    from clipsearch.index import Index
+    import os
+
+    from clipsearch.search.rerank import Reranker
+    from clipsearch.storage.db import Database
+    from clipsearch.storage.vectors import VectorTable
 
 Fusion = Literal["score", "rrf"]
 RRF_K = 60
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
+
+
+class Searchable(Protocol):
+    """What an ensemble needs of each member (an `Index`): to embed a query in its own
+    space, search there, and read its stored vectors by path."""
+
+    db: Database
+
+    def embed_query(
+        self,
+        text: str | None = None,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        query: Query | None = None,
+    ) -> np.ndarray[Any, Any]: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]: ...
+
+    def search_vectors(
+        self,
+        queries: np.ndarray[Any, Any],
+        k: int = 10,
+        filters: Filter | None = None,
+        rerankers: Sequence[Reranker] = (),
+        explain: bool = False,
+    ) -> list[list[Hit]]: ...
+
+    def image_table(self) -> VectorTable: ...
 
 
 @dataclass(frozen=True)
 class Member:
-    index: Index
+    index: Searchable
     weight: float = 1.0
 
 
@@ -131,10 +163,9 @@ class Ensemble:
 class _PathLookup:
     """One member's ids and stored vectors for the candidate paths of a batch of queries."""
 
-    def __init__(self, index: Index, paths: Sequence[str]) -> None:
+    def __init__(self, index: Searchable, paths: Sequence[str]) -> None:
         self.ids = index.db.ids_for_paths(paths)
-        store = index.space().image_store(index.db)
-        _, found_paths, matrix = store.vectors_for(list(self.ids.values()))
+        _, found_paths, matrix = index.image_table().vectors_for(list(self.ids.values()))
         self.vectors = {p: matrix[i] for i, p in enumerate(found_paths)}
 
     def scores(self, query: Matrix, paths: Sequence[str], floor: float) -> np.ndarray[Any, Any]:

@@ -8,11 +8,10 @@ embeddings gives one steadier vector per term. Used by zero-shot classification 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
+from clipsearch.arrays import Matrix
 
 #: Prompt templates in the style of CLIP's CIFAR-10 prompt engineering.
 TEMPLATES = (

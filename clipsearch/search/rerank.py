@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from clipsearch.arrays import Matrix
 from clipsearch.errors import QueryError
-
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 class Reranker(Protocol):

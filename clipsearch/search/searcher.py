@@ -8,20 +8,21 @@ the candidates' vectors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from clipsearch.arrays import IdArray, Matrix
 from clipsearch.search.rerank import Reranker
 from clipsearch.storage.vector_index import VectorIndex
+from clipsearch.storage.vectors import VectorTable
 
 DEFAULT_OVERSAMPLE = 4
 #: A filter that leaves at most this many items is ranked by exact scoring of all of them
 #: (cheap, and exact whatever the index type); larger ones go through FAISS's id selector.
 EXACT_FILTER_LIMIT = 4096
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,9 @@ class Match(NamedTuple):
     explain: tuple[tuple[str, float], ...] = ()
 
 
-class VectorStore(Protocol):
-    """Where exact vectors come from: the database, or an in-memory collection."""
-
-    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
-        """The rows that exist among `ids`, as (ids, labels, matrix), in any order."""
-        ...
-
-
 class InMemoryStore:
-    """A fixed collection of labelled vectors whose ids are their positions."""
+    """A fixed collection of labelled vectors whose ids are their positions (a
+    `VectorTable` that never changes)."""
 
     def __init__(self, labels: Sequence[str], vectors: Matrix) -> None:
         self.labels = list(labels)
@@ -67,6 +61,17 @@ class InMemoryStore:
     def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
         found = [i for i in ids if 0 <= i < len(self.labels)]
         return found, [self.labels[i] for i in found], self.vectors[found]
+
+    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
+        for start in range(0, len(self.labels), chunk):
+            end = min(start + chunk, len(self.labels))
+            yield np.arange(start, end, dtype=np.int64), self.vectors[start:end]
+
+    def generation(self) -> int:
+        return 0
+
+    def count(self) -> int:
+        return len(self.labels)
 
 
 def positions_of(found: Sequence[int], wanted: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -121,7 +126,7 @@ def rank_exact(
 class Searcher:
     def __init__(
         self,
-        store: VectorStore,
+        store: VectorTable,
         index: VectorIndex,
         oversample: int = DEFAULT_OVERSAMPLE,
         rerankers: Sequence[Reranker] = (),

@@ -145,7 +145,7 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 def health(service: Service) -> HealthOut:
     info = service.index.model_info
     return HealthOut(
-        status="ok", version=__version__, images=service.index.db.count(),
+        status="ok", version=__version__, images=service.index.count(),
         model=info.spec if info else None,
     )  # fmt: skip
 

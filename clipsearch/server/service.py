@@ -58,7 +58,7 @@ class SearchService:
         self.jobs = Jobs(self._run_job, on_finish=self._note_generation)
         self._refresh_lock = threading.Lock()
         self._roots_cache: tuple[int, list[Path]] | None = None
-        self._seen_generation = self.index.db.generation()
+        self._seen_generation = self.index.generation()
         self._warm()
 
     def close(self) -> None:
@@ -179,7 +179,7 @@ class SearchService:
     def _roots(self) -> list[Path]:
         """The indexed folders, read again only after a write (an index from before roots
         were recorded derives them from every stored path, which is slow at scale)."""
-        generation = self.index.db.generation()
+        generation = self.index.generation()
         if self._roots_cache is None or self._roots_cache[0] != generation:
             self._roots_cache = (generation, self.index.roots())
         return self._roots_cache[1]
@@ -232,7 +232,7 @@ class SearchService:
             self.index.texts.vector_index()
 
     def _note_generation(self) -> None:
-        self._seen_generation = self.index.db.generation()
+        self._seen_generation = self.index.generation()
         if self._batcher is None and self.settings.batch_queries and self.index.model_info:
             # The first job on a new index loaded the model: batch queries from now on.
             self._batcher = BatchingEncoder(self.index.encoder)
@@ -242,7 +242,7 @@ class SearchService:
         """Reload the FAISS caches when another process changed the database."""
         if self.jobs.running() is not None:
             return  # our own job keeps the live index current
-        generation = self.index.db.generation()
+        generation = self.index.generation()
         if generation == self._seen_generation:
             return
         with self._refresh_lock:

@@ -11,8 +11,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-Vector = np.ndarray[Any, np.dtype[np.float32]]
-IdArray = np.ndarray[Any, np.dtype[np.int64]]
+from clipsearch.arrays import IdArray, Vector
 
 #: How vectors may be stored: float32 (exact), or float16 (half the size; rescoring then
 #: differs from float32 by about 1e-3 in cosine).

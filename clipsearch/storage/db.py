@@ -32,12 +32,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from clipsearch.arrays import IdArray, Vector
 from clipsearch.errors import ConfigError
 from clipsearch.storage import dialect
 from clipsearch.storage.blobs import (
     VECTOR_DTYPES,
-    IdArray,
-    Vector,
     decode_vectors,
     dtype_of,
     iter_vectors,

@@ -25,10 +25,9 @@ from typing import IO, Any, Protocol
 import faiss
 import numpy as np
 
+from clipsearch.arrays import IdArray, Matrix
 from clipsearch.errors import ConfigError
 
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
-IdArray = np.ndarray[Any, np.dtype[np.int64]]
 INDEX_TYPES = ("auto", "flat", "ivf-sq8")
 #: With `auto`, collections from this size on get an IVF index instead of exact search.
 AUTO_IVF_MIN = 50_000

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from clipsearch.arrays import Vector
 from clipsearch.errors import ClipsearchError
 from clipsearch.storage import dialect
 from clipsearch.storage.db import Database
@@ -27,7 +27,6 @@ from clipsearch.storage.schema import CachedQuery
 
 MAX_ENTRIES = 10_000
 TOUCH_SECONDS = 600.0
-Vector = np.ndarray[Any, np.dtype[np.float32]]
 
 
 class QueryCache:

@@ -17,8 +17,9 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from clipsearch.arrays import IdArray, Vector
 from clipsearch.storage import dialect
-from clipsearch.storage.blobs import IdArray, Vector, iter_vectors, vectors_for
+from clipsearch.storage.blobs import iter_vectors, vectors_for
 from clipsearch.storage.db import Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 

@@ -20,13 +20,14 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from clipsearch.arrays import Matrix
 from clipsearch.errors import DiskFullError, ReadOnlyIndexError
 from clipsearch.storage.faiss_index import (
     FlatIndex,
@@ -41,19 +42,18 @@ from clipsearch.storage.faiss_index import (
     new_index,
     read_index_checked,
 )
+from clipsearch.storage.vectors import VectorTable
 
 __all__ = [
-    "FlatIndex", "HNSWIndex", "IVFIndex", "IdIndex", "IndexChoice", "Stamp", "VectorIndex",
-    "VectorSource", "choose_index", "faiss_gpu_count", "family_of", "load_or_rebuild",
-    "read_index_checked", "save_cache", "try_save_cache",
+    "CacheFiles", "FaissBackend", "FlatIndex", "HNSWIndex", "IVFIndex", "IdIndex",
+    "IndexChoice", "Stamp", "VectorIndex", "VectorTable", "choose_index", "faiss_gpu_count",
+    "family_of", "load_or_rebuild", "read_index_checked", "save_cache", "try_save_cache",
 ]  # fmt: skip
 
 #: Cache names: `<name>.faiss` with its stamp `<name>.json` beside the database.
 IMAGES = "vectors"
 TEXTS = "texts"
 INDEX_FILENAME = f"{IMAGES}.faiss"
-Matrix = np.ndarray[Any, np.dtype[np.float32]]
-IdArray = np.ndarray[Any, np.dtype[np.int64]]
 
 
 @dataclass(frozen=True)
@@ -67,21 +67,11 @@ class Stamp:
     crc32: int = -1  # of the file's bytes
 
 
-class VectorSource(Protocol):
-    """A table of stored vectors a FAISS cache can be rebuilt from (images, or texts)."""
-
-    def generation(self) -> int: ...
-
-    def count(self) -> int: ...
-
-    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]: ...
-
-
 #: IVF training uses at most this many vectors (FAISS wants 30-256 per list).
 TRAIN_SAMPLE_MAX = 200_000
 
 
-def build_from_db(source: VectorSource, dim: int, choice: IndexChoice | None = None) -> IdIndex:
+def build_from_db(source: VectorTable, dim: int, choice: IndexChoice | None = None) -> IdIndex:
     """A new index of the given type holding every stored vector (trained first if IVF),
     with the generation it holds when no write landed while it was read (else None)."""
     choice = choice or IndexChoice("flat")
@@ -97,7 +87,7 @@ def build_from_db(source: VectorSource, dim: int, choice: IndexChoice | None = N
     return index  # written to all along: usable now, but not worth saving
 
 
-def training_sample(source: VectorSource, size: int, seed: int = 0) -> Matrix:
+def training_sample(source: VectorTable, size: int, seed: int = 0) -> Matrix:
     """About `size` stored vectors, drawn uniformly in one pass over the table."""
     total = max(source.count(), 1)
     keep = min(1.0, size / total)
@@ -106,7 +96,7 @@ def training_sample(source: VectorSource, size: int, seed: int = 0) -> Matrix:
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-def fill_from_db(index: IdIndex, source: VectorSource) -> None:
+def fill_from_db(index: IdIndex, source: VectorTable) -> None:
     for ids, vectors in source.iter_vectors():
         index.add(ids, vectors)
 
@@ -196,7 +186,7 @@ def invalidate_cache(directory: Path, name: str = IMAGES) -> None:
 
 
 def load_cache(
-    source: VectorSource, directory: Path, identity: str, dim: int, name: str, choice: IndexChoice
+    source: VectorTable, directory: Path, identity: str, dim: int, name: str, choice: IndexChoice
 ) -> IdIndex | None:
     """The saved index, if its stamp says it holds exactly the stored vectors now and its
     bytes are the ones the stamp describes."""
@@ -222,7 +212,7 @@ def load_cache(
 
 
 def load_or_rebuild(
-    source: VectorSource,
+    source: VectorTable,
     directory: Path,
     identity: str,
     dim: int,
@@ -239,3 +229,59 @@ def load_or_rebuild(
     index = build_from_db(source, dim, choice)
     try_save_cache(directory, index, identity, name)
     return index, True
+
+
+@dataclass(frozen=True)
+class CacheFiles:
+    """A saved index and its stamp (`<name>.faiss`, `<name>.json`) in a cache folder."""
+
+    folder: Path
+    name: str = IMAGES
+
+    def stamp(self) -> Stamp | None:
+        return read_stamp(self.folder, self.name)
+
+    def invalidate(self) -> None:
+        """Forget the saved index (the next open rebuilds from the table)."""
+        invalidate_cache(self.folder, self.name)
+
+    def size(self) -> int:
+        try:
+            return _files(self.folder, self.name)[0].stat().st_size
+        except OSError:
+            return 0
+
+
+class FaissBackend:
+    """The FAISS index of one vector table, owning its whole life: built from the table,
+    kept as a cache file in `cache_dir` under a stamp, trusted only while the stamp matches,
+    saved atomically under a unique temporary name, rebuilt otherwise. The `IdIndex` it
+    hands out adds, removes and searches (with an id filter)."""
+
+    def __init__(
+        self,
+        table: VectorTable,
+        cache_dir: Path,
+        identity: str,
+        dim: int,
+        name: str = IMAGES,
+        choice: IndexChoice | None = None,
+    ) -> None:
+        self.table = table
+        self.cache_dir = cache_dir
+        self.identity = identity
+        self.dim = dim
+        self.name = name
+        self.choice = choice or IndexChoice("flat")
+        self.files = CacheFiles(cache_dir, name)
+
+    def open(self) -> IdIndex:
+        """The index holding the table's vectors now: the saved cache, or a rebuild."""
+        index, _ = load_or_rebuild(
+            self.table, self.cache_dir, self.identity, self.dim, self.name, self.choice
+        )
+        return index
+
+    def save(self, index: IdIndex) -> bool:
+        """Keep `index` as the cache, if it knows which generation it holds."""
+        return save_cache(self.cache_dir, index, self.identity, self.name)

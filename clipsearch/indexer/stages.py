@@ -1,0 +1,120 @@
+"""The stages of indexing, each usable alone: read (decode a file, pure and picklable, so it
+can run in any process or on any machine), encode (a batch through the model, reusing vectors
+of content already stored), and the records a sink stores.
+
+    jobs ─Runner─▶ Reader per file ─▶ batches ─▶ encode_batch ─▶ Sink.write
+
+A `Runner` (runners.py) decides where reading and encoding happen; a `Sink` (sinks.py) where
+the results go. Neither knows the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from clipsearch.arrays import Vector
+from clipsearch.errors import ImageDecodeError
+from clipsearch.indexer.decode import DecodedImage, ImageFacts, decode_image
+from clipsearch.indexer.plan import EmbedJob
+from clipsearch.models.base import Encoder
+from clipsearch.storage.db import ImageRecord
+
+#: The stored vector of content with this SHA-256, if some row holds it (None: encode it).
+Reuse = Callable[[str], "Vector | None"]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Decodes one file for a model: the pure first stage. Holds only picklable settings."""
+
+    preprocess: Callable[[Any], Any]
+    input_size: int
+    max_pixels: int
+
+    @classmethod
+    def for_encoder(cls, encoder: Encoder, max_pixels: int) -> Reader:
+        return cls(encoder.preprocess, encoder.input_size, max_pixels)
+
+    def __call__(self, path: str) -> DecodedImage | str:
+        """The decoded image, or the reason it cannot be read."""
+        try:
+            return decode_image(path, self.preprocess, self.input_size, self.max_pixels)
+        except ImageDecodeError as exc:
+            return exc.reason
+
+
+@dataclass
+class DecodedBatch:
+    """A batch of jobs after reading: the images that decoded (with their pixels stacked in
+    `pixels`, in order) and the ones that did not, with the reason."""
+
+    ok: list[tuple[EmbedJob, ImageFacts]]
+    failed: list[tuple[EmbedJob, str]]
+    pixels: Any  # torch.Tensor (N, 3, H, W), None when nothing decoded
+
+
+@dataclass
+class EncodedBatch:
+    """A batch ready to store: `vectors[n]` is the vector of `ok[n]`."""
+
+    ok: list[tuple[EmbedJob, ImageFacts]]
+    failed: list[tuple[EmbedJob, str]]
+    vectors: Vector
+    encoded: int = 0  # how many went through the model (the rest reused stored vectors)
+    records: list[ImageRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.records = [
+            ImageRecord(
+                path=job.file.path, size=job.file.size, mtime_ns=job.file.mtime_ns,
+                sha256=facts.sha256, width=facts.width, height=facts.height,
+                format=facts.format, taken_at=facts.taken_at, vector=self.vectors[n],
+            )
+            for n, (job, facts) in enumerate(self.ok)
+        ]  # fmt: skip
+
+
+def encode_batch(batch: DecodedBatch, encoder: Encoder, reuse: Reuse) -> EncodedBatch:
+    """Vectors for the batch's decoded images: content stored before (`reuse`) or seen
+    earlier in the batch is not encoded again."""
+    vectors: list[Vector | None] = []
+    to_encode: list[int] = []
+    first_in_batch: dict[str, int] = {}
+    for n, (_, facts) in enumerate(batch.ok):
+        reused = reuse(facts.sha256)
+        vectors.append(reused)
+        if reused is None and facts.sha256 not in first_in_batch:
+            first_in_batch[facts.sha256] = n
+            to_encode.append(n)
+    if to_encode:
+        pixels = batch.pixels if len(to_encode) == len(batch.ok) else batch.pixels[to_encode]
+        for n, vector in zip(to_encode, encoder.encode_images(pixels), strict=True):
+            vectors[n] = vector
+        for n, (_, facts) in enumerate(batch.ok):  # duplicates within this batch
+            if vectors[n] is None:
+                vectors[n] = vectors[first_in_batch[facts.sha256]]
+    stacked = (
+        np.stack([v for v in vectors if v is not None]).astype(np.float32, copy=False)
+        if vectors
+        else np.zeros((0, 0), dtype=np.float32)
+    )
+    return EncodedBatch(batch.ok, batch.failed, stacked, encoded=len(to_encode))
+
+
+def stack_decoded(items: Sequence[tuple[EmbedJob, DecodedImage | str]]) -> DecodedBatch:
+    """A `DecodedBatch` from (job, what the reader returned) pairs. Stacking where the
+    reading ran (a worker process) hands the encoder one tensor in shared memory; the
+    per-image tensors stay behind (each would cost its own shared-memory segment)."""
+    import torch
+
+    decoded = [(job, d) for job, d in items if isinstance(d, DecodedImage)]
+    pixels = torch.stack([d.pixels for _, d in decoded]) if decoded else None
+    return DecodedBatch(
+        [(job, d.facts) for job, d in decoded],
+        [(job, d) for job, d in items if isinstance(d, str)],
+        pixels,
+    )
