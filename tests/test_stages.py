@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from clipsearch.indexer.sinks import SqlSink
 from clipsearch.indexer.stages import EncodedBatch, Reader, encode_batch, stack_decoded
 from clipsearch.models import Encoder
 from clipsearch.storage.db import Database
+from clipsearch.storage.location import locate
 from tests.conftest import write_images
 
 
@@ -102,10 +104,10 @@ def test_duplicates_and_stored_content_are_not_encoded_again(
 
 
 def test_the_sql_sink_stores_each_batch_and_feeds_the_live_index(
-    tmp_path: Path, tiny_encoder: Encoder
+    tmp_path: Path, tiny_encoder: Encoder, store: Callable[..., str]
 ) -> None:
     paths = write_images(tmp_path / "p", 7)
-    db = Database.open(tmp_path / "db")
+    db = Database.open(locate(store()))
     committed: list[np.ndarray] = []
     sink = SqlSink(db, lambda ids, vectors, replaced: committed.append(ids))
     try:
