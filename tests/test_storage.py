@@ -58,6 +58,10 @@ def test_locations_by_folder_and_by_url(tmp_path: Path) -> None:
         ("/a/[^bc].jpg", "/a/c.jpg", False),
         ("/a/(x)+.jpg", "/a/(x)+.jpg", True),  # regex characters are literal
         ("/a/x.jpg", "/a/xxjpg", False),
+        ("/a_b/*", "/axb/c.jpg", False),  # LIKE's wildcards in a prefix are literal
+        ("/a%/*", "/abc/x.jpg", False),
+        ("/a%/*", "/a%/x.jpg", True),
+        ("/a\\b/*", "/a\\b/x.jpg", True),
     ],
 )
 def test_globs_mean_the_same_on_both_stores(
@@ -198,5 +202,27 @@ def test_big_values_fit(store: Callable[..., str]) -> None:
         (row_id,) = db.write_images([record])
         (row,) = db.rows([row_id])
         assert (row.size, row.mtime_ns) == (record.size, record.mtime_ns)
+    finally:
+        db.close()
+
+
+def test_the_folder_filter_takes_odd_folder_names_literally(store: Callable[..., str]) -> None:
+    from clipsearch.search.filters import Filter
+
+    db = Database.open(locate(store()))
+    try:
+        folders = ["/p/we[ir]d*", "/p/weid*", "/p/we%d_", "/p/wexd_", "/p/we[ir]d*x"]
+        db.write_images(
+            [
+                ImageRecord(f"{folder}/{i}.jpg", 1, 1, f"{n:032x}{i:032x}", 4, 3, "JPEG",
+                            None, np.ones(4, dtype=np.float32))
+                for n, folder in enumerate(folders)
+                for i in range(2)
+            ]
+        )  # fmt: skip
+        ids = db.ids_by_path()
+        for folder in folders:
+            found = set(db.ids_where(Filter(folder=folder).where()).tolist())
+            assert found == {ids[f"{folder}/{i}.jpg"] for i in range(2)}, folder
     finally:
         db.close()

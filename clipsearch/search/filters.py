@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, select, true
 
 from clipsearch.errors import QueryError
 from clipsearch.names import is_text, readable
-from clipsearch.storage.dialect import glob_match
+from clipsearch.storage.dialect import glob_escape, glob_match
 from clipsearch.storage.schema import ImageRow, ImageTag
 
 Orientation = Literal["landscape", "portrait", "square"]
@@ -59,7 +59,8 @@ class Filter:
         out: list[ColumnElement[bool]] = []
         if self.folder:
             prefix = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
-            out.append(func.substr(ImageRow.path, 1, len(prefix)) == prefix)
+            # A prefix match both stores answer from the path index.
+            out.append(glob_match(ImageRow.path, glob_escape(prefix) + "*"))
         if self.path_glob:
             out.append(glob_match(ImageRow.path, self.path_glob))
         if self.taken_after:

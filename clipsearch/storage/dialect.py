@@ -151,20 +151,56 @@ class _GlobMatch(FunctionElement[bool]):
 
 
 def glob_match(column: Any, pattern: str) -> Any:
-    """An SQL condition: `column` matches the glob `pattern` (SQLite's GLOB semantics)."""
-    return _GlobMatch(column, literal(pattern), literal(glob_to_regex(pattern)))
+    """An SQL condition: `column` matches the glob `pattern` (SQLite's GLOB semantics).
+    A literal prefix lets either store use the path index: SQLite's GLOB does so itself;
+    PostgreSQL gets a `LIKE 'prefix%'` beside the regular expression, which its
+    `text_pattern_ops` index on the path serves (see `create_extra_indexes`)."""
+    like = _like_escape(glob_prefix(pattern)) + "%"
+    return _GlobMatch(column, literal(pattern), literal(glob_to_regex(pattern)), literal(like))
+
+
+def glob_prefix(pattern: str) -> str:
+    """The literal characters a glob starts with (before any `*`, `?` or `[`)."""
+    for i, char in enumerate(pattern):
+        if char in "*?[":
+            return pattern[:i]
+    return pattern
+
+
+def glob_escape(text: str) -> str:
+    """`text` as a glob that matches exactly it (SQLite's GLOB has no escape character)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def create_extra_indexes(conn: Connection) -> None:
+    """Indexes one store needs and the other has anyway: PostgreSQL's default index on the
+    path cannot serve prefix matches under a non-C collation; a `text_pattern_ops` one can."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                "CREATE INDEX IF NOT EXISTS ix_images_path_prefix ON images (path text_pattern_ops)"
+            )
+        )
 
 
 @compiles(_GlobMatch, "sqlite")
 def _glob_sqlite(element: _GlobMatch, compiler: SQLCompiler, **kw: Any) -> str:
-    column, pattern, _ = element.clauses
+    column, pattern, _, _ = element.clauses
     return f"{compiler.process(column, **kw)} GLOB {compiler.process(pattern, **kw)}"
 
 
 @compiles(_GlobMatch, "postgresql")
 def _glob_postgres(element: _GlobMatch, compiler: SQLCompiler, **kw: Any) -> str:
-    column, _, regex = element.clauses
-    return f"{compiler.process(column, **kw)} ~ {compiler.process(regex, **kw)}"
+    column, _, regex, like = element.clauses
+    name = compiler.process(column, **kw)
+    return (
+        f"({name} LIKE {compiler.process(like, **kw)} ESCAPE '\\' "
+        f"AND {name} ~ {compiler.process(regex, **kw)})"
+    )
 
 
 def glob_to_regex(pattern: str) -> str:

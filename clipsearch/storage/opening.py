@@ -146,6 +146,7 @@ def migrate(engine: Engine, label: str) -> None:
             )
         for step in MIGRATIONS[version:]:
             step(conn)
+        dialect.create_extra_indexes(conn)
         if version < SCHEMA_VERSION:
             with Session(conn) as session:
                 session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
