@@ -225,12 +225,13 @@ class Index:
         with self.writing():
             return reduce(self, dims, whiten=whiten, activate=activate)
 
-    def vector_index(self) -> vi.IdIndex:
+    def vector_index(self, space: SearchSpace | None = None) -> vi.IdIndex:
         """The FAISS index of the images, current with the database. While this process
         writes (an indexing job), its live index is current by construction; otherwise one
         that lags the database (another process wrote, or a search thread built it from an
-        older state while another refreshed) is replaced."""
-        space = self.space()
+        older state while another refreshed) is replaced. `space`: the search space if the
+        caller has just read it (each read is a query: a round trip on PostgreSQL)."""
+        space = space or self.space()
         stale = not self.writer_lock.held and self._vectors_lag()
         if self._vectors is None or stale or self._vectors_identity != space.identity:
             self._vectors = self.vector_backend().open()
@@ -487,13 +488,14 @@ class Index:
     ) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring."""
-        store = self.space().image_store(self.db)
-        searcher = Searcher(store, self.vector_index(), rerankers=rerankers, explain=explain)
+        space = self.space()  # read once per search: every read is a query
+        store = space.image_store(self.db)
+        searcher = Searcher(store, self.vector_index(space), rerankers=rerankers, explain=explain)
         allowed = None
         if filters is not None and not filters.is_empty():
             allowed = self.db.ids_where(filters.where())
         matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k, allowed)
-        adapter = self.space().adapter_label
+        adapter = space.adapter_label
         return [
             [
                 Hit(m.id, m.label, m.score, dict(m.explain) if explain else None, adapter)

@@ -53,8 +53,8 @@ def vectors_for(
     if not ids:
         return [], [], np.zeros((0, 0), dtype=np.float32)
     stmt = select(id_col, label_col, vector_col).where(id_col.in_(list(ids)))
-    with Session(engine) as session:
-        rows = session.execute(stmt).all()
+    with engine.connect() as conn:  # Core, not an ORM session: this runs in every search
+        rows = conn.execute(stmt).all()
     if not rows:
         return [], [], np.zeros((0, 0), dtype=np.float32)
     matrix, ok = decode_rows([r[2] for r in rows], dtype)
