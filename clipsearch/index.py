@@ -234,7 +234,7 @@ class Index:
         space = space or self.space()
         stale = not self.writer_lock.held and self._vectors_lag()
         if self._vectors is None or stale or self._vectors_identity != space.identity:
-            self._vectors = self.vector_backend().open()
+            self._vectors = self.vector_backend(space).open()
             self._vectors_identity = space.identity
         return self._vectors
 
@@ -246,9 +246,9 @@ class Index:
         """The stored text vectors, as the model made them."""
         return self.texts.table
 
-    def vector_backend(self) -> vi.FaissBackend:
+    def vector_backend(self, space: SearchSpace | None = None) -> vi.FaissBackend:
         """The backend that owns the images' FAISS cache, in the current search space."""
-        space = self.space()
+        space = space or self.space()
         return vi.FaissBackend(
             space.image_store(self.db), self.cache_dir, space.identity, space.dim,
             choice=self.index_choice(),

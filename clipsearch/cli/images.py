@@ -101,10 +101,10 @@ def _new_index_undone_on_failure(db: str) -> Iterator[None]:
     from clipsearch.storage.db import DB_FILENAME
     from clipsearch.storage.location import locate
 
-    if locate(db).folder is None:
+    directory = locate(db).folder
+    if directory is None:
         yield  # a server database: its empty tables cost nothing and may be shared
         return
-    directory = Path(db).expanduser()
     folder_existed = directory.exists()
     if (directory / DB_FILENAME).exists():
         yield

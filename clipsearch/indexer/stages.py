@@ -65,7 +65,7 @@ class EncodedBatch:
     failed: list[tuple[EmbedJob, str]]
     vectors: Vector
     encoded: int = 0  # how many went through the model (the rest reused stored vectors)
-    records: list[ImageRecord] = field(default_factory=list)
+    records: list[ImageRecord] = field(init=False)  # derived from ok and vectors
 
     def __post_init__(self) -> None:
         self.records = [

@@ -48,9 +48,10 @@ def _open_postgres(location: StoreLocation, create: bool, wait: float | None) ->
     assert location.url is not None
     engine = dialect.postgres_engine(location.url, location.label)
     try:
-        if _version(engine) == SCHEMA_VERSION:
+        version = _version(engine)
+        if version == SCHEMA_VERSION:
             return engine
-        if _version(engine) == 0 and not create:
+        if version == 0 and not create:
             raise IndexNotFoundError(
                 f"no clipsearch index in the database {location.label}; create one with "
                 f"`clipsearch index PATH --db {location.label}`"

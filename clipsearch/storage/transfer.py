@@ -89,8 +89,9 @@ def copy_index(source: Database, target: Database, *, wait: float | None = 0.0) 
             f"the copy in {target.label} does not match {source.label} ({', '.join(differ)} "
             "differ); the target is not to be trusted: empty it and copy again"
         )
-    report.rows = {k: int(v) for k, v in expected.items() if k.startswith("rows:")}
-    report.rows = {k.removeprefix("rows:"): v for k, v in report.rows.items()}
+    report.rows = {
+        k.removeprefix("rows:"): int(v) for k, v in expected.items() if k.startswith("rows:")
+    }
     report.vectors_sha256 = {
         k.removeprefix("sha256:"): str(v) for k, v in expected.items() if k.startswith("sha256:")
     }
