@@ -20,6 +20,9 @@ class AdaptedStore:
         found, labels, matrix = self.inner.vectors_for(ids)
         return found, labels, self.transform(matrix) if found else matrix
 
+    def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        return self.inner.labels_for(ids)
+
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
         for ids, vectors in self.inner.iter_vectors(chunk):
             yield ids, self.transform(vectors)

@@ -1,9 +1,11 @@
 """Two-stage search: ANN candidates from the vector index, then exact rescoring.
 
-The vector index may be approximate (and later quantised); the final order is always the
+The vector index may be approximate (quantised, a graph); the final order is always the
 exact cosine on the stored vectors, so ANN error can drop a far candidate but never
 reorders the top-k. Many queries at once go through FAISS's batched search and one fetch of
-the candidates' vectors.
+the candidates' vectors. A vector index that declares its scores exact (`exact`, a flat
+float32 index) skips the second stage: its top k are the answer, and only their labels are
+read (re-rankers and `explain` still take the two-stage path, as they need the vectors).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class InMemoryStore:
     def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
         found = [i for i in ids if 0 <= i < len(self.labels)]
         return found, [self.labels[i] for i in found], self.vectors[found]
+
+    def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        found = [i for i in ids if 0 <= i < len(self.labels)]
+        return found, [self.labels[i] for i in found]
 
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
         for start in range(0, len(self.labels), chunk):
@@ -154,6 +160,8 @@ class Searcher:
         """
         if allowed is not None and len(allowed) == 0:
             return [[] for _ in range(len(queries))]
+        if getattr(self.index, "exact", False) and not (self.rerankers or self.explain):
+            return self._search_exact_index(queries, k, allowed)
         if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
             candidates = np.broadcast_to(
                 np.asarray(allowed, dtype=np.int64), (len(queries), len(allowed))
@@ -174,4 +182,22 @@ class Searcher:
                     query, row_ids, row_labels, vectors[rows], k, self.rerankers, self.explain
                 )
             )
+        return results
+
+    def _search_exact_index(
+        self, queries: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None
+    ) -> list[list[Match]]:
+        """The index's own top k, its scores taken as they are; rows deleted since it was
+        built (no label any more) are dropped, ties put in id order as `rank_exact` does."""
+        scores, candidates = self.index.search(queries, k, allowed)
+        found, labels = self.store.labels_for(np.unique(candidates[candidates >= 0]).tolist())
+        label_of = dict(zip(found, labels, strict=True))
+        results = []
+        for row_scores, row_ids in zip(scores, candidates, strict=True):
+            hits = [
+                (-float(score), int(i))
+                for score, i in zip(row_scores, row_ids, strict=True)
+                if i >= 0 and int(i) in label_of
+            ]
+            results.append([Match(i, label_of[i], -neg) for neg, i in sorted(hits)[:k]])
         return results

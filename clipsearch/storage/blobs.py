@@ -62,6 +62,18 @@ def vectors_for(
     return [r[0] for r in kept], [r[1] for r in kept], matrix
 
 
+def labels_for(
+    engine: Engine, id_col: Any, label_col: Any, ids: Sequence[int]
+) -> tuple[list[int], list[str]]:
+    """(ids, labels) of the rows among `ids` that exist, without reading their vectors."""
+    if not ids:
+        return [], []
+    stmt = select(id_col, label_col).where(id_col.in_(list(ids)))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [r[0] for r in rows], [r[1] for r in rows]
+
+
 def iter_vectors(
     engine: Engine,
     id_col: Any,

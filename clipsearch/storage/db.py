@@ -40,6 +40,7 @@ from clipsearch.storage.blobs import (
     decode_vectors,
     dtype_of,
     iter_vectors,
+    labels_for,
     vectors_for,
 )
 from clipsearch.storage.location import StoreLocation
@@ -265,6 +266,9 @@ class Database:
         return vectors_for(
             self.engine, ImageRow.id, ImageRow.path, ImageRow.vector, ids, self.vector_dtype
         )
+
+    def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        return labels_for(self.engine, ImageRow.id, ImageRow.path, ids)
 
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Vector]]:
         """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds)."""

@@ -36,6 +36,11 @@ AUTO_IVF_MIN = 50_000
 class VectorIndex(Protocol):
     """Approximate (or exact) nearest neighbours by inner product over unit vectors."""
 
+    #: True when the scores `search` returns are the exact inner products with the stored
+    #: vectors (a flat float32 index built from the table): a searcher then needs no exact
+    #: rescoring step. False for quantised or graph indexes, whose candidates it rescores.
+    exact: bool
+
     def search(
         self, queries: Matrix, k: int, allowed: IdArray | None = None
     ) -> tuple[Matrix, IdArray]:
@@ -87,6 +92,8 @@ def family_of(kind: str) -> str:
 
 class IdIndex:
     """A FAISS index over (id, vector) pairs with our ids: add, remove, search, save."""
+
+    exact = False
 
     def __init__(self, dim: int, index: Any, kind: str) -> None:
         self.dim = dim
@@ -210,7 +217,10 @@ class IdIndex:
 
 
 class FlatIndex(IdIndex):
-    """Exact inner-product search."""
+    """Exact inner-product search (over float32 copies of the stored vectors, so its scores
+    are the exact ones: `exact`)."""
+
+    exact = True
 
     def __init__(self, dim: int, index: Any | None = None) -> None:
         inner = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Vector
 from clipsearch.storage import dialect
-from clipsearch.storage.blobs import iter_vectors, vectors_for
+from clipsearch.storage.blobs import iter_vectors, labels_for, vectors_for
 from clipsearch.storage.db import Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 
@@ -66,6 +66,9 @@ class TextTable:
 
     def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Vector]:
         return vectors_for(self.engine, TextRow.id, TextRow.text, TextRow.vector, ids)
+
+    def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        return labels_for(self.engine, TextRow.id, TextRow.text, ids)
 
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Vector]]:
         return iter_vectors(self.engine, TextRow.id, TextRow.vector, chunk)

@@ -15,6 +15,11 @@ class VectorTable(Protocol):
         """The rows that exist among `ids`, as (ids, labels, float32 matrix), in any order."""
         ...
 
+    def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
+        """The rows that exist among `ids`, as (ids, labels), in any order; what a search
+        reads when its vector index scores exactly (no vectors fetched)."""
+        ...
+
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
         """Every (ids, vectors) in id order, `chunk` rows at a time."""
         ...
