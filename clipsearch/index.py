@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,10 +16,8 @@ from clipsearch.adapters.table import ACTIVE as ACTIVE_ADAPTER
 from clipsearch.adapters.table import AdapterTable
 from clipsearch.errors import (
     EmptyIndexError,
-    ImageDecodeError,
     ModelMismatchError,
     QueryError,
-    QueryImageError,
 )
 from clipsearch.facts import (
     IndexStats,
@@ -33,8 +30,9 @@ from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
+from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
-from clipsearch.search.query import Query, QueryPart, fuse
+from clipsearch.search.query import Query
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
@@ -51,9 +49,6 @@ if TYPE_CHECKING:
     from clipsearch.tagging import TagResult
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
-
-#: Texts per model call when many are encoded at once (a progress bar step).
-ENCODE_CHUNK = 256
 
 
 class Index:
@@ -91,6 +86,9 @@ class Index:
         self._space: SearchSpace | None = None
         self._space_key: tuple[ModelInfo, str | None] | None = None
         self._vectors_identity = ""
+        self.queries = QueryEmbedder(
+            self, QueryCache(db), self.options.max_pixels, self.options.progress
+        )
         recorded = recorded_info(db.get_meta())
         self._model_spec = model or (recorded.spec if recorded else DEFAULT_MODEL)
         if recorded is not None:
@@ -295,24 +293,8 @@ class Index:
         return self.space().texts(self.encode_raw_texts(texts))
 
     def encode_raw_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
-        """The model's embeddings of `texts`; many of them go a chunk at a time under a
-        progress bar (on stderr, when the index was opened with progress on): the tag
-        vocabulary alone is 11,000 prompts, an evaluation 4,000 captions."""
-        from tqdm import tqdm
-
-        texts = list(texts)
-        if len(texts) <= ENCODE_CHUNK:
-            return np.asarray(self.encoder.encode_texts(texts))
-        chunks = []
-        with tqdm(
-            total=len(texts), unit="text", desc="embedding texts", file=sys.stderr,
-            disable=not self.options.progress,
-        ) as bar:  # fmt: skip
-            for start in range(0, len(texts), ENCODE_CHUNK):
-                chunk = texts[start : start + ENCODE_CHUNK]
-                chunks.append(np.asarray(self.encoder.encode_texts(chunk)))
-                bar.update(len(chunk))
-        return np.concatenate(chunks)
+        """The model's embeddings of `texts` (a progress bar when there are many)."""
+        return self.queries.raw_texts(texts)
 
     def stored_image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]:
         """The model's stored vectors of these images, in the order of `ids`."""
@@ -367,63 +349,20 @@ class Index:
         query: Query | None = None,
     ) -> np.ndarray[Any, Any]:
         """The unit query vector: of a text and/or an image file, or of a fused `Query`."""
-        q = query if query is not None else Query.of(text=text, image=image)
-        texts = [str(p.value) for p in q.parts if p.kind == "text"]
-        encoded: Iterator[Any] = iter(
-            self.space().texts(self._raw_text_queries(texts)) if texts else []
-        )
-
-        def vector(part: QueryPart) -> np.ndarray[Any, Any]:
-            if part.kind == "text":
-                return np.asarray(next(encoded))
-            if part.kind == "image":
-                return self.embed_image_file(Path(str(part.value)))
-            return np.asarray(self.image_vectors([int(part.value)])[0])
-
-        # Parts are embedded in order, so the texts come out of `encoded` in order too.
-        positive = [(vector(p), p.weight) for p in q.positive]
-        negative = [(vector(p), p.weight) for p in q.negative]
-        return fuse(positive, negative)
-
-    def _raw_text_queries(self, texts: list[str]) -> np.ndarray[Any, Any]:
-        """Model embeddings of query texts, from the query cache where it has them (then no
-        model is loaded at all), else encoded and cached."""
-        found, missing = self._cached_queries(texts)
-        if missing:
-            fresh = dict(zip(missing, self.encoder.encode_texts(missing), strict=True))
-            self.cache_query_texts(fresh)
-            found |= fresh
-        return np.stack([found[t] for t in texts])
+        return self.queries.query(query if query is not None else Query.of(text=text, image=image))
 
     def uncached_query_texts(self, texts: Sequence[str]) -> list[str]:
         """The query texts (once each) that the query cache lacks: those a search by them
         would have to run through the model."""
-        return self._cached_queries(texts)[1]
-
-    def _cached_queries(
-        self, texts: Sequence[str]
-    ) -> tuple[dict[str, np.ndarray[Any, Any]], list[str]]:
-        """(cached embeddings by text, the texts the cache lacks, once each)."""
-        found = QueryCache(self.db).get(self.space().info.identity, texts)
-        return found, list(dict.fromkeys(t for t in texts if t not in found))
+        return self.queries.cached(texts)[1]
 
     def cache_query_texts(self, vectors: dict[str, np.ndarray[Any, Any]]) -> None:
         """Keep model embeddings of query texts (as `encoder.encode_texts` gives them)."""
-        QueryCache(self.db).put(self.space().info.identity, vectors)
+        self.queries.remember(vectors)
 
     def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
         """An image file (indexed or not) as a vector in the search space."""
-        from clipsearch.indexer.decode import decode_image, register_heif
-
-        register_heif()
-        encoder = self.encoder
-        try:
-            decoded = decode_image(
-                str(path), encoder.preprocess, encoder.input_size, self.options.max_pixels
-            )
-        except ImageDecodeError as exc:
-            raise QueryImageError(str(path), exc.reason) from exc
-        return np.asarray(self.space().images(encoder.encode_images(decoded.pixels[None]))[0])
+        return self.queries.image_file(path)
 
     def search(
         self,
