@@ -86,3 +86,12 @@ class DiskFullError(ClipsearchError):
 
 class StoreUnavailableError(ClipsearchError):
     """The database server of an index cannot be reached (down, wrong URL, refused login)."""
+
+
+class ClusterError(ClipsearchError):
+    """The Ray cluster cannot be used: Ray is not installed, the address cannot be reached,
+    or the cluster lost work it could not redo."""
+
+
+class ShardUnavailableError(ClusterError):
+    """A vector shard is starting or being rebuilt (after its actor died): retry shortly."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from clipsearch.adapters.fit import FitSettings
     from clipsearch.adapters.model import Adapter
     from clipsearch.adapters.tune import TuneResult
+    from clipsearch.indexer.runners import Runner
     from clipsearch.tagging import TagResult
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
@@ -331,13 +332,16 @@ class Index:
         paths: Iterable[str | os.PathLike[str]],
         *,
         on_progress: Callable[[Progress], None] | None = None,
+        runner: Runner | None = None,
     ) -> IndexSummary:
         """Index (or re-index) image files and folders, incrementally; see `IndexSummary`.
-        `on_progress` is told the phase and, while embedding, files done out of total."""
+        `on_progress` is told the phase and, while embedding, files done out of total;
+        `runner`: where files are read and encoded (default: worker processes here; a
+        `clipsearch.cluster.RayRunner` for a Ray cluster)."""
         from clipsearch.indexer.update import add_paths
 
         with self.writing(shared=True):
-            return add_paths(self, paths, on_progress or (lambda _progress: None))
+            return add_paths(self, paths, on_progress or (lambda _progress: None), runner)
 
     # -- search ---------------------------------------------------------------------------
 

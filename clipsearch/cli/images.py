@@ -56,6 +56,19 @@ def index(
     vector_dtype: str | None = typer.Option(
         None, "--vector-dtype", help="Store vectors as float32 or float16 (half the size)."
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Read and encode on a Ray cluster: auto (the one `ray start` made here), "
+        "HOST:PORT, or local (a cluster of this machine). Files must be readable at the "
+        "same paths on every node.",
+    ),
+    encoders: int | None = typer.Option(
+        None, "--encoders", help="With --ray: encoder actors [one per GPU, else per node]."
+    ),
+    gpus_per_worker: float = typer.Option(
+        0.0, "--gpus-per-worker", help="With --ray: GPUs each encoder actor holds [0]."
+    ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
     wait: bool = WaitOption,
@@ -80,7 +93,13 @@ def index(
         ):
             if vector_dtype is not None:
                 idx.store_vectors_as(vector_dtype)
-            summary = idx.add(paths)
+            runner = None
+            if ray is not None:
+                from clipsearch.cluster import ClusterOptions, RayRunner
+
+                cluster = ClusterOptions(ray, encoders, gpus_per_worker)
+                runner = RayRunner(idx.options, cluster)
+            summary = idx.add(paths, runner=runner)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:

@@ -37,6 +37,26 @@ class Runner(Protocol):
     ) -> None: ...
 
 
+class ProgressCounter:
+    """The progress of a run: a bar on stderr (when `show`) and `on_progress` after each
+    batch, counting files done (stored or skipped) out of the total."""
+
+    def __init__(self, total: int, show: bool, on_progress: OnProgress | None) -> None:
+        self.total, self.done, self.on_progress = total, 0, on_progress
+        self.bar = tqdm(
+            total=total, unit="img", desc="embedding", file=sys.stderr, disable=not show
+        )
+
+    def advance(self, files: int) -> None:
+        self.bar.update(files)
+        self.done += files
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class _ReadDataset(Dataset[tuple[EmbedJob, DecodedImage | str]]):
     def __init__(self, jobs: Sequence[EmbedJob], reader: Reader) -> None:
         self.jobs = list(jobs)
@@ -87,16 +107,10 @@ class LocalRunner:
     ) -> None:
         if not jobs:
             return
-        bar = tqdm(
-            total=len(jobs), unit="img", desc="embedding", file=sys.stderr,
-            disable=not self.options.progress,
-        )  # fmt: skip
-        done = 0
-        with bar:
+        progress = ProgressCounter(len(jobs), self.options.progress, on_progress)
+        try:
             for batch in self.batches(jobs, encoder):
                 sink.write(encode_batch(batch, encoder, reuse))
-                finished = len(batch.ok) + len(batch.failed)
-                bar.update(finished)
-                done += finished
-                if on_progress is not None:
-                    on_progress(done, len(jobs))
+                progress.advance(len(batch.ok) + len(batch.failed))
+        finally:
+            progress.close()

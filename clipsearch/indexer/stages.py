@@ -78,31 +78,44 @@ class EncodedBatch:
         ]  # fmt: skip
 
 
-def encode_batch(batch: DecodedBatch, encoder: Encoder, reuse: Reuse) -> EncodedBatch:
-    """Vectors for the batch's decoded images: content stored before (`reuse`) or seen
-    earlier in the batch is not encoded again."""
-    vectors: list[Vector | None] = []
-    to_encode: list[int] = []
-    first_in_batch: dict[str, int] = {}
-    for n, (_, facts) in enumerate(batch.ok):
-        reused = reuse(facts.sha256)
-        vectors.append(reused)
-        if reused is None and facts.sha256 not in first_in_batch:
-            first_in_batch[facts.sha256] = n
-            to_encode.append(n)
-    if to_encode:
-        pixels = batch.pixels if len(to_encode) == len(batch.ok) else batch.pixels[to_encode]
-        for n, vector in zip(to_encode, encoder.encode_images(pixels), strict=True):
+class EncodingPlan:
+    """Which of a batch's decoded images need the model: content stored before (`reuse`)
+    or seen earlier in the batch is not encoded again. `to_encode` are their positions in
+    `ok`; `complete` takes the model's vectors for them and gives every image's vector."""
+
+    def __init__(self, ok: Sequence[tuple[EmbedJob, ImageFacts]], reuse: Reuse) -> None:
+        self.size = len(ok)
+        self.hashes = [facts.sha256 for _, facts in ok]
+        self.vectors: list[Vector | None] = []
+        self.to_encode: list[int] = []
+        self._first: dict[str, int] = {}
+        for n, sha256 in enumerate(self.hashes):
+            reused = reuse(sha256)
+            self.vectors.append(reused)
+            if reused is None and sha256 not in self._first:
+                self._first[sha256] = n
+                self.to_encode.append(n)
+
+    def complete(self, encoded: Sequence[Vector]) -> Vector:
+        vectors = list(self.vectors)
+        for n, vector in zip(self.to_encode, encoded, strict=True):
             vectors[n] = vector
-        for n, (_, facts) in enumerate(batch.ok):  # duplicates within this batch
+        for n, sha256 in enumerate(self.hashes):  # duplicates within this batch
             if vectors[n] is None:
-                vectors[n] = vectors[first_in_batch[facts.sha256]]
-    stacked = (
-        np.stack([v for v in vectors if v is not None]).astype(np.float32, copy=False)
-        if vectors
-        else np.zeros((0, 0), dtype=np.float32)
-    )
-    return EncodedBatch(batch.ok, batch.failed, stacked, encoded=len(to_encode))
+                vectors[n] = vectors[self._first[sha256]]
+        if not vectors:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([v for v in vectors if v is not None]).astype(np.float32, copy=False)
+
+
+def encode_batch(batch: DecodedBatch, encoder: Encoder, reuse: Reuse) -> EncodedBatch:
+    """Vectors for the batch's decoded images, through the model where `EncodingPlan` says."""
+    plan = EncodingPlan(batch.ok, reuse)
+    encoded: Any = []
+    if plan.to_encode:
+        whole = len(plan.to_encode) == plan.size
+        encoded = encoder.encode_images(batch.pixels if whole else batch.pixels[plan.to_encode])
+    return EncodedBatch(batch.ok, batch.failed, plan.complete(encoded), len(plan.to_encode))
 
 
 def stack_decoded(items: Sequence[tuple[EmbedJob, DecodedImage | str]]) -> DecodedBatch:

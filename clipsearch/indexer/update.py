@@ -21,6 +21,7 @@ from clipsearch.storage import vector_index as vi
 
 if TYPE_CHECKING:
     from clipsearch.indexer.options import PipelineOptions
+    from clipsearch.indexer.runners import Runner
     from clipsearch.indexer.scan import FileStat
     from clipsearch.indexer.sinks import EmbedCounts
     from clipsearch.models.base import Encoder, ModelInfo
@@ -83,8 +84,12 @@ Report = Callable[[Progress], None]
 
 
 def add_paths(
-    index: IndexingHost, paths: Iterable[str | os.PathLike[str]], report: Report
+    index: IndexingHost,
+    paths: Iterable[str | os.PathLike[str]],
+    report: Report,
+    runner: Runner | None = None,
 ) -> IndexSummary:
+    """`runner`: where reading and encoding run (default: `LocalRunner`, this machine)."""
     roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
@@ -119,7 +124,7 @@ def add_paths(
         if plan.embed:
             assert vectors is not None
             report(Progress("embedding", 0, len(plan.embed)))
-            counts = _embed(index, plan.embed, vectors, report)
+            counts = _embed(index, plan.embed, vectors, report, runner)
             summary.added, summary.updated = counts.added, counts.updated
             summary.encoded = counts.encoded
             summary.removed += counts.removed
@@ -144,10 +149,14 @@ def add_paths(
 
 
 def _embed(
-    index: IndexingHost, jobs: list[EmbedJob], vectors: vi.IdIndex, report: Report
+    index: IndexingHost,
+    jobs: list[EmbedJob],
+    vectors: vi.IdIndex,
+    report: Report,
+    runner: Runner | None,
 ) -> EmbedCounts:
-    """Embed the jobs with the local runner into the SQL sink, which keeps the live FAISS
-    index in step batch by batch (searches see each batch as it commits)."""
+    """Embed the jobs with the runner into the SQL sink, which keeps the live FAISS index in
+    step batch by batch (searches see each batch as it commits)."""
     from clipsearch.indexer.runners import LocalRunner
     from clipsearch.indexer.sinks import SqlSink
 
@@ -163,5 +172,6 @@ def _embed(
         report(Progress("embedding", done, total))
 
     sink = SqlSink(index.db, on_commit)
-    LocalRunner(index.options).run(jobs, index.encoder, sink, sink.reuse, on_progress)
+    runner = runner or LocalRunner(index.options)
+    runner.run(jobs, index.encoder, sink, sink.reuse, on_progress)
     return sink.counts
