@@ -77,8 +77,8 @@ def main() -> None:
         for name, times in by_filter.items():
             skip, rescore = times["skip"], times["rescore"]
             ratio = _ms(rescore, 0.5) / max(_ms(skip, 0.5), 1e-9)
-            rows.append([store, name, f"{_ms(rescore, 0.5):.2f}", f"{_ms(rescore, 0.99):.2f}",
-                         f"{_ms(skip, 0.5):.2f}", f"{_ms(skip, 0.99):.2f}", f"{ratio:.2f}"])  # fmt: skip
+            figures = [_ms(rescore, 0.5), _ms(rescore, 0.99), _ms(skip, 0.5), _ms(skip, 0.99)]
+            rows.append([store, name, *(f"{f:.2f}" for f in figures), f"{ratio:.2f}"])
     table = markdown_table(
         ["store", "queries", "rescored p50", "rescored p99", "skipped p50", "skipped p99",
          "p50 speed-up"], rows)  # fmt: skip

@@ -7,11 +7,11 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from clipsearch.adapters.space import SearchSpace
+from clipsearch.adapters.space import SearchSpace, stored_space
 from clipsearch.adapters.table import ACTIVE as ACTIVE_ADAPTER
 from clipsearch.adapters.table import AdapterTable
 from clipsearch.errors import (
@@ -37,6 +37,7 @@ from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
+from clipsearch.storage.faiss_index import VectorIndex
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.storage.vectors import VectorTable
@@ -48,6 +49,13 @@ if TYPE_CHECKING:
     from clipsearch.adapters.tune import TuneResult
     from clipsearch.indexer.runners import Runner
     from clipsearch.tagging import TagResult
+
+
+class RemoteVectors(Protocol):
+    """Image vectors searched elsewhere (shards in a cluster), in a given search space."""
+
+    def at(self, identity: str) -> VectorIndex: ...
+
 
 __all__ = ["Index", "IndexStats", "IndexSummary", "open_index"]
 
@@ -87,6 +95,7 @@ class Index:
         self._space: SearchSpace | None = None
         self._space_key: tuple[ModelInfo, str | None] | None = None
         self._vectors_identity = ""
+        self._remote: RemoteVectors | None = None
         self.queries = QueryEmbedder(
             self, QueryCache(db), self.options.max_pixels, self.options.progress
         )
@@ -179,16 +188,15 @@ class Index:
         every call (one small query), so an adapter switched by another process applies."""
         meta = self.db.get_meta()
         info = recorded_info(meta)
-        if info is None:
-            raise EmptyIndexError(
-                f"the index at {self.label} is empty; add images with "
-                f"`clipsearch index PATH --db {self.label}`"
-            )
-        active = meta.get(ACTIVE_ADAPTER)
-        key = (info, active)
+        key = (info, meta.get(ACTIVE_ADAPTER))
         if self._space is None or self._space_key != key:
-            adapter = self.adapters.get(int(active)) if active else None
-            self._space, self._space_key = SearchSpace(info, adapter), key
+            space = stored_space(self.db, meta)
+            if space is None:
+                raise EmptyIndexError(
+                    f"the index at {self.label} is empty; add images with "
+                    f"`clipsearch index PATH --db {self.label}`"
+                )
+            self._space, self._space_key = space, (space.info, key[1])
         return self._space
 
     def use_adapter(self, adapter_id: int | None) -> None:
@@ -236,6 +244,19 @@ class Index:
             self._vectors = self.vector_backend(space).open()
             self._vectors_identity = space.identity
         return self._vectors
+
+    def use_vector_index(self, remote: RemoteVectors | None) -> None:
+        """Search image vectors through `remote` (e.g. `clipsearch.cluster.ShardedVectors`,
+        shards in Ray actors) instead of this process's FAISS index; None: back to local.
+        Writes still go to the local index and the store; exact rescoring stays here."""
+        self._remote = remote
+
+    def searched_vectors(self, space: SearchSpace | None = None) -> VectorIndex:
+        """The vector index searches run on: the remote one if set, else the local one."""
+        space = space or self.space()
+        if self._remote is not None:
+            return self._remote.at(space.identity)
+        return self.vector_index(space)
 
     def image_table(self) -> VectorTable:
         """The stored image vectors as the search space sees them (through the adapter)."""
@@ -383,7 +404,7 @@ class Index:
         with `filters`, only images whose metadata match (still k hits if k match)."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        self.vector_index()  # an empty index fails here, before a model is loaded
+        self.searched_vectors()  # an empty index fails here, before a model is loaded
         vector = self.embed_query(text, image, query=query)
         return self.search_vectors(vector[None, :], k, filters, rerankers, explain)[0]
 
@@ -433,7 +454,8 @@ class Index:
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring."""
         space = self.space()  # read once per search: every read is a query
         store = space.image_store(self.db)
-        searcher = Searcher(store, self.vector_index(space), rerankers=rerankers, explain=explain)
+        vectors = self.searched_vectors(space)
+        searcher = Searcher(store, vectors, rerankers=rerankers, explain=explain)
         allowed = None
         if filters is not None and not filters.is_empty():
             allowed = self.db.ids_where(filters.where())

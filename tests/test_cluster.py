@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -23,11 +24,13 @@ import ray
 from ray.cluster_utils import Cluster
 
 import clipsearch
-from clipsearch.cluster import ClusterOptions, RayRunner
+from clipsearch.cluster import ClusterOptions, RayRunner, ShardedVectors
 from clipsearch.cluster import runner as ray_runner
 from clipsearch.facts import Progress
 from clipsearch.indexer.options import PipelineOptions
+from clipsearch.search.filters import Filter
 from tests.conftest import write_images
+from tests.serving import Collection, start_server, stop_server
 
 MODEL = "tiny-random"
 BATCH = 8
@@ -165,3 +168,116 @@ def _count(db: str) -> int:
             return idx.count()
     except clipsearch.errors.ClipsearchError:
         return 0  # not created yet
+
+
+# -- sharded search -----------------------------------------------------------------------
+
+QUERIES = ["a red circle", "a blue square on green", "shapes", "a photo"]
+
+
+@pytest.fixture(scope="module")
+def sharded(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, module_store: Callable[..., str]
+) -> Iterator[tuple[Any, ShardedVectors, Path]]:
+    """60 photos indexed with clipsearch-mini, and 3 shards of their vectors."""
+    folder = tmp_path_factory.mktemp("shards") / "photos"
+    write_images(folder, 60)
+    db = module_store("sharded")
+    idx = clipsearch.open(db, model="clipsearch-mini", workers=0)
+    idx.add([folder])
+    shards = ShardedVectors(idx.location.address, 3, cluster.address)
+    shards.wait_ready(timeout=120)
+    yield idx, shards, folder
+    idx.close()
+    for actor in shards.shards:
+        ray.kill(actor, no_restart=True)
+
+
+def _hits(idx: Any, **query: Any) -> list[tuple[int, float]]:
+    return [(h.id, h.score) for h in idx.search(**query)]
+
+
+def _same(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> None:
+    assert [i for i, _ in got] == [i for i, _ in want]
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+
+
+def test_sharded_search_equals_the_single_index(sharded: tuple[Any, Any, Path]) -> None:
+    idx, shards, folder = sharded
+    photo = sorted(folder.iterdir())[7]
+    cases = [{"text": q, "k": 10} for q in QUERIES] + [{"image": photo, "k": 12}]
+    cases.append({"text": "shapes", "k": 5, "filters": Filter(path_glob="*img_001?.jpg")})
+    for case in cases:
+        idx.use_vector_index(None)
+        want = _hits(idx, **case)
+        idx.use_vector_index(shards)
+        _same(_hits(idx, **case), want)
+    idx.use_vector_index(None)
+    assert sum(s["vectors"] for s in shards.status()) == 60
+
+
+def test_shards_filter_by_id_like_the_local_index(sharded: tuple[Any, Any, Path]) -> None:
+    """The id filter itself, past the searcher's small-filter shortcut: every shard gets
+    its share of the allowed ids."""
+    idx, shards, _ = sharded
+    queries = idx.encode_texts(QUERIES)
+    allowed = np.asarray(sorted(r.id for r in idx.db.rows())[::3], dtype=np.int64)
+    local = idx.vector_index()
+    for subset in (None, allowed):
+        want_scores, want_ids = local.search(queries, 8, subset)
+        got_scores, got_ids = shards.at(idx.space().identity).search(queries, 8, subset)
+        np.testing.assert_array_equal(got_ids, want_ids)
+        np.testing.assert_allclose(got_scores, want_scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_a_killed_shard_answers_503_then_the_same_hits(
+    cluster: Cluster, tmp_path: Path, store: Callable[..., str]
+) -> None:
+    """`clipsearch serve --ray --shards 3` over HTTP on loopback; one shard actor killed."""
+    folder = tmp_path / "photos"
+    write_images(folder, 30)
+    db = store("served")
+    with clipsearch.open(db, model="clipsearch-mini", workers=0) as idx:
+        idx.add([folder])
+        want = [(h.path, h.score) for h in idx.search(text="shapes", k=8)]
+    collection = Collection(tmp_path, db, folder, folder, folder, folder, folder, folder)
+    server, base = start_server(collection, "--ray", cluster.address, "--shards", "3")
+    try:
+
+        def search() -> httpx.Response:
+            return httpx.get(f"{base}/api/search", params={"q": "shapes", "k": 8}, timeout=60)
+
+        first = search()
+        assert first.status_code == 200
+        got = [(h["path"], h["score"]) for h in first.json()["hits"]]
+        assert [p for p, _ in got] == [p for p, _ in want]
+        victim = _shard_actor()
+        ray.kill(victim, no_restart=False)
+        statuses = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            answer = search()
+            statuses.append(answer.status_code)
+            if answer.status_code == 200:
+                break
+            assert answer.status_code == 503, answer.text
+            assert "retry shortly" in answer.json()["error"]
+            time.sleep(0.1)
+        assert statuses[0] == 503 and statuses[-1] == 200
+        after = [(h["path"], h["score"]) for h in answer.json()["hits"]]
+        assert [p for p, _ in after] == [p for p, _ in want]
+        np.testing.assert_allclose([s for _, s in after], [s for _, s in want], atol=1e-5)
+    finally:
+        stop_server(server)
+
+
+def _shard_actor() -> Any:
+    """Shard 2 of the server's (another driver: another namespace than this process's)."""
+    mine = ray.get_runtime_context().namespace
+    named = [
+        a for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith("clipsearch-shard-2-of-3-") and a["namespace"] != mine
+    ]  # fmt: skip
+    assert len(named) == 1, named
+    return ray.get_actor(named[0]["name"], namespace=named[0]["namespace"])

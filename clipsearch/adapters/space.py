@@ -9,8 +9,11 @@ import numpy as np
 
 from clipsearch.adapters.applied import AdaptedStore
 from clipsearch.adapters.model import Adapter
+from clipsearch.adapters.table import ACTIVE, AdapterTable
 from clipsearch.arrays import Matrix
+from clipsearch.facts import recorded_info
 from clipsearch.models.base import ModelInfo
+from clipsearch.storage.db import Database
 from clipsearch.storage.vectors import VectorTable
 
 
@@ -48,3 +51,15 @@ class SearchSpace:
 
     def text_store(self, stored: VectorTable) -> VectorTable:
         return stored if self.adapter is None else AdaptedStore(stored, self.texts)
+
+
+def stored_space(db: Database, meta: dict[str, str] | None = None) -> SearchSpace | None:
+    """The space an index's database says searches run in now: its model's, through the
+    active adapter if one is set (None: no model recorded yet). `meta`: the meta table, if
+    the caller has just read it."""
+    meta = meta if meta is not None else db.get_meta()
+    info = recorded_info(meta)
+    if info is None:
+        return None
+    active = meta.get(ACTIVE)
+    return SearchSpace(info, AdapterTable(db).get(int(active)) if active else None)

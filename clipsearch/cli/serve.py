@@ -50,6 +50,12 @@ def serve(
         10.0, "--header-timeout", help="Seconds a client has to send a request's headers."
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn's log level."),
+    ray: str | None = typer.Option(
+        None, "--ray", help="A Ray cluster for --shards: auto, HOST:PORT or local."
+    ),
+    shards: int = typer.Option(
+        0, "--shards", help="Search vectors in N shards held by Ray actors [0: here]."
+    ),
 ) -> None:
     """Serve the HTTP API (/api, schema at /api/openapi.json) and the search page (/)."""
     import uvicorn
@@ -77,6 +83,8 @@ def serve(
             device=resolved.device,
             workers=resolved.workers,
             threads=threads,
+            shards=shards,
+            ray=ray,
         )
         settings.check()
         shown_db = locate(settings.db).label  # no password on the screen

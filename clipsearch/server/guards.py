@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipsearch.errors import (
     ClipsearchError,
+    ClusterError,
     DiskFullError,
     EmptyIndexError,
     ImageDecodeError,
@@ -25,6 +26,7 @@ from clipsearch.errors import (
     IndexNotFoundError,
     ModelMismatchError,
     ReadOnlyIndexError,
+    ShardUnavailableError,
 )
 from clipsearch.server.errors import (
     ForbiddenFileError,
@@ -53,6 +55,8 @@ _STATUS: list[tuple[type[ClipsearchError], int]] = [
     (ReadOnlyIndexError, 403),
     (DiskFullError, 507),
     (IndexDamagedError, 503),
+    (ShardUnavailableError, 503),
+    (ClusterError, 503),
     (NotFoundError, 404),
     (IndexNotFoundError, 404),
     (ForbiddenFileError, 403),

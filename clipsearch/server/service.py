@@ -275,7 +275,22 @@ def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     encoder = load_encoder(spec, device=settings.device)
     batcher = BatchingEncoder(encoder) if settings.batch_queries else None
     index = where(settings.model, encoder=batcher or encoder)
+    if settings.shards:
+        _shard(index, settings)
     return index, batcher
+
+
+def _shard(index: Index, settings: ServerSettings) -> None:
+    """Search through vector shards in Ray actors, built from the store before serving."""
+    from clipsearch.cluster import ShardedVectors
+
+    try:
+        sharded = ShardedVectors(index.location.address, settings.shards, settings.ray or "auto")
+        sharded.wait_ready()
+    except BaseException:
+        index.close()
+        raise
+    index.use_vector_index(sharded)
 
 
 def upload_error(exc: QueryImageError) -> ClipsearchError:

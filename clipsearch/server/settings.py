@@ -30,6 +30,10 @@ class ServerSettings:
     #: one at a time, and more threads only queue behind each other (requests waiting for
     #: their query to be encoded hold none). Measured in benchmarks/results/serve.md.
     threads: int = 4
+    #: Search image vectors in this many shards held by Ray actors (0: in this process);
+    #: `ray`: the cluster's address (`auto`, HOST:PORT, `local`).
+    shards: int = 0
+    ray: str | None = None
 
     def check(self) -> None:
         """Refuse settings that would expose the collection by accident."""
@@ -39,6 +43,10 @@ class ServerSettings:
                 "set an API key with --api-key or CLIPSEARCH_API_KEY (clients then send it as "
                 "the X-API-Key header), or bind to 127.0.0.1"
             )
+        if self.shards < 0:
+            raise ConfigError(f"--shards must be at least 1, got {self.shards}")
+        if self.shards and self.ray is None:
+            raise ConfigError("--shards needs a Ray cluster: add --ray auto|HOST:PORT|local")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.max_upload_bytes < 1:

@@ -80,13 +80,17 @@ def iter_vectors(
     vector_col: Any,
     chunk: int,
     dtype: np.dtype[Any] = VECTOR_DTYPES["float32"],
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[IdArray, Vector]]:
-    """All (ids, vectors) of a table in id order, `chunk` rows at a time."""
+    """All (ids, vectors) of a table in id order, `chunk` rows at a time; with `shard`
+    (s, n), only the rows whose id is s modulo n (selected by the database)."""
     last = 0
     with Session(engine) as session:
         while True:
-            stmt = select(id_col, vector_col).where(id_col > last).order_by(id_col).limit(chunk)
-            rows = session.execute(stmt).all()
+            stmt = select(id_col, vector_col).where(id_col > last)
+            if shard is not None:
+                stmt = stmt.where(id_col % shard[1] == shard[0])
+            rows = session.execute(stmt.order_by(id_col).limit(chunk)).all()
             if not rows:
                 return
             last = int(rows[-1][0])

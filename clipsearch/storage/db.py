@@ -270,9 +270,14 @@ class Database:
     def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
         return labels_for(self.engine, ImageRow.id, ImageRow.path, ids)
 
-    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Vector]]:
-        """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds)."""
-        return iter_vectors(self.engine, ImageRow.id, ImageRow.vector, chunk, self.vector_dtype)
+    def iter_vectors(
+        self, chunk: int = 20_000, shard: tuple[int, int] | None = None
+    ) -> Iterator[tuple[IdArray, Vector]]:
+        """All (ids as int64, vectors) in id order, a chunk at a time (for index rebuilds);
+        `shard` (s, n): only ids equal to s modulo n."""
+        return iter_vectors(
+            self.engine, ImageRow.id, ImageRow.vector, chunk, self.vector_dtype, shard
+        )
 
     def rows(self, ids: Iterable[int] | None = None) -> list[ImageRow]:
         stmt = select(ImageRow).order_by(ImageRow.id)
