@@ -120,3 +120,27 @@ def test_the_sql_sink_stores_each_batch_and_feeds_the_live_index(
         assert (sink.counts.added, sink.counts.encoded) == (7, 7)
     finally:
         db.close()
+
+
+def test_joined_batches_keep_every_record_with_its_vector(
+    tiny_encoder: Encoder, tmp_path: Path
+) -> None:
+    paths = write_images(tmp_path / "photos", 5)
+    (tmp_path / "photos" / "bad.jpg").write_bytes(b"not an image")
+    reader = Reader.for_encoder(tiny_encoder, 10**8)
+    jobs = [
+        EmbedJob(FileStat(str(p), 1, 1), None) for p in [*paths, tmp_path / "photos" / "bad.jpg"]
+    ]
+    parts = [
+        encode_batch(
+            stack_decoded([(j, reader(j.file.path)) for j in chunk]), tiny_encoder, lambda _: None
+        )
+        for chunk in (jobs[:2], jobs[5:], jobs[2:5])  # the middle one holds no decoded image
+    ]
+    joined = EncodedBatch.joined(parts)
+    assert [r.path for r in joined.records] == [str(p) for p in paths[:2] + paths[2:5]]
+    assert [j.file.path for j, _ in joined.failed] == [str(tmp_path / "photos" / "bad.jpg")]
+    np.testing.assert_array_equal(
+        joined.vectors, np.concatenate([parts[0].vectors, parts[2].vectors])
+    )
+    assert joined.encoded == 5

@@ -102,6 +102,9 @@ class EncoderWorker:
         return np.asarray(self.encoder.encode_images(tensor), dtype=np.float32)
 
 
+#: At most this many encoded batches go into one sink transaction.
+MAX_JOINED = 16
+
 #: Encoder actors kept for the life of this process, by (model identity, options): a server
 #: or a notebook indexing again does not load the models again.
 _POOLS: dict[tuple[str, str, ClusterOptions], list[Any]] = {}
@@ -207,8 +210,7 @@ class _Flow:
             if ready in self.reading:
                 pending -= self._read(ready)
             else:
-                self._encoded(ready)
-                pending -= 1
+                pending -= self._encoded(ready)
 
     def _read(self, facts_ref: Any) -> int:
         """A batch is read: store it at once if nothing needs the model, else send it to
@@ -225,11 +227,21 @@ class _Flow:
         self.load[actor] += 1
         return 0
 
-    def _encoded(self, vectors_ref: Any) -> None:
-        ok, failed, plan, actor = self.encoding.pop(vectors_ref)
-        self.load[actor] -= 1
-        vectors = self.ray.get(vectors_ref)
-        self._store(EncodedBatch(ok, failed, plan.complete(list(vectors)), len(plan.to_encode)))
+    def _encoded(self, ready: Any) -> int:
+        """Store every batch whose vectors are back, in one transaction: when the sink is
+        the bottleneck, batches pile up and commits grow (PostgreSQL takes about 5x the rows
+        per second in batches of 256 as in batches of 32). Returns how many were stored."""
+        others = [ref for ref in self.encoding if ref != ready]
+        done, _ = self.ray.wait(others, num_returns=len(others), timeout=0) if others else ([], [])
+        done = [ready, *done[: MAX_JOINED - 1]]
+        batches = []
+        for ref in done:
+            ok, failed, plan, actor = self.encoding.pop(ref)
+            self.load[actor] -= 1
+            vectors = plan.complete(list(self.ray.get(ref)))
+            batches.append(EncodedBatch(ok, failed, vectors, len(plan.to_encode)))
+        self._store(EncodedBatch.joined(batches) if len(batches) > 1 else batches[0])
+        return len(batches)
 
     def _store(self, batch: EncodedBatch) -> None:
         self.sink.write(batch)

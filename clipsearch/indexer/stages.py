@@ -77,6 +77,17 @@ class EncodedBatch:
             for n, (job, facts) in enumerate(self.ok)
         ]  # fmt: skip
 
+    @classmethod
+    def joined(cls, batches: Sequence[EncodedBatch]) -> EncodedBatch:
+        """Several batches as one (one transaction for a sink)."""
+        filled = [b.vectors for b in batches if len(b.ok)]
+        return cls(
+            [item for b in batches for item in b.ok],
+            [item for b in batches for item in b.failed],
+            np.concatenate(filled) if filled else np.zeros((0, 0), dtype=np.float32),
+            sum(b.encoded for b in batches),
+        )
+
 
 class EncodingPlan:
     """Which of a batch's decoded images need the model: content stored before (`reuse`)
