@@ -281,3 +281,14 @@ def _shard_actor() -> Any:
     ]  # fmt: skip
     assert len(named) == 1, named
     return ray.get_actor(named[0]["name"], namespace=named[0]["namespace"])
+
+
+def test_encoders_that_cannot_be_placed_fail_clearly(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asking for GPUs on a cluster without any: a clear error, not a hang."""
+    monkeypatch.setattr(ray_runner, "START_TIMEOUT_S", 3.0)
+    write_images(tmp_path / "photos", 4)
+    runner = _runner(cluster, gpus_per_worker=1.0, encoders=1)
+    with pytest.raises(clipsearch.errors.ClusterError, match="did not start within 3 s"):
+        _index(str(tmp_path / "db"), tmp_path / "photos", runner)

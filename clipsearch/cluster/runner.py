@@ -102,6 +102,9 @@ class EncoderWorker:
         return np.asarray(self.encoder.encode_images(tensor), dtype=np.float32)
 
 
+#: How long encoder actors may take to start (placement and a model load each).
+START_TIMEOUT_S = 600.0
+
 #: At most this many encoded batches go into one sink transaction.
 MAX_JOINED = 16
 
@@ -139,7 +142,15 @@ class RayRunner:
         args = (info.spec, info.identity, device, c.threads_per_encoder)
         pool = [actor.remote(*args) for _ in range(max(1, count))]
         try:
-            ray.get([a.ready.remote() for a in pool])
+            ray.get([a.ready.remote() for a in pool], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError as exc:
+            for a in pool:
+                ray.kill(a)
+            raise ClusterError(
+                f"the {len(pool)} encoder actor(s) did not start within {START_TIMEOUT_S:.0f} "
+                f"s: the cluster may lack the resources asked for ({c.gpus_per_worker:g} GPUs "
+                "each; see `ray status`)"
+            ) from exc
         except ray.exceptions.RayError as exc:
             raise ClusterError(f"the encoder actors could not start: {_first_line(exc)}") from exc
         return pool
