@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,12 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from benchmarks._common import RESULTS, SHARED, markdown_table, write_result
-from benchmarks.stores import Postgres
+from benchmarks.stores import Postgres, _python
 
-REPO = Path(__file__).resolve().parent.parent
 FLICKR = SHARED / "flickr8k-dev" / "images"
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-       "PYTHONPATH": str(REPO)}  # fmt: skip
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # local clusters stay on loopback
 
 LOCAL_RUN = """
 import json, sys, time, clipsearch
@@ -163,15 +160,6 @@ with clipsearch.open(db, create=False) as idx:
     ray.shutdown(); cluster.shutdown()
 print(json.dumps(out))
 """
-
-
-def _python(code: str, *args: str) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=ENV, cwd=REPO
-    )
-    if done.returncode:
-        raise RuntimeError(done.stderr[-4000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def bench_index(pg: Postgres, rounds: int) -> dict[str, Any]:
