@@ -292,3 +292,13 @@ def test_encoders_that_cannot_be_placed_fail_clearly(
     runner = _runner(cluster, gpus_per_worker=1.0, encoders=1)
     with pytest.raises(clipsearch.errors.ClusterError, match="did not start within 3 s"):
         _index(str(tmp_path / "db"), tmp_path / "photos", runner)
+
+
+def test_unseeded_random_weights_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    """Each actor would draw other weights: the run stops before any actor starts."""
+    write_images(tmp_path / "photos", 2)
+    with (
+        clipsearch.open(str(tmp_path / "db"), model="ViT-S-32", workers=0) as idx,
+        pytest.raises(clipsearch.errors.ClusterError, match="unseeded random weights"),
+    ):
+        idx.add([tmp_path / "photos"], runner=_runner(cluster))

@@ -122,6 +122,12 @@ class RayRunner:
 
     def encoders(self, info: ModelInfo) -> list[Any]:
         """The encoder actors for this model, started (and their models loaded) on first use."""
+        if info.identity.endswith(":unseeded-random"):
+            raise ClusterError(
+                f"the model {info.spec!r} has unseeded random weights, which differ in every "
+                "process: encoders on a cluster would disagree. Save the weights to a file and "
+                "use ARCH:/path/to/weights.pt, or a seeded model such as tiny-random"
+            )
         ray = connect(self.cluster.address)
         key = (ray.get_runtime_context().get_job_id(), info.identity, self.cluster)
         if key not in _POOLS:
