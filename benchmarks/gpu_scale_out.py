@@ -97,6 +97,7 @@ def main() -> None:
         start = time.perf_counter()
         idx.add([photos])
         report["local_img_s"] = args.photos / (time.perf_counter() - start)
+    print(json.dumps(report), flush=True)  # so far, in case the cluster part fails
     ray.init(num_cpus=os.cpu_count(), num_gpus=int(gpus), include_dashboard=False,
              logging_level="WARNING")  # fmt: skip
     runner = RayRunner(
