@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Vector
@@ -63,12 +63,21 @@ def vectors_for(
 
 
 def labels_for(
-    engine: Engine, id_col: Any, label_col: Any, ids: Sequence[int]
+    engine: Engine,
+    id_col: Any,
+    label_col: Any,
+    ids: Sequence[int],
+    vector_col: Any = None,
+    widths: Sequence[int] = (),
 ) -> tuple[list[int], list[str]]:
-    """(ids, labels) of the rows among `ids` that exist, without reading their vectors."""
+    """(ids, labels) of the rows among `ids` that exist, without reading their vectors. With
+    `widths`, rows whose vector blob has none of those byte lengths (damaged, as
+    `decode_rows` would leave out) are left out too."""
     if not ids:
         return [], []
     stmt = select(id_col, label_col).where(id_col.in_(list(ids)))
+    if widths:
+        stmt = stmt.where(func.length(vector_col).in_(list(widths)))
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return [r[0] for r in rows], [r[1] for r in rows]
@@ -98,6 +107,12 @@ def iter_vectors(
             ids = np.fromiter((r[0] for r, keep in zip(rows, ok, strict=True) if keep), np.int64)
             if len(ids):
                 yield ids, matrix
+
+
+def stored_widths(dim: int | None) -> tuple[int, ...]:
+    """The byte lengths a well-formed stored vector of `dim` dimensions may have (float32
+    or float16); empty when the dimension is not known yet."""
+    return tuple(dim * dtype.itemsize for dtype in VECTOR_DTYPES.values()) if dim else ()
 
 
 def dtype_of(blob: bytes, dim: int | None, recorded: np.dtype[Any]) -> np.dtype[Any]:

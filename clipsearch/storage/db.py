@@ -41,6 +41,7 @@ from clipsearch.storage.blobs import (
     dtype_of,
     iter_vectors,
     labels_for,
+    stored_widths,
     vectors_for,
 )
 from clipsearch.storage.location import StoreLocation
@@ -117,6 +118,7 @@ class Database:
         self.location = location
         self._count: tuple[int, int] | None = None  # (generation, images) of the last count
         self.vector_dtype = VECTOR_DTYPES["float32"]  # the stored images' (meta vector_dtype)
+        self._dim: int | None = None  # the model's, read from the meta table once known
         #: The image generation this object's last write produced (None before any).
         self.written_generation: int | None = None
 
@@ -268,7 +270,15 @@ class Database:
         )
 
     def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
-        return labels_for(self.engine, ImageRow.id, ImageRow.path, ids)
+        """(ids, paths) of the rows among `ids` whose vectors are well-formed."""
+        widths = stored_widths(self.dim())
+        return labels_for(self.engine, ImageRow.id, ImageRow.path, ids, ImageRow.vector, widths)
+
+    def dim(self) -> int | None:
+        """The dimension of the stored vectors (None before the model is recorded)."""
+        if self._dim is None and (recorded := self.get_meta().get("dim")):
+            self._dim = int(recorded)
+        return self._dim
 
     def iter_vectors(
         self, chunk: int = 20_000, shard: tuple[int, int] | None = None

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Vector
 from clipsearch.storage import dialect
-from clipsearch.storage.blobs import iter_vectors, labels_for, vectors_for
+from clipsearch.storage.blobs import iter_vectors, labels_for, stored_widths, vectors_for
 from clipsearch.storage.db import Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 
@@ -68,7 +68,8 @@ class TextTable:
         return vectors_for(self.engine, TextRow.id, TextRow.text, TextRow.vector, ids)
 
     def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
-        return labels_for(self.engine, TextRow.id, TextRow.text, ids)
+        widths = stored_widths(self.db.dim())
+        return labels_for(self.engine, TextRow.id, TextRow.text, ids, TextRow.vector, widths)
 
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Vector]]:
         return iter_vectors(self.engine, TextRow.id, TextRow.vector, chunk)
