@@ -252,19 +252,20 @@ def test_a_killed_shard_answers_503_then_the_same_hits(
         assert first.status_code == 200
         got = [(h["path"], h["score"]) for h in first.json()["hits"]]
         assert [p for p, _ in got] == [p for p, _ in want]
-        victim = _shard_actor()
-        ray.kill(victim, no_restart=False)
-        statuses = []
+        ray.kill(_shard_actor(), no_restart=False)  # asynchronous: it lands a moment later
+        statuses: list[int] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             answer = search()
             statuses.append(answer.status_code)
-            if answer.status_code == 200:
-                break
-            assert answer.status_code == 503, answer.text
-            assert "retry shortly" in answer.json()["error"]
-            time.sleep(0.1)
-        assert statuses[0] == 503 and statuses[-1] == 200
+            if answer.status_code == 503:
+                assert "retry shortly" in answer.json()["error"]
+            elif 503 in statuses:
+                break  # the shard is back
+            time.sleep(0.05)
+        assert 503 in statuses, statuses
+        assert answer.status_code == 200, (statuses, answer.text)
+        assert set(statuses) <= {200, 503}
         after = [(h["path"], h["score"]) for h in answer.json()["hits"]]
         assert [p for p, _ in after] == [p for p, _ in want]
         np.testing.assert_allclose([s for _, s in after], [s for _, s in want], atol=1e-5)
