@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,34 +29,34 @@ from clipsearch.arrays import IdArray, Matrix
 from clipsearch.cluster.connect import connect
 from clipsearch.errors import ClipsearchError, ClusterError, ShardUnavailableError
 
+if TYPE_CHECKING:
+    from clipsearch.storage.db import Database
+
 #: How long a search waits for every shard before answering 503.
 SEARCH_TIMEOUT_S = 30.0
 
 
 class ShardTable:
-    """One shard's view of the stored image vectors, in the search space: the rows whose id
-    is `shard` modulo `shards`, read with that condition in SQL."""
+    """One shard of the stored image vectors: the rows whose id is `shard` modulo `shards`,
+    read with that condition in SQL (the search space's view of it is `image_store`'s)."""
 
-    def __init__(self, db: Any, space: Any, shard: int, shards: int) -> None:
-        self.db, self.space, self.shard, self.shards = db, space, shard, shards
+    def __init__(self, db: Database, shard: int, shards: int) -> None:
+        self.db, self.shard, self.shards = db, shard, shards
 
     def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
-        for ids, vectors in self.db.iter_vectors(chunk, shard=(self.shard, self.shards)):
-            yield ids, self.space.images(vectors)
+        return self.db.iter_vectors(chunk, shard=(self.shard, self.shards))
 
     def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
-        found, labels, vectors = self.db.vectors_for(ids)
-        return found, labels, self.space.images(vectors) if found else vectors
+        return self.db.vectors_for(ids)
 
     def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
-        result: tuple[list[int], list[str]] = self.db.labels_for(ids)
-        return result
+        return self.db.labels_for(ids)
 
     def generation(self) -> int:
-        return int(self.db.generation())
+        return self.db.generation()
 
     def count(self) -> int:
-        return max(1, int(self.db.count()) // self.shards)  # an estimate: sampling for IVF
+        return max(1, self.db.count() // self.shards)  # an estimate: sampling for IVF
 
 
 class ShardWorker:
@@ -97,7 +97,7 @@ class ShardWorker:
             space = stored_space(db)
             if space is None:
                 raise ClusterError(f"the index at {db.location.label} is empty")
-            table = ShardTable(db, space, self.shard, self.shards)
+            table = space.image_store(ShardTable(db, self.shard, self.shards))
             index = build_from_db(table, space.dim, choose_index("auto", table.count()))
             self.index, self.identity, self.error = index, space.identity, None
         except Exception as exc:  # reported by every search until a rebuild succeeds
@@ -192,10 +192,14 @@ class ShardedVectors:
     ) -> tuple[Matrix, IdArray]:
         n = len(self.shards)
         x = np.ascontiguousarray(queries, dtype=np.float32)
-        refs = []
-        for i, shard in enumerate(self.shards):
-            mine = None if allowed is None else allowed[np.asarray(allowed) % n == i]
-            refs.append(shard.search.remote(x, k, mine, self.identity))
+        subsets: list[IdArray | None] = [None] * n
+        if allowed is not None:
+            owner = np.asarray(allowed) % n  # the shard of each allowed id
+            subsets = [allowed[owner == i] for i in range(n)]
+        refs = [
+            shard.search.remote(x, k, mine, self.identity)
+            for shard, mine in zip(self.shards, subsets, strict=True)
+        ]
         exceptions = self.ray.exceptions
         try:
             parts = self.ray.get(refs, timeout=SEARCH_TIMEOUT_S)
