@@ -5,7 +5,8 @@ and writes exactly as it does alone; only reading and encoding move out:
                                   │ facts (small) back to the driver; pixels stay on the node
             reuse lookup ─▶ EncoderWorker actors (one model load each; one per GPU)
                                   │ vectors back to the driver
-            SqlSink.write (one transaction per batch, in completion order)
+            SqlSink.write (one transaction per batch, or per group of batches whose vectors
+                           came back together; in completion order)
 
 Fault tolerance comes from Ray: a read task whose node dies runs again elsewhere; an encoder
 actor whose node dies restarts elsewhere (loading the model again) and the call is retried;
@@ -108,8 +109,8 @@ START_TIMEOUT_S = 600.0
 #: At most this many encoded batches go into one sink transaction.
 MAX_JOINED = 16
 
-#: Encoder actors kept for the life of this process, by (model identity, options): a server
-#: or a notebook indexing again does not load the models again.
+#: Encoder actors kept for the life of this process, by (Ray job, model identity, options):
+#: a server or a notebook indexing again does not load the models again.
 _POOLS: dict[tuple[str, str, ClusterOptions], list[Any]] = {}
 
 
@@ -158,7 +159,7 @@ class RayRunner:
                 "each; see `ray status`)"
             ) from exc
         except ray.exceptions.RayError as exc:
-            raise ClusterError(f"the encoder actors could not start: {_first_line(exc)}") from exc
+            raise ClusterError(f"the encoder actors could not start: {_last_line(exc)}") from exc
         return pool
 
     def run(
@@ -178,7 +179,7 @@ class RayRunner:
             _Flow(ray, self, pool, encoder, sink, reuse, progress).run(jobs)
         except ray.exceptions.RayError as exc:
             raise ClusterError(
-                f"the cluster lost work it could not redo: {_first_line(exc)}"
+                f"the cluster lost work it could not redo: {_last_line(exc)}"
             ) from exc
         finally:
             progress.close()
@@ -276,6 +277,7 @@ def _node_cpus() -> int:
     return 1
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
+    """The last line of a Ray error's text: the underlying cause, after Ray's traceback."""
     text = str(exc).strip()
     return text.splitlines()[-1] if text else type(exc).__name__
