@@ -71,6 +71,8 @@ def test_rescoring_fixes_the_order_of_an_approximate_candidate_list(index: Index
     class ShuffledIndex:
         """A deliberately bad ANN stage: right candidates, wrong order and wrong scores."""
 
+        exact = False
+
         def search(
             self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
         ) -> tuple[np.ndarray, np.ndarray]:

@@ -160,7 +160,7 @@ class Searcher:
         """
         if allowed is not None and len(allowed) == 0:
             return [[] for _ in range(len(queries))]
-        if getattr(self.index, "exact", False) and not (self.rerankers or self.explain):
+        if self.index.exact and not (self.rerankers or self.explain):
             return self._search_exact_index(queries, k, allowed)
         if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT:
             candidates = np.broadcast_to(
