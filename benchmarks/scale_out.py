@@ -34,19 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 from benchmarks._common import RESULTS, SHARED, markdown_table, write_result
-from benchmarks.stores import Postgres, _python
+from benchmarks.stores import INDEX_RUN, Postgres, _python
 
 FLICKR = SHARED / "flickr8k-dev" / "images"
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # local clusters stay on loopback
-
-LOCAL_RUN = """
-import json, sys, time, clipsearch
-with clipsearch.open(sys.argv[1], model="clipsearch-mini", workers=2, batch_size=32) as idx:
-    idx.encoder  # loaded before the clock starts
-    start = time.perf_counter()
-    summary = idx.add([sys.argv[2]])
-    print(json.dumps({"seconds": time.perf_counter() - start, "added": summary.added}))
-"""
 
 RAY_RUN = """
 import json, sys, time, clipsearch, ray
@@ -166,7 +157,7 @@ def bench_index(pg: Postgres, rounds: int) -> dict[str, Any]:
     photos = len(list(FLICKR.glob("*.jpg")))
     variants: dict[str, list[float]] = {}
     for _ in range(rounds):
-        local = _python(LOCAL_RUN, pg.create(), str(FLICKR))
+        local = _python(INDEX_RUN, pg.create(), str(FLICKR))
         variants.setdefault("local pipeline (2 decoding processes)", []).append(
             photos / local["seconds"]
         )
