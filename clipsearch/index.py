@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,7 +33,9 @@ from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
 from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
+from clipsearch.search.judge import RelevanceJudge
 from clipsearch.search.query import Query
+from clipsearch.search.relevance import MinRelevance, parse_min_relevance
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
@@ -399,14 +402,26 @@ class Index:
         filters: Filter | None = None,
         rerankers: Sequence[Reranker] = (),
         explain: bool = False,
+        min_relevance: MinRelevance | str = "off",
     ) -> list[Hit]:
         """Images nearest to a text and/or an example image, or to a fused `Query`, best first;
-        with `filters`, only images whose metadata match (still k hits if k match)."""
+        with `filters`, only images whose metadata match (still k hits if k match).
+        `min_relevance`: "auto", a calibrated relevance from 0 to 1, or "off" (the default):
+        hits below it are left out, and each hit carries its `relevance`; see
+        `clipsearch.search.relevance`."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
+        rule = parse_min_relevance(min_relevance)
         self.searched_vectors()  # an empty index fails here, before a model is loaded
-        vector = self.embed_query(text, image, query=query)
-        return self.search_vectors(vector[None, :], k, filters, rerankers, explain)[0]
+        asked = query if query is not None else Query.of(text=text, image=image)
+        vector = self.embed_query(query=asked)
+        hits = self.search_vectors(vector[None, :], k, filters, rerankers, explain)[0]
+        return self.relevance.judge(asked, hits, rule).hits
+
+    @functools.cached_property
+    def relevance(self) -> RelevanceJudge:
+        """Calibrated relevance of this index's hits (`judge` a ranked list)."""
+        return RelevanceJudge(self)
 
     def search_texts(
         self,

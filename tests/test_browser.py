@@ -57,7 +57,7 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any
             page.on("request", lambda r: requested.append(r.url))
             missing: list[str] = []
             page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-            page.goto(base)
+            page.goto(f"{base}/?min_relevance=off")  # the random model's scores mean nothing
             yield page, base, collection
             assert not errors, f"JavaScript errors on the page: {errors}"
             elsewhere = [u for u in requested if not u.startswith((base, "blob:", "data:"))]
@@ -101,7 +101,7 @@ def test_search_click_more_like_this_example_and_filters(
         arg=str(collection.escaping_link),
     )
     assert page.get_by_test_id("more").is_hidden()  # all 18 fit on the first page
-    scores = [float(s) for s in hits.locator(".score").all_inner_texts()]
+    scores = [float(s.removeprefix("cos ")) for s in hits.locator(".score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
     page.screenshot(path=str(ARTIFACTS / "results.png"), full_page=True)
 
@@ -162,7 +162,7 @@ def test_search_click_more_like_this_example_and_filters(
 def test_results_page_in_as_the_grid_scrolls(browser_page: tuple[Any, str, Collection]) -> None:
     page, base, _collection = browser_page
     page.set_viewport_size({"width": 420, "height": 500})  # two columns: a phone's width
-    page.goto(f"{base}/?k=4&q=a+boat")
+    page.goto(f"{base}/?k=4&q=a+boat&min_relevance=off")
     page.get_by_test_id("message").filter(has_text="4 results").wait_for()
     for _ in range(10):  # each scroll to the end loads the next page, up to all 18
         page.mouse.wheel(0, 5000)
@@ -195,7 +195,7 @@ def test_form_apply_clear_and_a_long_path_at_phone_width(
     browser_page: tuple[Any, str, Collection],
 ) -> None:
     page, base, collection = browser_page
-    page.goto(base)
+    page.goto(f"{base}/?min_relevance=off")
     _search(page, "a photo")
     # "Apply" runs what the box says now, not the search before it.
     page.get_by_test_id("query").fill("a red square")
@@ -227,3 +227,26 @@ def test_form_apply_clear_and_a_long_path_at_phone_width(
     page.screenshot(path=str(ARTIFACTS / "detail-narrow.png"))
     page.keyboard.press("Escape")
     page.set_viewport_size({"width": 1200, "height": 900})
+
+
+def test_no_good_match_and_the_weaker_matches_link(
+    browser_page: tuple[Any, str, Collection],
+) -> None:
+    """The page's default relevance bar is `auto`: words the model does not know find
+    nothing, said plainly, and one click shows the weaker hits, with their relevance."""
+    page, base, _ = browser_page
+    page.goto(base)
+    page.get_by_test_id("query").fill("zxqvj wplkq")
+    page.get_by_test_id("query").press("Enter")
+    message = page.get_by_test_id("message")
+    message.filter(has_text="No good match").wait_for()
+    assert page.locator("[data-testid=hit]").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "no-good-match.png"))
+    link = page.get_by_test_id("show-weaker")
+    assert "weaker match" in link.inner_text()
+    link.click()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=hit]').length > 0")
+    scores = page.locator("[data-testid=hit] .score").all_inner_texts()
+    assert scores and all(s.endswith("%") and not s.startswith("-") for s in scores), scores
+    assert page.get_by_test_id("show-weaker").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "weaker-matches.png"))

@@ -15,6 +15,9 @@ import typer
 from clipsearch.cli import images  # noqa: F401
 
 # isort: split
+from clipsearch.cli import search  # noqa: F401
+
+# isort: split
 from clipsearch.cli import texts  # noqa: F401
 
 # isort: split

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from clipsearch.models.base import ModelInfo
+from clipsearch.models.words import whole_words
 
 _TEXT_BATCH = 256
 
@@ -38,6 +39,16 @@ class ClipEncoder:
         with torch.inference_mode():
             dim = int(self.model.encode_text(self.tokenizer(["x"]).to(device)).shape[-1])
         self.info = ModelInfo(spec=spec, identity=identity, dim=dim)
+        self._words: frozenset[str] | None = None
+        self._words_read = False
+
+    def knows_word(self, word: str) -> bool | None:
+        """Whether the tokenizer has `word` (lower case) as a whole word; None if it cannot
+        tell. See `clipsearch.search.relevance.known_share`."""
+        if not self._words_read:
+            self._words = whole_words(self.tokenizer)
+            self._words_read = True
+        return None if self._words is None else word in self._words
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         # fp16 on CUDA halves memory traffic; on CPU autocast to bf16 is 8x slower here.

@@ -38,6 +38,9 @@ class Hit:
     explain: dict[str, float] | None = None
     #: The adapter the search ran through (`clipsearch adapters list`), if one was active.
     adapter: str | None = None
+    #: The calibrated relevance (0-1, 0.5 at the "good match" bar; see `search.relevance`),
+    #: when the search asked for a relevance cut-off.
+    relevance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -20,8 +20,9 @@ from starlette.concurrency import run_in_threadpool
 
 from clipsearch import __version__
 from clipsearch.search.filters import Filter
+from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
-from clipsearch.search.searcher import Hit
+from clipsearch.search.relevance import parse_min_relevance
 from clipsearch.server.errors import NotFoundError, ReadOnlyError, UploadTooLargeError
 from clipsearch.server.schemas import (
     ISO_DATE,
@@ -57,6 +58,13 @@ Offset = Annotated[int, Param(ge=0, le=MAX_RESULTS, description="results to skip
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed image's id")]
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 TextKind = Literal["captions", "jsonl", "vocabulary", "sidecar"]
+MinRelevanceParam = Annotated[
+    str,
+    Param(
+        pattern=r"^(auto|off|0(\.\d+)?|1(\.0+)?)$",
+        description='"auto" (say "no good match" when nothing is), "off", or 0 to 1',
+    ),
+]
 
 
 T = TypeVar("T")
@@ -124,11 +132,11 @@ async def filters_of(
 Filters = Annotated[Filter, Depends(filters_of)]
 
 
-def _page(found: tuple[list[Hit], str | None], k: int, offset: int, ms: float) -> SearchOut:
-    hits, note = found
+def _page(found: Judged, k: int, offset: int, ms: float) -> SearchOut:
     return SearchOut(
-        hits=[HitOut(**h.to_dict()) for h in hits], k=k, offset=offset, took_ms=ms, note=note
-    )
+        hits=[HitOut(**h.to_dict()) for h in found.hits], k=k, offset=offset, took_ms=ms,
+        note=found.note, weaker=found.weaker,
+    )  # fmt: skip
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -172,10 +180,12 @@ async def search_text(
     k: K = 20,
     offset: Offset = 0,
     explain: bool = False,
+    min_relevance: MinRelevanceParam = "off",
 ) -> SearchOut:
     query = Query.of(text=q)
+    rule = parse_min_relevance(min_relevance)
     found, ms = await encoded_then(
-        service, query, lambda: service.search(query, k, offset, filters, explain)
+        service, query, lambda: service.search(query, k, offset, filters, explain, rule)
     )
     return _page(found, k, offset, ms)
 
@@ -189,10 +199,10 @@ async def search_fused(service: Service, body: SearchIn) -> SearchOut:
     query = Query(tuple(positive), tuple(negative))
     filters = body.filters.to_filter() if body.filters else None
 
-    def checked_search() -> tuple[list[Hit], str | None]:
+    def checked_search() -> Judged:
         for item_id in (*body.like, *body.unlike):
             service.item(item_id)  # an unknown id is a 404, not a bad query
-        return service.search(query, body.k, body.offset, filters, body.explain)
+        return service.search(query, body.k, body.offset, filters, body.explain, body.min_relevance)
 
     await run_in_threadpool(service.check_model, body.model)
     found, ms = await encoded_then(service, query, checked_search)
@@ -209,21 +219,29 @@ async def search_image(
     image_weight: Annotated[float, Param(gt=0, le=100)] = 1.0,
     k: K = 20,
     offset: Offset = 0,
+    min_relevance: MinRelevanceParam = "off",
 ) -> SearchOut:
+    rule = parse_min_relevance(min_relevance)
     data = await _read_upload(file, settings.max_upload_bytes)
     found, ms = await encoded_then(
         service,
         Query.of(text=text) if text else None,
-        lambda: service.search_upload(data, text or None, image_weight, k, offset, filters),
+        lambda: service.search_upload(data, text or None, image_weight, k, offset, filters, rule),
     )
     return _page(found, k, offset, ms)
 
 
 @router.get("/items/{item_id}/similar", response_model=SearchOut, summary="More like this")
 def similar(
-    service: Service, filters: Filters, item_id: ItemId, k: K = 20, offset: Offset = 0
+    service: Service,
+    filters: Filters,
+    item_id: ItemId,
+    k: K = 20,
+    offset: Offset = 0,
+    min_relevance: MinRelevanceParam = "off",
 ) -> SearchOut:
-    found, ms = timed(lambda: service.similar(item_id, k, offset, filters))
+    rule = parse_min_relevance(min_relevance)
+    found, ms = timed(lambda: service.similar(item_id, k, offset, filters, rule))
     return _page(found, k, offset, ms)
 
 

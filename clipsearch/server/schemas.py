@@ -16,6 +16,10 @@ MAX_ID = 2**63 - 1  # SQLite's largest integer
 #: Dates in filters: 2021, 2021-07, 2021-07-14 or 2021-07-14T09:30:00 (and real ones).
 ISO_DATE = r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}:\d{2})?)?)?$"
 IndexedId = Annotated[int, Field(ge=1, le=MAX_ID)]
+MinRelevanceIn = Annotated[
+    Literal["auto", "off"] | Annotated[float, Field(ge=0, le=1)],
+    Field(description='"auto", "off", or a calibrated relevance from 0 to 1'),
+]
 
 
 class ErrorOut(BaseModel):
@@ -29,6 +33,11 @@ class HitOut(BaseModel):
     score: float = Field(description="cosine similarity to the query")
     explain: dict[str, float] | None = None
     adapter: str | None = None
+    relevance: float | None = Field(
+        None,
+        description="calibrated relevance, 0 to 1 (0.5: the bar of a good match), when the "
+        "search asked for a min_relevance",
+    )
 
 
 class SearchOut(BaseModel):
@@ -36,7 +45,10 @@ class SearchOut(BaseModel):
     k: int
     offset: int
     took_ms: float
-    note: str | None = Field(None, description="e.g. that nothing is indexed yet")
+    note: str | None = Field(
+        None, description='e.g. that nothing is indexed yet, or "no good match"'
+    )
+    weaker: int = Field(0, description="hits left out for being under min_relevance")
 
 
 class TextHitOut(BaseModel):
@@ -123,6 +135,7 @@ class SearchIn(BaseModel):
     offset: int = Field(0, ge=0, le=MAX_RESULTS)
     filters: FilterIn | None = None
     explain: bool = False
+    min_relevance: MinRelevanceIn = "off"
     model: str | None = Field(
         None,
         description="the model spec or identity the client expects; 409 if the index has "

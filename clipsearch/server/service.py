@@ -32,8 +32,9 @@ from clipsearch.indexer.decode import TOO_LARGE
 from clipsearch.items import Item, inside_roots
 from clipsearch.models import load_encoder, model_identity
 from clipsearch.search.filters import Filter
+from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
-from clipsearch.search.searcher import Hit
+from clipsearch.search.relevance import MinRelevance
 from clipsearch.server.batching import BatchingEncoder, BatchStats
 from clipsearch.server.errors import (
     ForbiddenFileError,
@@ -86,15 +87,23 @@ class SearchService:
             await run_in_threadpool(self.index.cache_query_texts, fresh)
 
     def search(
-        self, query: Query, k: int, offset: int, filters: Filter | None, explain: bool = False
-    ) -> tuple[list[Hit], str | None]:
-        """One page of images for a query: hits offset..offset+k."""
+        self,
+        query: Query,
+        k: int,
+        offset: int,
+        filters: Filter | None,
+        explain: bool = False,
+        min_relevance: MinRelevance = "off",
+    ) -> Judged:
+        """One page of images for a query: hits offset..offset+k, those under
+        `min_relevance` left out (and counted in `weaker`)."""
         self._refresh()
         try:
             hits = self.index.search(query=query, k=offset + k, filters=filters, explain=explain)
         except EmptyIndexError:
-            return [], EMPTY_NOTE
-        return hits[offset:], None
+            return Judged([], note=EMPTY_NOTE)
+        judged = self.index.relevance.judge(query, hits, min_relevance)
+        return Judged(judged.hits[offset:], judged.weaker, judged.note)
 
     def search_upload(
         self,
@@ -104,23 +113,29 @@ class SearchService:
         k: int,
         offset: int,
         filters: Filter | None,
-    ) -> tuple[list[Hit], str | None]:
+        min_relevance: MinRelevance = "off",
+    ) -> Judged:
         with _uploaded(data) as path:
             query = Query.of(text=text, image=path, image_weight=image_weight)
             try:
-                return self.search(query, k, offset, filters)
+                return self.search(query, k, offset, filters, min_relevance=min_relevance)
             except QueryImageError as exc:
                 raise upload_error(exc) from None
 
     def similar(
-        self, item_id: int, k: int, offset: int, filters: Filter | None
-    ) -> tuple[list[Hit], str | None]:
+        self,
+        item_id: int,
+        k: int,
+        offset: int,
+        filters: Filter | None,
+        min_relevance: MinRelevance = "off",
+    ) -> Judged:
         """Images like an indexed one, the image itself left out."""
         self.item(item_id)
         query = Query((QueryPart("item", item_id),))
-        hits, note = self.search(query, offset + k + 1, 0, filters)
-        others = [h for h in hits if h.id != item_id]
-        return others[offset : offset + k], note
+        found = self.search(query, offset + k + 1, 0, filters, min_relevance=min_relevance)
+        others = [h for h in found.hits if h.id != item_id]
+        return Judged(others[offset : offset + k], found.weaker, found.note)
 
     def texts_for(self, query: Query, k: int, kind: str | None) -> tuple[list[TextHit], str | None]:
         self._refresh()

@@ -4,8 +4,10 @@
 
 // Results per request; `/?k=N` overrides it (1..200), handy for small screens and tests.
 const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 40));
+// The relevance bar: "auto" unless `/?min_relevance=off` (or a number 0..1) says otherwise.
+const MIN_RELEVANCE = new URLSearchParams(location.search).get("min_relevance") || "auto";
 const $ = (id) => document.getElementById(id);
-const state = { mode: null, text: "", file: null, itemId: null, offset: 0, more: false, busy: false, seq: 0 };
+const state = { mode: null, text: "", file: null, itemId: null, offset: 0, more: false, busy: false, seq: 0, weaker: false };
 
 // -- the API, with the key asked for once when the server wants one ------------------------
 
@@ -40,6 +42,8 @@ function request(offset) {
   const params = filterParams();
   params.set("k", PAGE);
   params.set("offset", offset);
+  // "auto": only hits that clear the calibrated bar; 0 keeps every hit (with its relevance).
+  params.set("min_relevance", state.weaker ? "0" : MIN_RELEVANCE);
   if (state.mode === "image") {
     if (state.text) params.set("text", state.text);
     const body = new FormData();
@@ -75,7 +79,9 @@ async function run(offset = 0) {
     state.offset = offset + page.hits.length;
     state.more = page.hits.length === PAGE && state.offset < 1000;
     const count = $("results").children.length;
-    message(page.note || (count ? `${count} result${count === 1 ? "" : "s"} · ${page.took_ms.toFixed(0)} ms` : "No matches."));
+    message(page.note ? capitalised(page.note) + "." :
+      (count ? `${count} result${count === 1 ? "" : "s"} · ${page.took_ms.toFixed(0)} ms` : "No matches."));
+    if (page.weaker > 0 && !state.weaker) weakerLink(page.weaker);
   } catch (error) {
     if (seq === state.seq) message(error.message, true);
     state.more = false;
@@ -83,6 +89,24 @@ async function run(offset = 0) {
     if (seq === state.seq) state.busy = false;
     $("more").hidden = !state.more;
   }
+}
+
+function capitalised(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// "Show weaker matches": the same search again with no relevance bar.
+function weakerLink(count) {
+  const link = document.createElement("a");
+  link.href = "#";
+  link.setAttribute("data-testid", "show-weaker");
+  link.textContent = `Show ${count} weaker match${count === 1 ? "" : "es"}`;
+  link.addEventListener("click", (e) => {
+    e.preventDefault();
+    state.weaker = true;
+    run(0);
+  });
+  $("message").append(" ", link);
 }
 
 function card(hit, rank) {
@@ -100,7 +124,15 @@ function card(hit, rank) {
   caption.className = "caption";
   caption.innerHTML = `<span class="name"></span><span class="score"></span>`;
   caption.querySelector(".name").textContent = `${rank}. ${basename(hit.path)}`;
-  caption.querySelector(".score").textContent = hit.score.toFixed(3);
+  // Relevance is calibrated (0..1); a raw cosine can be negative and means little alone.
+  const score = caption.querySelector(".score");
+  if (hit.relevance != null) {
+    score.textContent = `${Math.round(hit.relevance * 100)}%`;
+    score.title = `relevance ${hit.relevance.toFixed(2)} · cosine ${hit.score.toFixed(3)}`;
+  } else {  // the bar is off: the raw cosine, named as such
+    score.textContent = `cos ${hit.score.toFixed(3)}`;
+  }
+  if (hit.relevance != null && hit.relevance < 0.5) li.classList.add("weak");
   li.append(img, caption);
   li.addEventListener("click", () => showDetail(hit.id));
   li.addEventListener("keydown", (e) => { if (e.key === "Enter") showDetail(hit.id); });
@@ -133,7 +165,7 @@ async function showDetail(id) {
     $("more-like-this").onclick = () => {
       $("detail").close();
       setExample(null);
-      Object.assign(state, { mode: "similar", itemId: id });
+      Object.assign(state, { mode: "similar", itemId: id, weaker: false });
       message(`More like ${basename(item.path)}`);
       run(0);
     };
@@ -163,7 +195,7 @@ function setExample(file) {
 
 function searchByExample(file) {
   setExample(file);
-  Object.assign(state, { mode: "image", text: $("q").value.trim() });
+  Object.assign(state, { mode: "image", text: $("q").value.trim(), weaker: false });
   run(0);
 }
 
@@ -174,6 +206,7 @@ $("image-input").addEventListener("change", (e) => {
 $("clear-example").addEventListener("click", () => {
   setExample(null);
   state.mode = $("q").value.trim() ? "text" : null;
+  state.weaker = false;
   run(0);
 });
 let dragDepth = 0;
@@ -193,6 +226,7 @@ window.addEventListener("drop", (e) => {
 // What the box and the example image ask for now (not what the last search asked).
 function takeForm() {
   const text = $("q").value.trim();
+  state.weaker = false;
   if (state.file) Object.assign(state, { mode: "image", text });
   else if (text) Object.assign(state, { mode: "text", text });
   else if (state.mode !== "similar") return false;

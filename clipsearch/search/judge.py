@@ -1,0 +1,114 @@
+"""Relevance for one index: its calibration (measured once, cached beside its FAISS files)
+applied to a search's hits. The arithmetic and the reasoning are in `search.relevance`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+from sqlalchemy import true
+
+from clipsearch.search import relevance as rel
+from clipsearch.search.query import Query
+from clipsearch.search.searcher import Hit
+
+if TYPE_CHECKING:
+    from clipsearch.adapters.space import SearchSpace
+    from clipsearch.models import Encoder
+    from clipsearch.storage.db import Database
+
+NO_GOOD_MATCH = "no good match"
+UNKNOWN_WORDS = "the model does not know most of the words of this query"
+
+
+class JudgeHost(Protocol):
+    """What relevance needs of an index (an `Index`)."""
+
+    db: Database
+
+    @property
+    def cache_dir(self) -> Path: ...
+
+    @property
+    def encoder(self) -> Encoder: ...
+
+    def space(self) -> SearchSpace: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]: ...
+
+    def image_vectors(self, ids: Sequence[int]) -> np.ndarray[Any, Any]: ...
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A ranked list after the relevance cut: the hits kept, how many weaker hits were cut,
+    and why nothing was kept (None when something was)."""
+
+    hits: list[Hit]
+    weaker: int = 0
+    note: str | None = None
+
+
+class RelevanceJudge:
+    def __init__(self, host: JudgeHost) -> None:
+        self.host = host
+        self._calibration: rel.Calibration | None = None
+
+    def calibration(self) -> rel.Calibration:
+        """The index's calibration for its current space and size, measured if the cached
+        one is missing or stale (a model call over the 512-prompt bank)."""
+        space = self.host.space()
+        images = self.host.db.count()
+        file = rel.CalibrationFile(self.host.cache_dir)
+        for known in (self._calibration, file.load()):
+            if known is not None and known.fresh_for(space.identity, images):
+                self._calibration = known
+                return known
+        self._calibration = self._measure(space.identity, images)
+        file.save(self._calibration)
+        return self._calibration
+
+    def _measure(self, space: str, images: int) -> rel.Calibration:
+        vocabulary = resources.files("clipsearch").joinpath("data/vocabulary.txt").read_text()
+        terms = [
+            t for t in (line.split("#", 1)[0].strip() for line in vocabulary.splitlines()) if t
+        ]
+        bank = self.host.encode_texts(rel.bank_terms(terms))
+        ids = rel.sample_ids(self.host.db.ids_where(true()))
+        return rel.measure(space, self.host.image_vectors(ids), bank, images)
+
+    def judge(self, query: Query, hits: list[Hit], rule: rel.MinRelevance) -> Judged:
+        """The hits with their relevance, cut by `rule`; `off` measures nothing."""
+        if rule == "off" or not hits:
+            return Judged(hits)
+        null = self.calibration().null(_modality(query))
+        scores = np.array([h.score for h in hits])
+        relevance = null.relevance(scores)
+        note = None
+        if _modality(query) == "text" and self._unknown_words(query):
+            relevance = np.zeros_like(relevance)
+            note = f"{NO_GOOD_MATCH}: {UNKNOWN_WORDS}"
+        scored = [
+            dataclasses.replace(h, relevance=round(float(r), 4))
+            for h, r in zip(hits, relevance, strict=True)
+        ]
+        kept = rel.cut([h.relevance or 0.0 for h in scored], rule)
+        if kept == 0 and note is None:
+            note = NO_GOOD_MATCH
+        return Judged(scored[:kept], len(scored) - kept, note if kept == 0 else None)
+
+    def _unknown_words(self, query: Query) -> bool:
+        knows = getattr(self.host.encoder, "knows_word", None)
+        if knows is None:
+            return False
+        texts = " ".join(str(p.value) for p in query.positive if p.kind == "text")
+        return rel.known_share(texts, lambda w: bool(knows(w))) < rel.MIN_KNOWN_SHARE
+
+
+def _modality(query: Query) -> rel.Modality:
+    return "text" if any(p.kind == "text" for p in query.positive) else "image"
