@@ -31,9 +31,11 @@ from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
+from clipsearch.search import hybrid
 from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
-from clipsearch.search.judge import RelevanceJudge
+from clipsearch.search.hybrid import Mode
+from clipsearch.search.judge import Judged, RelevanceJudge
 from clipsearch.search.query import Query
 from clipsearch.search.relevance import MinRelevance, parse_min_relevance
 from clipsearch.search.rerank import Reranker
@@ -41,6 +43,7 @@ from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
+from clipsearch.storage.keyword_index import KeywordIndex
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.storage.vectors import VectorTable
@@ -99,6 +102,7 @@ class Index:
         self._space_key: tuple[ModelInfo, str | None] | None = None
         self._vectors_identity = ""
         self._remote: RemoteVectors | None = None
+        self._keywords: KeywordIndex | None = None
         self.queries = QueryEmbedder(
             self, QueryCache(db), self.options.max_pixels, self.options.progress
         )
@@ -403,20 +407,44 @@ class Index:
         rerankers: Sequence[Reranker] = (),
         explain: bool = False,
         min_relevance: MinRelevance | str = "off",
+        mode: Mode | str = "hybrid",
     ) -> list[Hit]:
-        """Images nearest to a text and/or an example image, or to a fused `Query`, best first;
+        """Images matching a text and/or an example image, or a fused `Query`, best first;
         with `filters`, only images whose metadata match (still k hits if k match).
-        `min_relevance`: "auto", a calibrated relevance from 0 to 1, or "off" (the default):
-        hits below it are left out, and each hit carries its `relevance`; see
-        `clipsearch.search.relevance`."""
+        `mode`: "hybrid" (the model's ranking fused with the keyword index's), "semantic"
+        or "keyword"; see `clipsearch.search.hybrid`. `min_relevance`: "auto", a calibrated
+        relevance from 0 to 1, or "off" (the default): hits below it are left out, and each
+        hit carries its `relevance`; see `clipsearch.search.relevance`."""
+        return self.search_judged(
+            text, image, query=query, k=k, filters=filters, rerankers=rerankers,
+            explain=explain, min_relevance=min_relevance, mode=mode,
+        ).hits  # fmt: skip
+
+    def search_judged(
+        self,
+        text: str | None = None,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        query: Query | None = None,
+        k: int = 10,
+        filters: Filter | None = None,
+        rerankers: Sequence[Reranker] = (),
+        explain: bool = False,
+        min_relevance: MinRelevance | str = "off",
+        mode: Mode | str = "hybrid",
+    ) -> Judged:
+        """`search`, with what the relevance cut left out: how many weaker hits, and a note
+        ("no good match") when it left nothing."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         rule = parse_min_relevance(min_relevance)
-        self.searched_vectors()  # an empty index fails here, before a model is loaded
+        how = hybrid.parse_mode(mode)
+        if how != "keyword":
+            self.searched_vectors()  # an empty index fails here, before a model is loaded
         asked = query if query is not None else Query.of(text=text, image=image)
-        vector = self.embed_query(query=asked)
-        hits = self.search_vectors(vector[None, :], k, filters, rerankers, explain)[0]
-        return self.relevance.judge(asked, hits, rule).hits
+        found = hybrid.search(self, asked, how, k, filters, rerankers, explain)
+        coverage = {i: h.coverage for i, h in found.keyword.items()}
+        return self.relevance.judge(asked, found.hits, rule, coverage, how != "keyword")
 
     @functools.cached_property
     def relevance(self) -> RelevanceJudge:
@@ -464,16 +492,20 @@ class Index:
         filters: Filter | None = None,
         rerankers: Sequence[Reranker] = (),
         explain: bool = False,
+        allowed: np.ndarray[Any, Any] | None = None,
     ) -> list[list[Hit]]:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
-        `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring."""
+        `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring;
+        `allowed`: only these ids (with `filters`: those of them that match)."""
         space = self.space()  # read once per search: every read is a query
         store = space.image_store(self.db)
         vectors = self.searched_vectors(space)
         searcher = Searcher(store, vectors, rerankers=rerankers, explain=explain)
-        allowed = None
-        if filters is not None and not filters.is_empty():
-            allowed = self.db.ids_where(filters.where())
+        matching = self.filter_ids(filters)
+        if matching is not None and allowed is not None:
+            allowed = np.intersect1d(matching, allowed)
+        elif matching is not None:
+            allowed = matching
         matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k, allowed)
         adapter = space.adapter_label
         return [
@@ -483,6 +515,18 @@ class Index:
             ]
             for row in matches
         ]
+
+    def filter_ids(self, filters: Filter | None) -> np.ndarray[Any, Any] | None:
+        """The ids of the images a metadata filter lets through (None: no filter)."""
+        if filters is None or filters.is_empty():
+            return None
+        return self.db.ids_where(filters.where())
+
+    def keyword_index(self) -> KeywordIndex:
+        """The full-text index of the images' words (a cache beside the FAISS files)."""
+        if self._keywords is None:
+            self._keywords = KeywordIndex(self.db, self.cache_dir)
+        return self._keywords
 
     # -- facts ----------------------------------------------------------------------------
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.storage.db import Database
+from clipsearch.storage.schema import ROOTS_KEY
 from clipsearch.storage.texts import TextTable
-
-ROOTS_KEY = "roots"
 
 
 @dataclass(frozen=True)

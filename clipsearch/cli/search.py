@@ -85,6 +85,9 @@ def search(
     explain: bool = typer.Option(
         False, "--explain", help="Show each hit's rank at every stage of the pipeline."
     ),
+    mode: str = typer.Option(
+        "hybrid", "--mode", help="hybrid (words and meaning), semantic, or keyword."
+    ),
     min_relevance: str = typer.Option(
         "off",
         "--min-relevance",
@@ -141,6 +144,8 @@ def search(
         rule = parse_min_relevance(min_relevance)
         if ensemble and rule != "off":
             raise QueryError("--min-relevance applies to one index's scores, not to --ensemble")
+        if ensemble and mode != "semantic":
+            mode = "semantic"  # an ensemble fuses the models' rankings; words are one index's
         note: str | None = None
         weaker = 0
         settings = config.resolve(db=db, model=model, device=device, cache_dir=cache_dir)
@@ -153,10 +158,10 @@ def search(
                     idx, ensemble, ensemble_weight, fusion, fused, k, filters, explain
                 )
             else:
-                found = idx.search(
-                    query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain
-                )
-                judged = idx.relevance.judge(fused, found, rule)
+                judged = idx.search_judged(
+                    query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain,
+                    min_relevance=rule, mode=mode,
+                )  # fmt: skip
                 hits, note, weaker = judged.hits, judged.note, judged.weaker
     except ClipsearchError as exc:
         raise _fail(exc) from None

@@ -29,6 +29,8 @@ DEFAULT_MAX_PIXELS = 150_000_000
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 36867
 _DATETIME = 306
+_MAKE = 271
+_MODEL = 272
 _ORIENTATION = 274
 _TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -40,6 +42,7 @@ class ImageFacts:
     height: int
     format: str | None
     taken_at: str | None
+    camera: str | None = None  # EXIF make and model
 
 
 #: How every "over the pixel limit" reason starts (a server answers those with 413).
@@ -134,7 +137,7 @@ def load_upright(
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
-    return upright, ImageFacts(sha256, width, height, fmt, _taken_at(exif))
+    return upright, ImageFacts(sha256, width, height, fmt, _taken_at(exif), _camera(exif))
 
 
 def central_strip(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:
@@ -156,6 +159,16 @@ def _too_large(width: int, height: int, max_pixels: int) -> str:
         f"{TOO_LARGE}: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
         f"{max_pixels / 1e6:.0f} MP limit (decompression-bomb guard); raise it with --max-pixels"
     )
+
+
+def _camera(exif: Image.Exif) -> str | None:
+    """EXIF make and model, as one string ("Canon Canon EOS 5D" keeps both words)."""
+    parts = []
+    for tag in (_MAKE, _MODEL):
+        raw = exif.get(tag)
+        if isinstance(raw, str) and raw.strip("\x00 "):
+            parts.append(" ".join(raw.strip("\x00 ").split())[:100])
+    return " ".join(parts) or None
 
 
 def _taken_at(exif: Image.Exif) -> str | None:

@@ -82,17 +82,32 @@ class RelevanceJudge:
         ids = rel.sample_ids(self.host.db.ids_where(true()))
         return rel.measure(space, self.host.image_vectors(ids), bank, images)
 
-    def judge(self, query: Query, hits: list[Hit], rule: rel.MinRelevance) -> Judged:
-        """The hits with their relevance, cut by `rule`; `off` measures nothing."""
+    def judge(
+        self,
+        query: Query,
+        hits: list[Hit],
+        rule: rel.MinRelevance,
+        keyword_coverage: dict[int, float] | None = None,
+        semantic: bool = True,
+    ) -> Judged:
+        """The hits with their relevance, cut by `rule`; `off` measures nothing.
+        `keyword_coverage`: for hits that matched by words, the share of the query's words
+        their words hold: such a hit is a good match (relevance 0.75 to 1). `semantic`:
+        False for keyword-mode hits, whose score is no cosine (only their words count)."""
         if rule == "off" or not hits:
             return Judged(hits)
-        null = self.calibration().null(_modality(query))
-        scores = np.array([h.score for h in hits])
-        relevance = null.relevance(scores)
+        relevance = np.zeros(len(hits))
         note = None
-        if _modality(query) == "text" and self._unknown_words(query):
-            relevance = np.zeros_like(relevance)
-            note = f"{NO_GOOD_MATCH}: {UNKNOWN_WORDS}"
+        if semantic:
+            null = self.calibration().null(_modality(query))
+            relevance = null.relevance(np.array([h.score for h in hits]))
+            if _modality(query) == "text" and self._unknown_words(query):
+                relevance = np.zeros_like(relevance)
+                note = f"{NO_GOOD_MATCH}: {UNKNOWN_WORDS}"
+        for n, hit in enumerate(hits):
+            coverage = (keyword_coverage or {}).get(hit.id)
+            if coverage is not None:
+                relevance[n] = max(relevance[n], rel.keyword_relevance(coverage))
         scored = [
             dataclasses.replace(h, relevance=round(float(r), 4))
             for h, r in zip(hits, relevance, strict=True)

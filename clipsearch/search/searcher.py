@@ -41,6 +41,8 @@ class Hit:
     #: The calibrated relevance (0-1, 0.5 at the "good match" bar; see `search.relevance`),
     #: when the search asked for a relevance cut-off.
     relevance: float | None = None
+    #: The BM25 score of the image's words, when they matched the query (hybrid, keyword).
+    keyword_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

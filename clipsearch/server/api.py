@@ -58,6 +58,10 @@ Offset = Annotated[int, Param(ge=0, le=MAX_RESULTS, description="results to skip
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed image's id")]
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 TextKind = Literal["captions", "jsonl", "vocabulary", "sidecar"]
+SearchMode = Annotated[
+    Literal["hybrid", "semantic", "keyword"],
+    Param(description="hybrid: words and meaning fused (RRF); semantic: the model; keyword"),
+]
 MinRelevanceParam = Annotated[
     str,
     Param(
@@ -181,11 +185,12 @@ async def search_text(
     offset: Offset = 0,
     explain: bool = False,
     min_relevance: MinRelevanceParam = "off",
+    mode: SearchMode = "hybrid",
 ) -> SearchOut:
     query = Query.of(text=q)
     rule = parse_min_relevance(min_relevance)
     found, ms = await encoded_then(
-        service, query, lambda: service.search(query, k, offset, filters, explain, rule)
+        service, query, lambda: service.search(query, k, offset, filters, explain, rule, mode)
     )
     return _page(found, k, offset, ms)
 
@@ -202,7 +207,9 @@ async def search_fused(service: Service, body: SearchIn) -> SearchOut:
     def checked_search() -> Judged:
         for item_id in (*body.like, *body.unlike):
             service.item(item_id)  # an unknown id is a 404, not a bad query
-        return service.search(query, body.k, body.offset, filters, body.explain, body.min_relevance)
+        return service.search(
+            query, body.k, body.offset, filters, body.explain, body.min_relevance, body.mode
+        )
 
     await run_in_threadpool(service.check_model, body.model)
     found, ms = await encoded_then(service, query, checked_search)

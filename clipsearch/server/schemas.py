@@ -33,6 +33,9 @@ class HitOut(BaseModel):
     score: float = Field(description="cosine similarity to the query")
     explain: dict[str, float] | None = None
     adapter: str | None = None
+    keyword_score: float | None = Field(
+        None, description="BM25 score of the image's words, when they matched the query"
+    )
     relevance: float | None = Field(
         None,
         description="calibrated relevance, 0 to 1 (0.5: the bar of a good match), when the "
@@ -136,6 +139,9 @@ class SearchIn(BaseModel):
     filters: FilterIn | None = None
     explain: bool = False
     min_relevance: MinRelevanceIn = "off"
+    mode: Literal["hybrid", "semantic", "keyword"] = Field(
+        "hybrid", description="hybrid: words and meaning fused (RRF); semantic; keyword"
+    )
     model: str | None = Field(
         None,
         description="the model spec or identity the client expects; 409 if the index has "

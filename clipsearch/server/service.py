@@ -32,6 +32,7 @@ from clipsearch.indexer.decode import TOO_LARGE
 from clipsearch.items import Item, inside_roots
 from clipsearch.models import load_encoder, model_identity
 from clipsearch.search.filters import Filter
+from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import MinRelevance
@@ -94,15 +95,18 @@ class SearchService:
         filters: Filter | None,
         explain: bool = False,
         min_relevance: MinRelevance = "off",
+        mode: Mode = "hybrid",
     ) -> Judged:
         """One page of images for a query: hits offset..offset+k, those under
         `min_relevance` left out (and counted in `weaker`)."""
         self._refresh()
         try:
-            hits = self.index.search(query=query, k=offset + k, filters=filters, explain=explain)
+            judged = self.index.search_judged(
+                query=query, k=offset + k, filters=filters, explain=explain,
+                min_relevance=min_relevance, mode=mode,
+            )  # fmt: skip
         except EmptyIndexError:
             return Judged([], note=EMPTY_NOTE)
-        judged = self.index.relevance.judge(query, hits, min_relevance)
         return Judged(judged.hits[offset:], judged.weaker, judged.note)
 
     def search_upload(

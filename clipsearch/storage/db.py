@@ -78,6 +78,7 @@ class ImageRecord:
     format: str | None
     taken_at: str | None
     vector: Vector
+    camera: str | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +385,7 @@ class Database:
                 "height": r.height,
                 "format": r.format,
                 "taken_at": r.taken_at,
+                "camera": r.camera,
                 "indexed_at": now,
                 "vector": np.ascontiguousarray(r.vector, dtype=self.vector_dtype).tobytes(),
             }

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: A 64-bit integer (file sizes, nanosecond times, ids at scale). SQLite's INTEGER already is
 #: one, and its ids must be declared exactly INTEGER to be row ids, so there it stays that.
@@ -56,6 +56,8 @@ class ImageRow(Base):
     height: Mapped[int] = mapped_column(Integer)
     format: Mapped[str | None] = mapped_column(String(16))
     taken_at: Mapped[str | None] = mapped_column(String(19))  # ISO 8601, from EXIF
+    camera: Mapped[str | None] = mapped_column(Text)  # EXIF make and model
+    ocr: Mapped[str | None] = mapped_column(Text)  # text read in the photo ('' none; NULL unread)
     indexed_at: Mapped[float] = mapped_column(Float)  # unix time
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, dim values
 
@@ -106,6 +108,8 @@ class ImageTag(Base):
 
 ZERO_SHOT = "zero-shot"
 XMP = "xmp"
+#: The meta key of the folders and files an index was built from (a JSON list).
+ROOTS_KEY = "roots"
 
 
 class AdapterRow(Base):
@@ -160,8 +164,17 @@ def _v4(conn: Connection) -> None:
     _create(conn, "query_cache")
 
 
+def _v5(conn: Connection) -> None:
+    """Words for the keyword index: the camera (EXIF make and model) and text read in the
+    photo (OCR). Images indexed before keep NULL until their file changes or `--ocr` runs."""
+    columns = {c["name"] for c in inspect(conn).get_columns("images")}
+    for name in ("camera", "ocr"):
+        if name not in columns:
+            conn.execute(text(f"ALTER TABLE images ADD COLUMN {name} TEXT"))
+
+
 #: MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -24,6 +24,8 @@ from clipsearch.storage.db import Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 
 TEXT_GENERATION = "text_generation"
+#: Advanced by writes that change an image's words but not its vector (tags, OCR text).
+WORDS_GENERATION = "words_generation"
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,7 @@ class TextTable:
                 for tag, score in dict(pairs).items()
                 if (image_id, tag) not in existing
             )
+            bump(session, WORDS_GENERATION)
 
     def tags_for(self, ids: Sequence[int]) -> dict[int, list[tuple[str, float]]]:
         """Each image's tags, best score first."""

@@ -1,0 +1,171 @@
+"""The keyword index: SQLite FTS5 over each image's words (`storage.words`), kept as a cache
+file beside the FAISS files (`keywords.sqlite`) and brought in step with the store before
+each search.
+
+Bringing it in step reads every image's document and compares digests, so only the images
+whose words changed are rewritten (a rename, a new sidecar, a deleted photo); the file's
+stamp says which store state it reflects. It works the same over a PostgreSQL store (the
+cache lives in the local cache folder). Stemming is Porter's (English): "dogs" finds "dog".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsearch.storage.db import Database
+from clipsearch.storage.words import FIELDS, documents, stamp
+
+#: bm25 weight of each field, in `FIELDS` order: a word in the file name or an XMP keyword
+#: says more than one in a folder name or a zero-shot tag.
+WEIGHTS = {"name": 4.0, "folder": 1.0, "caption": 2.0, "keywords": 3.0, "tags": 1.0,
+           "camera": 1.0, "ocr": 2.0}  # fmt: skip
+FILE_NAME = "keywords.sqlite"
+#: With at most this many allowed ids, the filter goes into the SQL; above it, hits are
+#: filtered after the query.
+SQL_FILTER_LIMIT = 50_000
+_RECIPE = "1"  # a new document recipe or tokenizer invalidates older files
+
+
+class KeywordIndex:
+    """Full-text search over one index's image documents."""
+
+    def __init__(self, db: Database, folder: Path) -> None:
+        self.db = db
+        self.path = _writable(folder, db.store_id()) / FILE_NAME
+        self._ready = False
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        columns = ", ".join(FIELDS)
+        conn.executescript(
+            f"""
+            CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, digest TEXT);
+            CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
+                {columns}, tokenize='porter unicode61 remove_diacritics 2');
+            """
+        )
+        recipe = conn.execute("SELECT value FROM state WHERE key='recipe'").fetchone()
+        if recipe is None or recipe[0] != _RECIPE:
+            conn.executescript("DELETE FROM docs; DELETE FROM fts; DELETE FROM state;")
+            conn.execute("INSERT INTO state VALUES ('recipe', ?)", (_RECIPE,))
+
+    def refresh(self) -> int:
+        """Bring the file in step with the store; returns how many documents changed."""
+        current = stamp(self.db)
+        with self._connect() as conn:
+            if not self._ready:
+                self._create(conn)
+                self._ready = True
+            if _stamp(conn) == current:
+                return 0
+            conn.execute("BEGIN IMMEDIATE")  # one process refreshes; the others then see it
+            try:
+                if _stamp(conn) == current:
+                    conn.execute("COMMIT")
+                    return 0
+                changed = _apply(conn, documents(self.db))
+                conn.execute("INSERT OR REPLACE INTO state VALUES ('stamp', ?)", (current,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return changed
+
+    def search(
+        self, match: str, limit: int, allowed: np.ndarray[Any, Any] | None = None
+    ) -> list[tuple[int, float]]:
+        """(image id, bm25 relevance: higher is better) of the best `limit` documents for an
+        FTS5 MATCH expression, best first; only `allowed` ids when given."""
+        if limit < 1 or (allowed is not None and len(allowed) == 0):
+            return []
+        self.refresh()
+        weights = ", ".join(str(WEIGHTS[f]) for f in FIELDS)
+        sql = f"SELECT rowid, bm25(fts, {weights}) FROM fts WHERE fts MATCH ?"
+        params: list[Any] = [match]
+        in_sql = allowed is not None and len(allowed) <= SQL_FILTER_LIMIT
+        if in_sql:
+            sql += " AND rowid IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps([int(i) for i in np.asarray(allowed)]))
+        sql += " ORDER BY 2, rowid"
+        if allowed is None or in_sql:
+            sql += f" LIMIT {int(limit)}"
+        with self._connect() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        if allowed is not None and not in_sql:
+            keep = set(np.asarray(allowed).tolist())
+            rows = [r for r in rows if r[0] in keep][:limit]
+        return [(int(i), -float(score)) for i, score in rows]
+
+    def document_frequency(self, match: str) -> tuple[int, int]:
+        """(documents matching an FTS5 expression, all documents), after a `search`."""
+        with self._connect() as conn:
+            found = conn.execute("SELECT count(*) FROM fts WHERE fts MATCH ?", (match,)).fetchone()
+            total = conn.execute("SELECT count(*) FROM docs").fetchone()
+        return int(found[0]), int(total[0])
+
+    def matching(self, match: str, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` match an FTS5 expression (after a `search`, so no refresh)."""
+        if not ids:
+            return set()
+        sql = (
+            "SELECT rowid FROM fts WHERE fts MATCH ? AND rowid IN (SELECT value FROM json_each(?))"
+        )
+        with self._connect() as conn:
+            return {int(r[0]) for r in conn.execute(sql, (match, json.dumps(list(ids))))}
+
+
+def _stamp(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM state WHERE key='stamp'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _apply(conn: sqlite3.Connection, docs: Iterator[tuple[int, Any]]) -> int:
+    """Rewrite the documents whose digest changed, drop those of images that are gone."""
+    known = dict(conn.execute("SELECT id, digest FROM docs"))
+    changed = 0
+    placeholders = ", ".join("?" for _ in FIELDS)
+    for image_id, doc in docs:
+        digest = doc.digest()
+        if known.pop(image_id, None) == digest:
+            continue
+        conn.execute("DELETE FROM fts WHERE rowid = ?", (image_id,))
+        conn.execute(
+            f"INSERT INTO fts (rowid, {', '.join(FIELDS)}) VALUES (?, {placeholders})",
+            (image_id, *doc.fields()),
+        )
+        conn.execute("INSERT OR REPLACE INTO docs VALUES (?, ?)", (image_id, digest))
+        changed += 1
+    for gone in known:
+        conn.execute("DELETE FROM fts WHERE rowid = ?", (gone,))
+        conn.execute("DELETE FROM docs WHERE id = ?", (gone,))
+        changed += 1
+    return changed
+
+
+def _writable(folder: Path, store_id: str) -> Path:
+    """The index's cache folder, or (a read-only one) a folder of this user's temp space."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return folder
+    except OSError:
+        fallback = Path(tempfile.gettempdir()) / f"clipsearch-keywords-{store_id}"
+        fallback.mkdir(parents=True, exist_ok=True)
+        return fallback

@@ -1,0 +1,172 @@
+"""Hybrid search: the keyword index over the words an index holds (file and folder names,
+sidecars, XMP keywords, EXIF camera), kept in step with incremental indexing, fused with the
+semantic ranking; on both stores (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import clipsearch
+from clipsearch.cli import app
+from clipsearch.errors import QueryError
+from clipsearch.search.hybrid import rrf
+from clipsearch.search.keywords import KeywordQuery
+from clipsearch.storage.words import path_words, split_words
+from tests.conftest import make_image, write_images
+from tests.serving import XMP
+
+runner = CliRunner()
+
+
+def _names(hits: list[clipsearch.Hit]) -> list[str]:
+    return [Path(h.path).name for h in hits]
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    root = tmp_path / "photos"
+    write_images(root / "Paris trip", 4)
+    write_images(root / "misc", 6, start=20)
+    make_image(50).save(root / "misc" / "golden_gate-bridgeAtNight.jpg")
+    make_image(51).save(root / "misc" / "gate_golden.jpg")
+    (root / "misc" / "img_0020.txt").write_text("a red bicycle leaning on a stone wall")
+    (root / "misc" / "img_0021.jpg.xmp").write_text(XMP)  # keyword "harbour"
+    exif = Image.Exif()
+    exif[271], exif[272] = "Fujifilm", "X-T30"
+    make_image(52).save(root / "misc" / "DSCF0001.jpg", exif=exif)
+    return root
+
+
+def test_words_of_paths() -> None:
+    assert split_words("golden_gate-bridgeAtNight") == "golden gate bridge At Night"
+    assert path_words("/home/ann/photos/2021/Paris trip/IMG_0001.JPG") == (
+        "IMG 0001",
+        "photos 2021 Paris trip",
+    )
+    # Below the indexed folder only: its own name, and those above it, are in every path.
+    assert path_words("/home/ann/photos/2021/x.jpg", ["/home/ann/photos"]) == ("x", "2021")
+
+
+def test_query_words_phrases_and_stop_words() -> None:
+    q = KeywordQuery.parse('a dog on "the Golden Gate" at night')
+    assert q.terms == ("dog", "night") and q.phrases == ("the golden gate",)
+    assert q.ranked() == '"the golden gate" AND ("dog" OR "night")'
+    assert KeywordQuery.parse("the a").terms == ("the", "a")  # only stop words: keep them
+    unclosed = KeywordQuery.parse('say "it works')  # an unclosed quote is no phrase
+    assert unclosed.phrases == () and unclosed.terms == ("say", "works")
+    assert KeywordQuery.parse("").empty
+
+
+def test_rrf_fuses_by_rank_and_keeps_the_semantic_order_alone() -> None:
+    assert rrf([1, 2, 3], []) == [1, 2, 3]
+    # 3 is second in both lists: 2/(60+2) beats 1/(60+1) for 1 or for 9.
+    assert rrf([1, 3, 2], [9, 3])[0] == 3
+    assert rrf([1, 2], [2]) == [2, 1]
+
+
+def test_names_folders_sidecars_keywords_and_camera_are_found(
+    photos: Path, store: Callable[..., str]
+) -> None:
+    with clipsearch.open(store(), model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        assert set(_names(idx.search("golden gate", k=3, mode="keyword"))) == {
+            "golden_gate-bridgeAtNight.jpg", "gate_golden.jpg",
+        }  # fmt: skip
+        assert _names(idx.search("bridge at night", k=3))[0] == "golden_gate-bridgeAtNight.jpg"
+        assert set(_names(idx.search("paris", k=10, mode="keyword"))) == {
+            f"img_{i:04d}.jpg" for i in range(4)
+        }
+        assert _names(idx.search("bicycles", k=3))[0] == "img_0020.jpg"  # stemmed
+        assert _names(idx.search("harbour", k=3))[0] == "img_0021.jpg"
+        assert _names(idx.search("fujifilm", k=3, mode="keyword")) == ["DSCF0001.jpg"]
+        top = idx.search("golden gate", k=3)[0]
+        assert top.keyword_score is not None and -1.0 <= top.score <= 1.0  # cosine kept
+
+
+def test_a_quoted_phrase_must_match_as_a_phrase(photos: Path, tmp_path: Path) -> None:
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        for mode in ("keyword", "hybrid"):
+            hits = idx.search('"golden gate"', k=10, mode=mode)
+            assert _names(hits) == ["golden_gate-bridgeAtNight.jpg"], mode
+        assert len(idx.search('"golden gate"', k=10, mode="semantic")) == 10
+
+
+def test_the_keyword_index_follows_renames_deletions_and_sidecar_edits(
+    photos: Path, store: Callable[..., str]
+) -> None:
+    with clipsearch.open(store(), model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        assert "golden_gate-bridgeAtNight.jpg" in _names(idx.search("golden", k=5, mode="keyword"))
+        misc = photos / "misc"
+        os.rename(misc / "golden_gate-bridgeAtNight.jpg", misc / "lighthouse at dusk.jpg")
+        (misc / "img_0020.txt").write_text("an old tram in the rain")
+        (misc / "gate_golden.jpg").unlink()
+        summary = idx.add([photos])
+        assert summary.moved == 1 and summary.removed == 1
+        assert idx.search("golden", k=5, mode="keyword") == []
+        assert _names(idx.search("lighthouse", k=5, mode="keyword")) == ["lighthouse at dusk.jpg"]
+        assert idx.search("bicycle", k=5, mode="keyword") == []
+        assert _names(idx.search("tram", k=5, mode="keyword")) == ["img_0020.jpg"]
+
+
+def test_stored_tags_are_words_too(photos: Path, tmp_path: Path) -> None:
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        vocabulary = tmp_path / "terms.txt"
+        vocabulary.write_text("zebra\nquokka\n")
+        tagged = idx.tag(
+            [photos / "misc" / "img_0022.jpg"], top=1, vocabulary=vocabulary, store=True
+        )
+        tag = tagged[0].tags[0][0]
+        assert "img_0022.jpg" in _names(idx.search(tag, k=20, mode="keyword"))
+
+
+def test_keyword_mode_loads_no_model(photos: Path, tmp_path: Path) -> None:
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+    with clipsearch.open(tmp_path / "db", create=False) as idx:
+        assert _names(idx.search("harbour", k=3, mode="keyword")) == ["img_0021.jpg"]
+        assert idx._encoder is None
+        with pytest.raises(QueryError, match="mode must be one of"):
+            idx.search("harbour", mode="fuzzy")
+        with pytest.raises(QueryError, match="needs words"):
+            idx.search(image=photos / "misc" / "img_0020.jpg", mode="keyword")
+
+
+def test_without_word_matches_hybrid_is_the_semantic_ranking(photos: Path, tmp_path: Path) -> None:
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        for query in ("zebra crossing", "a photo of something"):
+            hybrid = idx.search(query, k=8)
+            semantic = idx.search(query, k=8, mode="semantic")
+            assert [h.id for h in hybrid] == [h.id for h in semantic]
+
+
+def test_cli_and_http_modes(photos: Path, tmp_path: Path) -> None:
+    from clipsearch.server import ServerSettings, create_app
+    from tests.serving import LocalClient
+
+    db = str(tmp_path / "db")
+    with clipsearch.open(db, model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+    out = runner.invoke(app, ["search", "harbour", "--db", db, "--mode", "keyword", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [Path(h["path"]).name for h in json.loads(out.stdout)] == ["img_0021.jpg"]
+    bad = runner.invoke(app, ["search", "harbour", "--db", db, "--mode", "fuzzy"])
+    assert bad.exit_code != 0 and "mode must be one of" in bad.stderr
+    with LocalClient(create_app(ServerSettings(db=db, workers=0))) as client:
+        body = client.get("/api/search", params={"q": "golden gate", "k": 3}).json()
+        assert {Path(h["path"]).name for h in body["hits"][:2]} == {
+            "golden_gate-bridgeAtNight.jpg", "gate_golden.jpg",
+        }  # fmt: skip
+        assert body["hits"][0]["keyword_score"] > 0
+        body = client.post("/api/search", json={"text": '"golden gate"', "mode": "keyword"}).json()
+        assert [Path(h["path"]).name for h in body["hits"]] == ["golden_gate-bridgeAtNight.jpg"]
