@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,6 +41,7 @@ from clipsearch.search.query import Query
 from clipsearch.search.relevance import MinRelevance, parse_min_relevance
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
+from clipsearch.search.sorting import Sort, dated, ordered, parse_sort
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
@@ -408,16 +410,18 @@ class Index:
         explain: bool = False,
         min_relevance: MinRelevance | str = "off",
         mode: Mode | str = "hybrid",
+        sort: Sort | str = "relevance",
     ) -> list[Hit]:
         """Images matching a text and/or an example image, or a fused `Query`, best first;
         with `filters`, only images whose metadata match (still k hits if k match).
         `mode`: "hybrid" (the model's ranking fused with the keyword index's), "semantic"
         or "keyword"; see `clipsearch.search.hybrid`. `min_relevance`: "auto", a calibrated
         relevance from 0 to 1, or "off" (the default): hits below it are left out, and each
-        hit carries its `relevance`; see `clipsearch.search.relevance`."""
+        hit carries its `relevance`; see `clipsearch.search.relevance`. `sort`: "relevance",
+        or "date" (taken, newest first) among the hits kept."""
         return self.search_judged(
             text, image, query=query, k=k, filters=filters, rerankers=rerankers,
-            explain=explain, min_relevance=min_relevance, mode=mode,
+            explain=explain, min_relevance=min_relevance, mode=mode, sort=sort,
         ).hits  # fmt: skip
 
     def search_judged(
@@ -432,6 +436,7 @@ class Index:
         explain: bool = False,
         min_relevance: MinRelevance | str = "off",
         mode: Mode | str = "hybrid",
+        sort: Sort | str = "relevance",
     ) -> Judged:
         """`search`, with what the relevance cut left out: how many weaker hits, and a note
         ("no good match") when it left nothing."""
@@ -439,12 +444,15 @@ class Index:
             raise QueryError(f"k must be at least 1, got {k}")
         rule = parse_min_relevance(min_relevance)
         how = hybrid.parse_mode(mode)
+        order = parse_sort(sort)
         if how != "keyword":
             self.searched_vectors()  # an empty index fails here, before a model is loaded
         asked = query if query is not None else Query.of(text=text, image=image)
         found = hybrid.search(self, asked, how, k, filters, rerankers, explain)
         coverage = {i: h.coverage for i, h in found.keyword.items()}
-        return self.relevance.judge(asked, found.hits, rule, coverage, how != "keyword")
+        judged = self.relevance.judge(asked, found.hits, rule, coverage, how != "keyword")
+        hits = dated(judged.hits, self.db.dates_for([h.id for h in judged.hits]))
+        return dataclasses.replace(judged, hits=ordered(hits, order))
 
     @functools.cached_property
     def relevance(self) -> RelevanceJudge:

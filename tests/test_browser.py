@@ -57,7 +57,8 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any
             page.on("request", lambda r: requested.append(r.url))
             missing: list[str] = []
             page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-            page.goto(f"{base}/?min_relevance=off")  # the random model's scores mean nothing
+            # The random model's scores mean nothing: no relevance bar, and its ranking alone.
+            page.goto(f"{base}/?min_relevance=off&mode=semantic")
             yield page, base, collection
             assert not errors, f"JavaScript errors on the page: {errors}"
             elsewhere = [u for u in requested if not u.startswith((base, "blob:", "data:"))]
@@ -162,7 +163,7 @@ def test_search_click_more_like_this_example_and_filters(
 def test_results_page_in_as_the_grid_scrolls(browser_page: tuple[Any, str, Collection]) -> None:
     page, base, _collection = browser_page
     page.set_viewport_size({"width": 420, "height": 500})  # two columns: a phone's width
-    page.goto(f"{base}/?k=4&q=a+boat&min_relevance=off")
+    page.goto(f"{base}/?k=4&q=a+boat&min_relevance=off&mode=semantic")
     page.get_by_test_id("message").filter(has_text="4 results").wait_for()
     for _ in range(10):  # each scroll to the end loads the next page, up to all 18
         page.mouse.wheel(0, 5000)
@@ -195,7 +196,7 @@ def test_form_apply_clear_and_a_long_path_at_phone_width(
     browser_page: tuple[Any, str, Collection],
 ) -> None:
     page, base, collection = browser_page
-    page.goto(f"{base}/?min_relevance=off")
+    page.goto(f"{base}/?min_relevance=off&mode=semantic")
     _search(page, "a photo")
     # "Apply" runs what the box says now, not the search before it.
     page.get_by_test_id("query").fill("a red square")
@@ -250,3 +251,19 @@ def test_no_good_match_and_the_weaker_matches_link(
     assert scores and all(s.endswith("%") and not s.startswith("-") for s in scores), scores
     assert page.get_by_test_id("show-weaker").count() == 0
     page.screenshot(path=str(ARTIFACTS / "weaker-matches.png"))
+
+
+def test_the_page_finds_a_photo_by_its_caption_words(
+    browser_page: tuple[Any, str, Collection],
+) -> None:
+    """By default the page searches words and meaning (hybrid) with the relevance bar on:
+    the photo whose caption holds the words comes first, with a relevance, not a cosine."""
+    page, base, collection = browser_page
+    page.goto(base)
+    _search(page, "dogs playing in snow")
+    assert _hit_paths(page)[0] == str(collection.folder_b / "img_0101.jpg")
+    first = page.locator("[data-testid=hit] .score").first.inner_text()
+    assert first.endswith("%") and int(first[:-1]) >= 75, first
+    page.get_by_test_id("sort").select_option("date")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=hit]').length > 0")
+    page.screenshot(path=str(ARTIFACTS / "hybrid.png"))

@@ -88,6 +88,9 @@ def search(
     mode: str = typer.Option(
         "hybrid", "--mode", help="hybrid (words and meaning), semantic, or keyword."
     ),
+    sort: str = typer.Option(
+        "relevance", "--sort", help="relevance, or date (taken, newest first) among the hits."
+    ),
     min_relevance: str = typer.Option(
         "off",
         "--min-relevance",
@@ -160,7 +163,7 @@ def search(
             else:
                 judged = idx.search_judged(
                     query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain,
-                    min_relevance=rule, mode=mode,
+                    min_relevance=rule, mode=mode, sort=sort,
                 )  # fmt: skip
                 hits, note, weaker = judged.hits, judged.note, judged.weaker
     except ClipsearchError as exc:

@@ -43,6 +43,8 @@ class Hit:
     relevance: float | None = None
     #: The BM25 score of the image's words, when they matched the query (hybrid, keyword).
     keyword_score: float | None = None
+    #: When the photo was taken (EXIF, ISO 8601), filled in by `Index.search`.
+    taken_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -58,6 +58,10 @@ Offset = Annotated[int, Param(ge=0, le=MAX_RESULTS, description="results to skip
 ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed image's id")]
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 TextKind = Literal["captions", "jsonl", "vocabulary", "sidecar"]
+SortParam = Annotated[
+    Literal["relevance", "date"],
+    Param(description="relevance, or date (taken, newest first) among the hits kept"),
+]
 SearchMode = Annotated[
     Literal["hybrid", "semantic", "keyword"],
     Param(description="hybrid: words and meaning fused (RRF); semantic: the model; keyword"),
@@ -186,11 +190,14 @@ async def search_text(
     explain: bool = False,
     min_relevance: MinRelevanceParam = "off",
     mode: SearchMode = "hybrid",
+    sort: SortParam = "relevance",
 ) -> SearchOut:
     query = Query.of(text=q)
     rule = parse_min_relevance(min_relevance)
     found, ms = await encoded_then(
-        service, query, lambda: service.search(query, k, offset, filters, explain, rule, mode)
+        service,
+        query,
+        lambda: service.search(query, k, offset, filters, explain, rule, mode, sort),
     )
     return _page(found, k, offset, ms)
 
@@ -208,8 +215,9 @@ async def search_fused(service: Service, body: SearchIn) -> SearchOut:
         for item_id in (*body.like, *body.unlike):
             service.item(item_id)  # an unknown id is a 404, not a bad query
         return service.search(
-            query, body.k, body.offset, filters, body.explain, body.min_relevance, body.mode
-        )
+            query, body.k, body.offset, filters, body.explain, body.min_relevance, body.mode,
+            body.sort,
+        )  # fmt: skip
 
     await run_in_threadpool(service.check_model, body.model)
     found, ms = await encoded_then(service, query, checked_search)
@@ -227,13 +235,16 @@ async def search_image(
     k: K = 20,
     offset: Offset = 0,
     min_relevance: MinRelevanceParam = "off",
+    sort: SortParam = "relevance",
 ) -> SearchOut:
     rule = parse_min_relevance(min_relevance)
     data = await _read_upload(file, settings.max_upload_bytes)
     found, ms = await encoded_then(
         service,
         Query.of(text=text) if text else None,
-        lambda: service.search_upload(data, text or None, image_weight, k, offset, filters, rule),
+        lambda: service.search_upload(
+            data, text or None, image_weight, k, offset, filters, rule, sort
+        ),
     )
     return _page(found, k, offset, ms)
 
@@ -246,9 +257,10 @@ def similar(
     k: K = 20,
     offset: Offset = 0,
     min_relevance: MinRelevanceParam = "off",
+    sort: SortParam = "relevance",
 ) -> SearchOut:
     rule = parse_min_relevance(min_relevance)
-    found, ms = timed(lambda: service.similar(item_id, k, offset, filters, rule))
+    found, ms = timed(lambda: service.similar(item_id, k, offset, filters, rule, sort))
     return _page(found, k, offset, ms)
 
 

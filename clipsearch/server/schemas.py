@@ -33,6 +33,7 @@ class HitOut(BaseModel):
     score: float = Field(description="cosine similarity to the query")
     explain: dict[str, float] | None = None
     adapter: str | None = None
+    taken_at: str | None = Field(None, description="when the photo was taken (EXIF)")
     keyword_score: float | None = Field(
         None, description="BM25 score of the image's words, when they matched the query"
     )
@@ -139,6 +140,9 @@ class SearchIn(BaseModel):
     filters: FilterIn | None = None
     explain: bool = False
     min_relevance: MinRelevanceIn = "off"
+    sort: Literal["relevance", "date"] = Field(
+        "relevance", description="date: taken, newest first, among the hits kept"
+    )
     mode: Literal["hybrid", "semantic", "keyword"] = Field(
         "hybrid", description="hybrid: words and meaning fused (RRF); semantic; keyword"
     )

@@ -36,6 +36,7 @@ from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import MinRelevance
+from clipsearch.search.sorting import Sort
 from clipsearch.server.batching import BatchingEncoder, BatchStats
 from clipsearch.server.errors import (
     ForbiddenFileError,
@@ -96,6 +97,7 @@ class SearchService:
         explain: bool = False,
         min_relevance: MinRelevance = "off",
         mode: Mode = "hybrid",
+        sort: Sort = "relevance",
     ) -> Judged:
         """One page of images for a query: hits offset..offset+k, those under
         `min_relevance` left out (and counted in `weaker`)."""
@@ -103,7 +105,7 @@ class SearchService:
         try:
             judged = self.index.search_judged(
                 query=query, k=offset + k, filters=filters, explain=explain,
-                min_relevance=min_relevance, mode=mode,
+                min_relevance=min_relevance, mode=mode, sort=sort,
             )  # fmt: skip
         except EmptyIndexError:
             return Judged([], note=EMPTY_NOTE)
@@ -118,11 +120,14 @@ class SearchService:
         offset: int,
         filters: Filter | None,
         min_relevance: MinRelevance = "off",
+        sort: Sort = "relevance",
     ) -> Judged:
         with _uploaded(data) as path:
             query = Query.of(text=text, image=path, image_weight=image_weight)
             try:
-                return self.search(query, k, offset, filters, min_relevance=min_relevance)
+                return self.search(
+                    query, k, offset, filters, min_relevance=min_relevance, sort=sort
+                )
             except QueryImageError as exc:
                 raise upload_error(exc) from None
 
@@ -133,11 +138,14 @@ class SearchService:
         offset: int,
         filters: Filter | None,
         min_relevance: MinRelevance = "off",
+        sort: Sort = "relevance",
     ) -> Judged:
         """Images like an indexed one, the image itself left out."""
         self.item(item_id)
         query = Query((QueryPart("item", item_id),))
-        found = self.search(query, offset + k + 1, 0, filters, min_relevance=min_relevance)
+        found = self.search(
+            query, offset + k + 1, 0, filters, min_relevance=min_relevance, sort=sort
+        )
         others = [h for h in found.hits if h.id != item_id]
         return Judged(others[offset : offset + k], found.weaker, found.note)
 

@@ -238,6 +238,15 @@ class Database:
         with Session(self.engine) as session:
             return np.fromiter(session.scalars(stmt), dtype=np.int64)
 
+    def dates_for(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """The EXIF date taken of each of these images (None where the photo has none)."""
+        out: dict[int, str | None] = {}
+        with Session(self.engine) as session:
+            for chunk in chunked(list(ids)):
+                stmt = select(ImageRow.id, ImageRow.taken_at).where(ImageRow.id.in_(chunk))
+                out.update({i: taken for i, taken in session.execute(stmt)})
+        return out
+
     def ids_by_path(self) -> dict[str, int]:
         with Session(self.engine) as session:
             return {

@@ -6,6 +6,8 @@
 const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 40));
 // The relevance bar: "auto" unless `/?min_relevance=off` (or a number 0..1) says otherwise.
 const MIN_RELEVANCE = new URLSearchParams(location.search).get("min_relevance") || "auto";
+// Words and meaning fused ("hybrid") unless `/?mode=semantic` or `/?mode=keyword`.
+const MODE = new URLSearchParams(location.search).get("mode") || "hybrid";
 const $ = (id) => document.getElementById(id);
 const state = { mode: null, text: "", file: null, itemId: null, offset: 0, more: false, busy: false, seq: 0, weaker: false };
 
@@ -44,6 +46,7 @@ function request(offset) {
   params.set("offset", offset);
   // "auto": only hits that clear the calibrated bar; 0 keeps every hit (with its relevance).
   params.set("min_relevance", state.weaker ? "0" : MIN_RELEVANCE);
+  params.set("sort", $("sort").value);
   if (state.mode === "image") {
     if (state.text) params.set("text", state.text);
     const body = new FormData();
@@ -52,6 +55,7 @@ function request(offset) {
   }
   if (state.mode === "similar") return api(`/api/items/${state.itemId}/similar?${params}`);
   params.set("q", state.text);
+  params.set("mode", MODE);
   return api(`/api/search?${params}`);
 }
 
@@ -122,8 +126,9 @@ function card(hit, rank) {
   img.addEventListener("error", () => li.classList.add("broken")); // e.g. not served (403)
   const caption = document.createElement("div");
   caption.className = "caption";
-  caption.innerHTML = `<span class="name"></span><span class="score"></span>`;
+  caption.innerHTML = `<span class="name"></span><span class="date"></span><span class="score"></span>`;
   caption.querySelector(".name").textContent = `${rank}. ${basename(hit.path)}`;
+  if (hit.taken_at) caption.querySelector(".date").textContent = hit.taken_at.slice(0, 10);
   // Relevance is calibrated (0..1); a raw cosine can be negative and means little alone.
   const score = caption.querySelector(".score");
   if (hit.relevance != null) {
@@ -248,6 +253,7 @@ $("toggle-filters").addEventListener("click", () => {
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); takeForm(); run(0); });
 $("filters").addEventListener("reset", () => setTimeout(() => run(0)));
 $("more").addEventListener("click", () => run(state.offset));
+$("sort").addEventListener("change", () => { if (state.mode) run(0); });
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting) && state.more && !state.busy) run(state.offset);
 }).observe($("more-sentinel"));
