@@ -486,12 +486,15 @@ class Index:
         top: int = 5,
         vocabulary: str | os.PathLike[str] | None = None,
         store: bool = False,
+        calibrated: bool = True,
     ) -> list[TagResult]:
         """Zero-shot tags for image files or indexed folders; see `clipsearch.tagging`."""
         from clipsearch.tagging import tag_images
 
         with self.writing() if store else contextlib.nullcontext():
-            return tag_images(self, paths, top=top, vocabulary=vocabulary, store=store)
+            return tag_images(
+                self, paths, top=top, vocabulary=vocabulary, store=store, calibrated=calibrated
+            )
 
     def search_vectors(
         self,

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from sqlalchemy import true
 
 from clipsearch.errors import QueryError
+from clipsearch.search.relevance import TAG_CANDIDATES, TAG_Z, sample_ids, tag_z, term_stats
 from clipsearch.storage.schema import ZERO_SHOT
-from clipsearch.texts import BUILTIN_VOCABULARY, TextCollection
+from clipsearch.texts import BUILTIN_VOCABULARY, TextCollection, TextHit
 
 if TYPE_CHECKING:
     from clipsearch.storage.db import Database
@@ -76,6 +78,20 @@ def _targets(
     return out
 
 
+def _calibrated(index: TagHost, hits: list[list[TextHit]], top: int) -> list[list[TextHit]]:
+    """Each image's candidate terms that clear that term's bar (see `tag_images`)."""
+    term_ids = sorted({h.id for row in hits for h in row})
+    if not term_ids:
+        return hits
+    sample = sample_ids(index.db.ids_where(true()))
+    if len(sample) < 2:
+        return [row[:top] for row in hits]  # no collection to measure a bar against
+    terms = index.texts.vectors_in_space(term_ids)
+    mean, std = term_stats(index.image_vectors(sample), terms)
+    bar = {t: (float(m), float(s)) for t, m, s in zip(term_ids, mean, std, strict=True)}
+    return [[h for h in row if tag_z(h.score, *bar[h.id]) >= TAG_Z][:top] for row in hits]
+
+
 def tag_images(
     index: TagHost,
     paths: Iterable[str | os.PathLike[str]],
@@ -83,9 +99,14 @@ def tag_images(
     top: int = 5,
     vocabulary: str | os.PathLike[str] | None = None,
     store: bool = False,
+    calibrated: bool = True,
 ) -> list[TagResult]:
-    """The `top` vocabulary terms for each image, by cosine to the term's prompt ensemble.
+    """Up to `top` vocabulary terms for each image, by cosine to the term's prompt ensemble.
 
+    `calibrated` (the default): a term is kept only where the image stands out for it, at
+    least `relevance.TAG_Z` standard deviations above the mean score of the index's images
+    for that term, among its `TAG_CANDIDATES` nearest terms: a per-term bar, so an image
+    gets fewer tags (or none) rather than `top` guesses; False: the plain top `top`.
     Indexed images use their stored vectors (no decoding); other files are encoded. With
     `store`, the tags of indexed images replace their earlier zero-shot tags.
     """
@@ -106,7 +127,10 @@ def tag_images(
         if image_id is None:
             vectors[row] = index.embed_image_file(Path(path))
 
-    hits = index.texts.search_vectors(vectors, k=top, source=source)
+    depth = max(top, TAG_CANDIDATES) if calibrated else top
+    hits = index.texts.search_vectors(vectors, k=depth, source=source)
+    if calibrated:
+        hits = _calibrated(index, hits, top)
     results = [
         TagResult(
             path, image_id, [(h.key or h.text, h.score) for h in row], store and bool(image_id)

@@ -24,7 +24,7 @@ from clipsearch.facts import SidecarSummary, Skip
 from clipsearch.indexer import text_sources as ts
 from clipsearch.indexer.scan import FileStat
 from clipsearch.search.prompts import TAG_TEMPLATES, prompt_vectors
-from clipsearch.search.searcher import Match, Searcher
+from clipsearch.search.searcher import Match, Searcher, positions_of
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.schema import XMP, TextSource
 from clipsearch.storage.texts import SourceFile, TextRecord, TextTable
@@ -261,6 +261,16 @@ class TextCollection:
             ).open()  # fmt: skip
             self._faiss_identity = space.identity
         return self._faiss
+
+    def vectors_in_space(self, ids: Sequence[int]) -> Matrix:
+        """These texts' vectors in the search space (through the active adapter), in order."""
+        store = self.index.space().text_store(self.table)
+        found, _, vectors = store.vectors_for(list(ids))
+        rows = positions_of(found, np.asarray(ids))
+        if (rows < 0).any():
+            raise QueryError("some texts are gone from the index; run the command again")
+        ordered: Matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[rows])
+        return ordered
 
     def ids_of(self, kind: str | None = None, source: str | None = None) -> np.ndarray[Any, Any]:
         return self.table.ids_of(kind=kind, source=source)

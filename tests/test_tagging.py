@@ -35,7 +35,9 @@ def test_tags_are_the_nearest_prompt_ensembles(
     term_vectors = prompt_vectors(counting_encoder.inner.encode_texts, TERMS, TAG_TEMPLATES)
     with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
-        results = idx.tag([tmp_path / "photos", loose], top=3, vocabulary=_vocabulary(tmp_path))
+        results = idx.tag(
+            [tmp_path / "photos", loose], top=3, vocabulary=_vocabulary(tmp_path), calibrated=False
+        )
         assert [r.path for r in results] == [*map(str, photos), str(loose)]
         assert results[-1].image_id is None  # not indexed: encoded from the file
         for result in results:
@@ -53,8 +55,9 @@ def test_stored_tags_filter_searches(tmp_path: Path, counting_encoder: CountingE
     with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
         idx.add([tmp_path / "photos"])
         results = idx.tag(
-            [tmp_path / "photos"], top=2, vocabulary=_vocabulary(tmp_path), store=True
-        )
+            [tmp_path / "photos"], top=2, vocabulary=_vocabulary(tmp_path), store=True,
+            calibrated=False,
+        )  # fmt: skip
         assert all(r.stored for r in results)
         stored = idx.texts.table.tags_for([r.image_id for r in results if r.image_id])
         for r in results:
@@ -118,7 +121,7 @@ def test_cli_tag_texts_and_tag_filter(tmp_path: Path) -> None:
     assert isinstance(hits, list) and {h["text"] for h in hits} == {"a dog on a beach", "a red car"}
     vocabulary = str(_vocabulary(tmp_path))
     tags = run("tag", str(tmp_path / "photos"), "--vocabulary", vocabulary, "-k", "1", "--store",
-               "--json")  # fmt: skip
+               "--top-k", "--json")  # fmt: skip
     assert isinstance(tags, list) and len(tags) == 4
     term = tags[0]["tags"][0]["tag"]
     tagged = sorted(t["path"] for t in tags if t["tags"][0]["tag"] == term)
@@ -175,3 +178,52 @@ def test_reference_model_tags_real_images_with_the_shipped_vocabulary(cifar_inde
     # 1,890 terms to choose from; the class word ("cat", "truck", ...) among the top 5.
     print(f"{right}/{len(results)} images tagged with their class")
     assert right >= 0.7 * len(results), f"{right}/{len(results)} images tagged with their class"
+
+
+def test_calibrated_tags_clear_each_terms_bar(
+    tmp_path: Path, counting_encoder: CountingEncoder
+) -> None:
+    """By default a term is kept only where the image stands out for it against the
+    collection (TAG_Z standard deviations over the term's mean), so images get fewer tags
+    than k rather than k guesses."""
+    from clipsearch.search.relevance import TAG_CANDIDATES, TAG_Z
+
+    write_images(tmp_path / "photos", 12)
+    term_vectors = prompt_vectors(counting_encoder.inner.encode_texts, TERMS, TAG_TEMPLATES)
+    with clipsearch.open(tmp_path / "db", encoder=counting_encoder, workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        plain = idx.tag([tmp_path / "photos"], top=4, vocabulary=_vocabulary(tmp_path),
+                        calibrated=False)  # fmt: skip
+        kept = idx.tag([tmp_path / "photos"], top=4, vocabulary=_vocabulary(tmp_path))
+        images = idx.image_vectors(sorted(r.image_id for r in kept if r.image_id))
+        scores = images @ term_vectors.T
+        mean, std = scores.mean(axis=0), scores.std(axis=0)
+        for before, after in zip(plain, kept, strict=True):
+            assert len(after.tags) <= len(before.tags) <= 4
+            image = idx.image_vectors([after.image_id])[0]  # type: ignore[list-item]
+            nearest = [TERMS[i] for i in np.argsort(-(term_vectors @ image))[:TAG_CANDIDATES]]
+            for term, score in after.tags:
+                t = TERMS.index(term)
+                assert term in nearest and (score - mean[t]) / std[t] >= TAG_Z - 1e-4
+        assert sum(len(r.tags) for r in kept) < sum(len(r.tags) for r in plain)
+
+
+def test_a_tag_filter_takes_in_the_tags_below_it(tmp_path: Path) -> None:
+    """A beagle is a dog and a dog an animal: --tag dog and --tag animal find it; --tag
+    beagle does not find a plain "dog"."""
+    from tests.serving import XMP
+
+    photos = write_images(tmp_path / "photos", 3)
+    Path(f"{photos[0]}.xmp").write_text(XMP.replace("harbour", "Beagle"))
+    Path(f"{photos[1]}.xmp").write_text(XMP.replace("harbour", "dog"))
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+
+        def tagged(tag: str) -> set[str]:
+            hits = idx.search("x", k=3, filters=clipsearch.Filter(tags=(tag,)), mode="semantic")
+            return {Path(h.path).name for h in hits}
+
+        assert tagged("DOG") == {photos[0].name, photos[1].name}
+        assert tagged("animal") == {photos[0].name, photos[1].name}
+        assert tagged("beagle") == {photos[0].name}
+        assert tagged("cat") == set()

@@ -23,7 +23,10 @@ from clipsearch.names import readable
 @app.command()
 def tag(
     paths: list[Path] = typer.Argument(..., help="Image files, or folders of indexed images."),
-    top: int = typer.Option(5, "-k", "--top", help="Tags per image."),
+    top: int = typer.Option(5, "-k", "--top", help="At most this many tags per image."),
+    every: bool = typer.Option(
+        False, "--top-k", help="Always the k nearest terms, not only those over each term's bar."
+    ),
     vocabulary: Path | None = typer.Option(
         None, "--vocabulary", help="One term per line [clipsearch's own, ~1,900 terms]."
     ),
@@ -39,14 +42,16 @@ def tag(
 ) -> None:
     """Zero-shot tags for images: the vocabulary terms nearest to each (prompt ensembles)."""
     results = _with_index(
-        lambda idx: idx.tag(paths, top=top, vocabulary=vocabulary, store=store),
+        lambda idx: idx.tag(
+            paths, top=top, vocabulary=vocabulary, store=store, calibrated=not every
+        ),
         db=db, create=True, model=model, device=device, wait=wait, progress=not quiet,
     )  # fmt: skip
     if as_json:
         _print_json([r.to_dict() for r in results])
         return
     for result in results:
-        tags = ", ".join(f"{t} ({s:.2f})" for t, s in result.tags)
+        tags = ", ".join(f"{t} ({s:.2f})" for t, s in result.tags) or "(no tag over its bar)"
         typer.echo(f"{readable(result.path)}: {tags}")
 
 

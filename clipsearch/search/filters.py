@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, and_, func, select, true
 
 from clipsearch.errors import QueryError
 from clipsearch.names import is_text, readable
+from clipsearch.search import tag_tree
 from clipsearch.storage.dialect import glob_escape, glob_match
 from clipsearch.storage.schema import ImageRow, ImageTag
 
@@ -37,7 +38,8 @@ class Filter:
     min_height: int | None = None
     orientation: Orientation | None = None
     formats: tuple[str, ...] = ()  # Pillow format names, e.g. ("JPEG", "PNG")
-    tags: tuple[str, ...] = ()  # images carrying every one of these tags (any case)
+    #: Images carrying every one of these tags, or a tag below it (`search.tag_tree`), any case.
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("folder", "path_glob"):
@@ -85,7 +87,9 @@ class Filter:
             names = [_FORMAT_ALIASES.get(f.upper(), f.upper()) for f in self.formats]
             out.append(ImageRow.format.in_(names))
         for tag in self.tags:
-            tagged = select(ImageTag.image_id).where(func.lower(ImageTag.tag) == tag.lower())
+            # A tag also matches every tag below it: --tag dog finds a stored "beagle".
+            names = sorted(tag_tree.shipped().below(tag))
+            tagged = select(ImageTag.image_id).where(func.lower(ImageTag.tag).in_(names))
             out.append(ImageRow.id.in_(tagged))
         return out
 

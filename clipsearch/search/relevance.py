@@ -246,3 +246,24 @@ def _known(word: str, known: Callable[[str], bool]) -> bool:
     return any(
         word.endswith(s) and len(word) - len(s) >= 3 and known(word[: -len(s)]) for s in _SUFFIXES
     )
+
+
+# -- tags ----------------------------------------------------------------------------------
+
+#: A tag is kept for an image when the image stands this many standard deviations above the
+#: collection's mean score for that tag (`tag_z`), among the image's `TAG_CANDIDATES` nearest
+#: terms: a per-tag bar, so a term that every photo scores high on ("a photo") needs more.
+TAG_Z = 1.0
+TAG_CANDIDATES = 10
+
+
+def term_stats(
+    images: np.ndarray[Any, Any], terms: np.ndarray[Any, Any]
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Each term's mean and standard deviation of cosine over a sample of images."""
+    scores = np.asarray(images, dtype=np.float32) @ np.asarray(terms, dtype=np.float32).T
+    return scores.mean(axis=0), np.maximum(scores.std(axis=0), 1e-6)
+
+
+def tag_z(score: float, mean: float, std: float) -> float:
+    return (score - mean) / std

@@ -50,6 +50,11 @@ class KeywordIndex:
         finally:
             conn.close()
 
+    def _ensure(self, conn: sqlite3.Connection) -> None:
+        if not self._ready:
+            self._create(conn)
+            self._ready = True
+
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         columns = ", ".join(FIELDS)
@@ -70,9 +75,7 @@ class KeywordIndex:
         """Bring the file in step with the store; returns how many documents changed."""
         current = stamp(self.db)
         with self._connect() as conn:
-            if not self._ready:
-                self._create(conn)
-                self._ready = True
+            self._ensure(conn)
             if _stamp(conn) == current:
                 return 0
             conn.execute("BEGIN IMMEDIATE")  # one process refreshes; the others then see it
@@ -93,9 +96,9 @@ class KeywordIndex:
     ) -> list[tuple[int, float]]:
         """(image id, bm25 relevance: higher is better) of the best `limit` documents for an
         FTS5 MATCH expression, best first; only `allowed` ids when given."""
+        self.refresh()
         if limit < 1 or (allowed is not None and len(allowed) == 0):
             return []
-        self.refresh()
         weights = ", ".join(str(WEIGHTS[f]) for f in FIELDS)
         sql = f"SELECT rowid, bm25(fts, {weights}) FROM fts WHERE fts MATCH ?"
         params: list[Any] = [match]
@@ -114,20 +117,22 @@ class KeywordIndex:
         return [(int(i), -float(score)) for i, score in rows]
 
     def document_frequency(self, match: str) -> tuple[int, int]:
-        """(documents matching an FTS5 expression, all documents), after a `search`."""
+        """(documents matching an FTS5 expression, all documents), as of the last refresh."""
         with self._connect() as conn:
+            self._ensure(conn)
             found = conn.execute("SELECT count(*) FROM fts WHERE fts MATCH ?", (match,)).fetchone()
             total = conn.execute("SELECT count(*) FROM docs").fetchone()
         return int(found[0]), int(total[0])
 
     def matching(self, match: str, ids: Sequence[int]) -> set[int]:
-        """Which of `ids` match an FTS5 expression (after a `search`, so no refresh)."""
+        """Which of `ids` match an FTS5 expression, as of the last refresh."""
         if not ids:
             return set()
         sql = (
             "SELECT rowid FROM fts WHERE fts MATCH ? AND rowid IN (SELECT value FROM json_each(?))"
         )
         with self._connect() as conn:
+            self._ensure(conn)
             return {int(r[0]) for r in conn.execute(sql, (match, json.dumps(list(ids))))}
 
 
