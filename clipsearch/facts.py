@@ -29,6 +29,8 @@ class IndexSummary:
     encoded: int = 0  # images that went through the model
     sidecars: int = 0  # .txt / .xmp descriptions (re-)indexed as texts
     skipped: list[Skip] = field(default_factory=list)
+    #: With `ocr`: images read by Tesseract, passed over by the pre-check, holding words.
+    text_in_photos: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

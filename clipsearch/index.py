@@ -363,15 +363,37 @@ class Index:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         runner: Runner | None = None,
+        ocr: bool = False,
     ) -> IndexSummary:
         """Index (or re-index) image files and folders, incrementally; see `IndexSummary`.
         `on_progress` is told the phase and, while embedding, files done out of total;
         `runner`: where files are read and encoded (default: worker processes here; a
-        `clipsearch.cluster.RayRunner` for a Ray cluster)."""
+        `clipsearch.cluster.RayRunner` for a Ray cluster); `ocr`: also read the text in
+        the photos not read yet (Tesseract; see `clipsearch.indexer.ocr`)."""
         from clipsearch.indexer.update import add_paths
 
+        report = on_progress or (lambda _progress: None)
+        if ocr:
+            from clipsearch.indexer.ocr import require_tesseract
+
+            require_tesseract()  # before any work, not after an hour of embedding
         with self.writing(shared=True):
-            return add_paths(self, paths, on_progress or (lambda _progress: None), runner)
+            summary = add_paths(self, paths, report, runner)
+            if ocr:
+                summary.text_in_photos = self._read_texts(paths, report)
+            return summary
+
+    def _read_texts(
+        self, paths: Iterable[str | os.PathLike[str]], report: Callable[[Progress], None]
+    ) -> dict[str, Any]:
+        from clipsearch.indexer.ocr import read_texts
+
+        roots = [Path(os.path.abspath(Path(p).expanduser())) for p in paths]
+        done = read_texts(
+            self.db, roots, self.options.max_pixels, max(1, self.options.workers),
+            lambda n, total: report(Progress("reading text", n, total)),
+        )  # fmt: skip
+        return dataclasses.asdict(done)
 
     # -- search ---------------------------------------------------------------------------
 

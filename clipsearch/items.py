@@ -31,6 +31,9 @@ class Item:
     taken_at: str | None  # ISO 8601 from EXIF, if the photo records it
     indexed_at: float
     tags: list[tuple[str, float]] = field(default_factory=list)  # best first
+    camera: str | None = None  # EXIF make and model
+    #: Words read in the photo (`index --ocr`): None if not read, "" if none were found.
+    text_in_photo: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -56,6 +59,8 @@ def read_items(db: Database, ids: Sequence[int]) -> list[Item]:
             taken_at=r.taken_at,
             indexed_at=r.indexed_at,
             tags=tags.get(r.id, []),
+            camera=r.camera,
+            text_in_photo=r.ocr,
         )
         for r in found
     ]

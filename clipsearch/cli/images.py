@@ -64,6 +64,9 @@ def index(
     gpus_per_worker: float = typer.Option(
         0.0, "--gpus-per-worker", help="With --ray: GPUs each encoder actor holds [0]."
     ),
+    ocr: bool = typer.Option(
+        False, "--ocr", help="Also read text in the photos (Tesseract), for keyword search."
+    ),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
     wait: bool = WaitOption,
@@ -94,7 +97,7 @@ def index(
 
                 cluster = ClusterOptions(ray, encoders, gpus_per_worker)
                 runner = RayRunner(idx.options, cluster)
-            summary = idx.add(paths, runner=runner)
+            summary = idx.add(paths, runner=runner, ocr=ocr)
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -104,6 +107,14 @@ def index(
         f"added {summary.added}, updated {summary.updated}, moved {summary.moved}, "
         f"removed {summary.removed}, unchanged {summary.unchanged}, skipped {len(summary.skipped)}"
     )
+    if summary.text_in_photos is not None:
+        read = summary.text_in_photos
+        typer.echo(
+            f"text: {read['read']} photos read, {read['with_text']} with words, "
+            f"{read['prechecked_out']} passed over (no text seen), in {read['seconds']} s"
+        )
+        for failed in read["failed"]:
+            typer.echo(f"not read {readable(failed['path'])}: {failed['reason']}", err=True)
     for skip in summary.skipped:
         typer.echo(f"skipping {readable(skip.path)}: {skip.reason}", err=True)
 

@@ -89,6 +89,10 @@ class ItemOut(BaseModel):
     taken_at: str | None
     indexed_at: float
     tags: list[TagOut]
+    camera: str | None = Field(None, description="EXIF make and model")
+    text_in_photo: str | None = Field(
+        None, description='words read in the photo (index --ocr); null: not read, "": none'
+    )
 
 
 class TagsOut(BaseModel):

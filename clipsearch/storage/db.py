@@ -89,6 +89,10 @@ class Move:
     mtime_ns: int
 
 
+#: Advanced by writes that change an image's words but not its vector (tags, OCR text).
+WORDS_GENERATION = "words_generation"
+
+
 def bump(session: Session, key: str = "generation") -> int:
     """Advance a write counter inside the caller's transaction, in one statement (no
     read-then-write window between two processes); returns the new value."""
@@ -237,6 +241,21 @@ class Database:
         stmt = select(ImageRow.id).where(condition).order_by(ImageRow.id)
         with Session(self.engine) as session:
             return np.fromiter(session.scalars(stmt), dtype=np.int64)
+
+    def unread_texts(self) -> list[tuple[int, str]]:
+        """(id, path) of the images whose text has not been read (OCR) yet."""
+        stmt = select(ImageRow.id, ImageRow.path).where(ImageRow.ocr.is_(None))
+        with Session(self.engine) as session:
+            return [(i, p) for i, p in session.execute(stmt.order_by(ImageRow.id))]
+
+    def set_texts_read(self, texts: dict[int, str]) -> None:
+        """Store the text read in each image ('' for none), in one transaction."""
+        if not texts:
+            return
+        with Session(self.engine) as session, session.begin():
+            for image_id, text in texts.items():
+                session.execute(update(ImageRow).where(ImageRow.id == image_id).values(ocr=text))
+            bump(session, WORDS_GENERATION)
 
     def dates_for(self, ids: Sequence[int]) -> dict[int, str | None]:
         """The EXIF date taken of each of these images (None where the photo has none)."""
@@ -395,6 +414,7 @@ class Database:
                 "format": r.format,
                 "taken_at": r.taken_at,
                 "camera": r.camera,
+                "ocr": None,  # new content: its text is read again (--ocr)
                 "indexed_at": now,
                 "vector": np.ascontiguousarray(r.vector, dtype=self.vector_dtype).tobytes(),
             }

@@ -20,12 +20,10 @@ from sqlalchemy.orm import Session
 from clipsearch.arrays import IdArray, Vector
 from clipsearch.storage import dialect
 from clipsearch.storage.blobs import iter_vectors, labels_for, stored_widths, vectors_for
-from clipsearch.storage.db import Database, bump, chunked
+from clipsearch.storage.db import WORDS_GENERATION, Database, bump, chunked
 from clipsearch.storage.schema import ImageTag, TextRow, TextSource
 
 TEXT_GENERATION = "text_generation"
-#: Advanced by writes that change an image's words but not its vector (tags, OCR text).
-WORDS_GENERATION = "words_generation"
 
 
 @dataclass(frozen=True)

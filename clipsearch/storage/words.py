@@ -19,9 +19,9 @@ from pathlib import PurePath
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clipsearch.storage.db import Database
+from clipsearch.storage.db import WORDS_GENERATION, Database
 from clipsearch.storage.schema import ROOTS_KEY, XMP, ImageRow, ImageTag, TextRow
-from clipsearch.storage.texts import TEXT_GENERATION, WORDS_GENERATION
+from clipsearch.storage.texts import TEXT_GENERATION
 
 #: The document's fields, in the keyword index's column order.
 FIELDS = ("name", "folder", "caption", "keywords", "tags", "camera", "ocr")

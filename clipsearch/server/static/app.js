@@ -155,6 +155,8 @@ async function showDetail(id) {
       ["Path", item.path], ["Size", `${item.width} × ${item.height} · ${(item.size / 1024).toFixed(0)} KiB`],
       ["Format", item.format || "?"], ["Taken", item.taken_at || "unknown"], ["Id", item.id],
     ];
+    if (item.camera) rows.push(["Camera", item.camera]);
+    if (item.text_in_photo) rows.push(["Text in photo", item.text_in_photo]);
     $("detail-meta").replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");
       tr.innerHTML = "<th></th><td></td>";
