@@ -54,12 +54,17 @@ def render(
     else:
         image = Image.new("RGB", SIDE, tuple(int(c) for c in rng.integers(0, 256, 3)))
     face = ImageFont.truetype(str(font), spec.size)
-    per_line = 3 if spec.kind == "screenshot" else len(spec.words)
-    text = "\n".join(" ".join(spec.words[i : i + per_line])
-                     for i in range(0, len(spec.words), per_line))  # fmt: skip
     layer = Image.new("RGBA", SIDE, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
-    box = draw.multiline_textbbox((0, 0), text, font=face, spacing=spec.size // 3)
+    # Words per line: as many as fit inside the frame with a margin (the turned plate too).
+    per_line = 3 if spec.kind == "screenshot" else len(spec.words)
+    while True:
+        text = "\n".join(" ".join(spec.words[i : i + per_line])
+                         for i in range(0, len(spec.words), per_line))  # fmt: skip
+        box = draw.multiline_textbbox((0, 0), text, font=face, spacing=spec.size // 3)
+        if box[2] - box[0] <= width - 100 or per_line == 1:
+            break
+        per_line -= 1
     x = max(10, (width - (box[2] - box[0])) // 2)
     y = max(10, (height - (box[3] - box[1])) // 2)
     ink: tuple[int, ...] = (20, 20, 20, 255)

@@ -45,7 +45,7 @@ from clipsearch.search.sorting import Sort, dated, ordered, parse_sort
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
-from clipsearch.storage.keyword_index import KeywordIndex
+from clipsearch.storage.keyword_index import Fts5Keywords, KeywordIndex
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.storage.vectors import VectorTable
@@ -556,9 +556,15 @@ class Index:
         return self.db.ids_where(filters.where())
 
     def keyword_index(self) -> KeywordIndex:
-        """The full-text index of the images' words (a cache beside the FAISS files)."""
+        """The full-text index of the images' words: SQLite FTS5 in a cache file beside the
+        FAISS files, or PostgreSQL's full-text search in a PostgreSQL store."""
         if self._keywords is None:
-            self._keywords = KeywordIndex(self.db, self.cache_dir)
+            if self.location.is_sqlite:
+                self._keywords = Fts5Keywords(self.db, self.cache_dir)
+            else:
+                from clipsearch.storage.pg_keywords import PostgresKeywords
+
+                self._keywords = PostgresKeywords(self.db)
         return self._keywords
 
     # -- facts ----------------------------------------------------------------------------

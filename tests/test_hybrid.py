@@ -18,6 +18,7 @@ from clipsearch.cli import app
 from clipsearch.errors import QueryError
 from clipsearch.search.hybrid import rrf
 from clipsearch.search.keywords import KeywordQuery
+from clipsearch.storage.keyword_index import fts5_expression
 from clipsearch.storage.words import path_words, split_words
 from tests.conftest import make_image, write_images
 from tests.serving import XMP
@@ -57,7 +58,7 @@ def test_words_of_paths() -> None:
 def test_query_words_phrases_and_stop_words() -> None:
     q = KeywordQuery.parse('a dog on "the Golden Gate" at night')
     assert q.terms == ("dog", "night") and q.phrases == ("the golden gate",)
-    assert q.ranked() == '"the golden gate" AND ("dog" OR "night")'
+    assert fts5_expression(q.terms, q.phrases) == '"the golden gate" AND ("dog" OR "night")'
     assert KeywordQuery.parse("the a").terms == ("the", "a")  # only stop words: keep them
     unclosed = KeywordQuery.parse('say "it works')  # an unclosed quote is no phrase
     assert unclosed.phrases == () and unclosed.terms == ("say", "works")
@@ -88,6 +89,9 @@ def test_names_folders_sidecars_keywords_and_camera_are_found(
         assert _names(idx.search("fujifilm", k=3, mode="keyword")) == ["DSCF0001.jpg"]
         top = idx.search("golden gate", k=3)[0]
         assert top.keyword_score is not None and -1.0 <= top.score <= 1.0  # cosine kept
+        # Each store searches words its own way: FTS5 in a cache file, or PostgreSQL's own.
+        backend = "Fts5Keywords" if idx.location.is_sqlite else "PostgresKeywords"
+        assert type(idx.keyword_index()).__name__ == backend
 
 
 def test_a_quoted_phrase_must_match_as_a_phrase(photos: Path, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ CHECK_SIDE = 800
 INK_CONTRAST = 28
 #: Letters are scaled to about this height (pixels) before Tesseract reads them.
 TARGET_HEIGHT = 32
-MIN_GLYPHS = 3  # blobs in a row for a text line
+MIN_GLYPHS = 4  # blobs in a row for a text line (a four-letter word)
 #: JPEGs decode at the smallest DCT scale that keeps at least this many pixels a side.
 OCR_DRAFT = 2048
 OCR_BATCH = 32  # images read between two commits

@@ -105,20 +105,18 @@ def keyword_hits(
     index: KeywordIndex, words: KeywordQuery, limit: int, allowed: np.ndarray[Any, Any] | None
 ) -> list[KeywordHit]:
     """The best `limit` images by BM25 that hold at least `MIN_COVERAGE` of the words."""
-    expression = words.ranked()
-    if expression is None:
+    if words.empty:
         return []
-    found = index.search(expression, limit, allowed)
+    found = index.search(words.terms, words.phrases, limit, allowed)
     ids = [i for i, _ in found]
     held: Counter[int] = Counter()
     informative = 0
     for part in words.parts:
-        expression = KeywordQuery.part_expression(part)
-        matches, documents = index.document_frequency(expression)
+        matches, documents = index.document_frequency(part)
         if matches == 0 or matches > COMMON_SHARE * documents:
             continue  # a word most images hold ("photos" in every path) tells none apart
         informative += 1
-        held.update(index.matching(expression, ids))
+        held.update(index.matching(part, ids))
     if informative == 0:
         return []
     hits = [KeywordHit(i, score, held[i] / informative) for i, score in found]
@@ -160,11 +158,9 @@ def search(
     if words.empty and mode == "keyword":
         raise QueryError("a keyword search needs words; give a text query")
     allowed = host.filter_ids(filters)
-    required = words.required()
-    if required is not None and mode != "semantic":
-        matching = np.array([i for i, _ in host.keyword_index().search(
-            required, PHRASE_FILTER_LIMIT, allowed)], dtype=np.int64)  # fmt: skip
-        allowed = np.sort(matching)
+    if words.phrases and mode != "semantic":
+        holding = host.keyword_index().search((), words.phrases, PHRASE_FILTER_LIMIT, allowed)
+        allowed = np.sort(np.array([i for i, _ in holding], dtype=np.int64))
     depth = max(MIN_DEPTH, DEPTH_PER_HIT * k)
     keyword: list[KeywordHit] = []
     if mode != "semantic" and not words.empty:

@@ -1,5 +1,5 @@
 """A query's words for the keyword index: "quoted phrases" (which must match as phrases) and
-the other words, English stop words left out, as SQLite FTS5 expressions."""
+the other words, English stop words left out."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ STOP_WORDS = frozenset([
     "their", "our", "my", "your", "as", "while", "who", "what", "which", "where", "when",
     "very", "just", "not", "no",
 ])  # fmt: skip
-
-
-def _quoted(words: str) -> str:
-    return '"' + words.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)
@@ -48,24 +44,3 @@ class KeywordQuery:
     def parts(self) -> tuple[str, ...]:
         """Each thing the query asks for: its terms and its phrases."""
         return self.terms + self.phrases
-
-    def required(self) -> str | None:
-        """The FTS5 expression every keyword hit must match: all its phrases (None: none)."""
-        return " AND ".join(_quoted(p) for p in self.phrases) or None
-
-    def ranked(self) -> str | None:
-        """The FTS5 expression a keyword search ranks by: any of the terms, and every
-        phrase (None for a query with no words)."""
-        any_term = " OR ".join(_quoted(t) for t in self.terms)
-        required = self.required()
-        if required and any_term:
-            return f"{required} AND ({any_term})"
-        return required or any_term or None
-
-    def semantic_text(self, text: str) -> str:
-        """The words the model reads: the query with its quote marks taken out."""
-        return " ".join(text.replace('"', " ").split())
-
-    @staticmethod
-    def part_expression(part: str) -> str:
-        return _quoted(part)

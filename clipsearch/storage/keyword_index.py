@@ -1,11 +1,18 @@
-"""The keyword index: SQLite FTS5 over each image's words (`storage.words`), kept as a cache
-file beside the FAISS files (`keywords.sqlite`) and brought in step with the store before
-each search.
+"""The keyword index: full-text search over each image's words (`storage.words`), brought in
+step with the store before each search. Two implementations of one protocol:
 
-Bringing it in step reads every image's document and compares digests, so only the images
-whose words changed are rewritten (a rename, a new sidecar, a deleted photo); the file's
-stamp says which store state it reflects. It works the same over a PostgreSQL store (the
-cache lives in the local cache folder). Stemming is Porter's (English): "dogs" finds "dog".
+- `Fts5Keywords` (an SQLite store): SQLite FTS5 in a cache file beside the FAISS files
+  (`keywords.sqlite`), BM25 with per-field weights, Porter stemming ("dogs" finds "dog").
+- `PostgresKeywords` (a PostgreSQL store, `storage.pg_keywords`): PostgreSQL's own full-text
+  search, a `tsvector` per image with weighted fields in a table of the database, ranked by
+  `ts_rank_cd`, English stemming.
+
+Either way, bringing it in step reads every image's document and compares digests, so only
+the images whose words changed are rewritten (a rename, a new sidecar, a deleted photo); a
+stamp of the store's counters says which state it reflects.
+
+A query reaches a keyword index as *parts*: single words, and phrases (words that must come
+in that order); each backend writes them in its own syntax.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,8 +41,47 @@ SQL_FILTER_LIMIT = 50_000
 _RECIPE = "1"  # a new document recipe or tokenizer invalidates older files
 
 
-class KeywordIndex:
-    """Full-text search over one index's image documents."""
+class KeywordIndex(Protocol):
+    """Full-text search over one index's image documents (scores: higher is better)."""
+
+    def refresh(self) -> int: ...
+
+    def search(
+        self,
+        terms: Sequence[str],
+        phrases: Sequence[str],
+        limit: int,
+        allowed: np.ndarray[Any, Any] | None = None,
+    ) -> list[tuple[int, float]]:
+        """The best `limit` images holding every phrase and any of the terms (all of
+        them when there are no terms), best first; only `allowed` ids when given."""
+        ...
+
+    def document_frequency(self, part: str) -> tuple[int, int]:
+        """(images holding a word or phrase, all images)."""
+        ...
+
+    def matching(self, part: str, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` hold a word or phrase."""
+        ...
+
+
+def fts5_part(part: str) -> str:
+    """A word or phrase as an FTS5 string (a phrase query when it has several words)."""
+    return '"' + part.replace('"', '""') + '"'
+
+
+def fts5_expression(terms: Sequence[str], phrases: Sequence[str]) -> str | None:
+    """Every phrase, and any of the terms, as one FTS5 MATCH expression."""
+    required = " AND ".join(fts5_part(p) for p in phrases)
+    any_term = " OR ".join(fts5_part(t) for t in terms)
+    if required and any_term:
+        return f"{required} AND ({any_term})"
+    return required or any_term or None
+
+
+class Fts5Keywords:
+    """SQLite FTS5 over one index's image documents, in a cache file."""
 
     def __init__(self, db: Database, folder: Path) -> None:
         self.db = db
@@ -92,12 +138,17 @@ class KeywordIndex:
         return changed
 
     def search(
-        self, match: str, limit: int, allowed: np.ndarray[Any, Any] | None = None
+        self,
+        terms: Sequence[str],
+        phrases: Sequence[str],
+        limit: int,
+        allowed: np.ndarray[Any, Any] | None = None,
     ) -> list[tuple[int, float]]:
-        """(image id, bm25 relevance: higher is better) of the best `limit` documents for an
-        FTS5 MATCH expression, best first; only `allowed` ids when given."""
+        """(image id, BM25 score, higher is better) of the best `limit` documents holding
+        every phrase and any term, best first; only `allowed` ids when given."""
         self.refresh()
-        if limit < 1 or (allowed is not None and len(allowed) == 0):
+        match = fts5_expression(terms, phrases)
+        if match is None or limit < 1 or (allowed is not None and len(allowed) == 0):
             return []
         weights = ", ".join(str(WEIGHTS[f]) for f in FIELDS)
         sql = f"SELECT rowid, bm25(fts, {weights}) FROM fts WHERE fts MATCH ?"
@@ -116,16 +167,18 @@ class KeywordIndex:
             rows = [r for r in rows if r[0] in keep][:limit]
         return [(int(i), -float(score)) for i, score in rows]
 
-    def document_frequency(self, match: str) -> tuple[int, int]:
-        """(documents matching an FTS5 expression, all documents), as of the last refresh."""
+    def document_frequency(self, part: str) -> tuple[int, int]:
+        """(documents holding a word or phrase, all documents), as of the last refresh."""
         with self._connect() as conn:
             self._ensure(conn)
-            found = conn.execute("SELECT count(*) FROM fts WHERE fts MATCH ?", (match,)).fetchone()
+            found = conn.execute(
+                "SELECT count(*) FROM fts WHERE fts MATCH ?", (fts5_part(part),)
+            ).fetchone()
             total = conn.execute("SELECT count(*) FROM docs").fetchone()
         return int(found[0]), int(total[0])
 
-    def matching(self, match: str, ids: Sequence[int]) -> set[int]:
-        """Which of `ids` match an FTS5 expression, as of the last refresh."""
+    def matching(self, part: str, ids: Sequence[int]) -> set[int]:
+        """Which of `ids` hold a word or phrase, as of the last refresh."""
         if not ids:
             return set()
         sql = (
@@ -133,7 +186,8 @@ class KeywordIndex:
         )
         with self._connect() as conn:
             self._ensure(conn)
-            return {int(r[0]) for r in conn.execute(sql, (match, json.dumps(list(ids))))}
+            found = conn.execute(sql, (fts5_part(part), json.dumps([int(i) for i in ids])))
+            return {int(r[0]) for r in found}
 
 
 def _stamp(conn: sqlite3.Connection) -> str | None:

@@ -1,0 +1,169 @@
+"""The keyword index of a PostgreSQL store: PostgreSQL's own full-text search.
+
+Each image's document (`storage.words`) becomes one `tsvector` in the table
+`clipsearch_keywords` of the index's database (a GIN index over it), its fields weighted
+A (file name, XMP keywords), B (captions and sidecars, text in the photo) and C (folders,
+tags, camera), with the `english` configuration (stemming, stop words). A search ranks by
+`ts_rank_cd` with those weights. Like every cache, the table is rebuilt from the store's own
+rows: it is brought in step before each search by per-image digests, under an advisory lock
+so that one process does it at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
+
+from clipsearch.storage.db import Database
+from clipsearch.storage.words import FIELDS, Document, documents, stamp
+
+TABLE = "clipsearch_keywords"
+STATE = "clipsearch_keywords_state"
+CONFIG = "english"
+#: The `setweight` class of each field (A counts most).
+CLASSES = {"name": "A", "keywords": "A", "caption": "B", "ocr": "B", "folder": "C",
+           "tags": "C", "camera": "C"}  # fmt: skip
+#: Any key for the advisory lock that serialises refreshes (not the writer lock's).
+REFRESH_LOCK = 0x6B657977  # "keyw"
+_RECIPE = "1"
+
+
+def _document_sql() -> str:
+    return " || ".join(
+        f"setweight(to_tsvector('{CONFIG}', coalesce(:{f}, '')), '{CLASSES[f]}')" for f in FIELDS
+    )
+
+
+def _part_query(name: str) -> str:
+    """A word or a phrase as a tsquery (a phrase query keeps its words in order)."""
+    return f"phraseto_tsquery('{CONFIG}', :{name})"
+
+
+class PostgresKeywords:
+    """PostgreSQL full-text search over one index's image documents (`KeywordIndex`)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._ready = False
+
+    def _ensure(self, conn: Connection) -> None:
+        if self._ready:
+            return
+        conn.execute(text(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGINT PRIMARY KEY, digest TEXT NOT NULL, "
+            "doc TSVECTOR NOT NULL)"
+        ))  # fmt: skip
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {TABLE}_doc ON {TABLE} USING GIN (doc)"))
+        conn.execute(
+            text(f"CREATE TABLE IF NOT EXISTS {STATE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        )
+        recipe = conn.execute(text(f"SELECT value FROM {STATE} WHERE key = 'recipe'")).scalar()
+        if recipe != _RECIPE:
+            conn.execute(text(f"DELETE FROM {TABLE}"))
+            conn.execute(text(f"DELETE FROM {STATE}"))
+            conn.execute(text(f"INSERT INTO {STATE} VALUES ('recipe', :r)"), {"r": _RECIPE})
+        self._ready = True
+
+    def refresh(self) -> int:
+        current = stamp(self.db)
+        with self.db.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
+            self._ensure(conn)
+            held = conn.execute(text(f"SELECT value FROM {STATE} WHERE key = 'stamp'")).scalar()
+            if held == current:
+                return 0
+            changed = _apply(conn, documents(self.db))
+            conn.execute(
+                text(f"INSERT INTO {STATE} VALUES ('stamp', :v) "
+                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+                {"v": current},
+            )  # fmt: skip
+        return changed
+
+    def search(
+        self,
+        terms: Sequence[str],
+        phrases: Sequence[str],
+        limit: int,
+        allowed: np.ndarray[Any, Any] | None = None,
+    ) -> list[tuple[int, float]]:
+        self.refresh()
+        if not (terms or phrases) or limit < 1 or (allowed is not None and len(allowed) == 0):
+            return []
+        params: dict[str, Any] = {}
+        required = []
+        for n, phrase in enumerate(phrases):
+            params[f"p{n}"] = phrase
+            required.append(_part_query(f"p{n}"))
+        any_term = []
+        for n, term in enumerate(terms):
+            params[f"t{n}"] = term
+            any_term.append(_part_query(f"t{n}"))
+        query = " && ".join([*required, *([f"({' || '.join(any_term)})"] if any_term else [])])
+        sql = (
+            f"SELECT id, ts_rank_cd(doc, q) FROM {TABLE}, ({'SELECT ' + query} AS q) AS query "
+            "WHERE doc @@ q"
+        )
+        bind = []
+        if allowed is not None:
+            sql += " AND id = ANY(:allowed)"
+            params["allowed"] = [int(i) for i in np.asarray(allowed)]
+            bind.append(bindparam("allowed", type_=ARRAY(BIGINT)))
+        sql += f" ORDER BY 2 DESC, id LIMIT {int(limit)}"
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(text(sql).bindparams(*bind), params).all()
+        return [(int(i), float(score)) for i, score in rows]
+
+    def document_frequency(self, part: str) -> tuple[int, int]:
+        with self.db.engine.connect() as conn:
+            found = conn.execute(
+                text(f"SELECT count(*) FROM {TABLE} WHERE doc @@ {_part_query('p')}"), {"p": part}
+            ).scalar_one()
+            total = conn.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
+        return int(found), int(total)
+
+    def matching(self, part: str, ids: Sequence[int]) -> set[int]:
+        if not ids:
+            return set()
+        sql = text(
+            f"SELECT id FROM {TABLE} WHERE id = ANY(:ids) AND doc @@ {_part_query('p')}"
+        ).bindparams(bindparam("ids", type_=ARRAY(BIGINT)))
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(sql, {"ids": [int(i) for i in ids], "p": part})
+            return {int(r[0]) for r in rows}
+
+
+def _apply(conn: Connection, docs: Iterator[tuple[int, Document]]) -> int:
+    known: dict[int, str] = {
+        int(i): str(d) for i, d in conn.execute(text(f"SELECT id, digest FROM {TABLE}"))
+    }
+    upsert = text(
+        f"INSERT INTO {TABLE} (id, digest, doc) VALUES (:id, :digest, {_document_sql()}) "
+        "ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, doc = excluded.doc"
+    )
+    batch: list[dict[str, Any]] = []
+    changed = 0
+    for image_id, doc in docs:
+        digest = doc.digest()
+        if known.pop(image_id, None) == digest:
+            continue
+        fields = dict(zip(FIELDS, doc.fields(), strict=True))
+        batch.append({"id": image_id, "digest": digest, **fields})
+        if len(batch) >= 1000:
+            conn.execute(upsert, batch)
+            changed += len(batch)
+            batch = []
+    if batch:
+        conn.execute(upsert, batch)
+        changed += len(batch)
+    if known:
+        gone = text(f"DELETE FROM {TABLE} WHERE id = ANY(:ids)").bindparams(
+            bindparam("ids", type_=ARRAY(BIGINT))
+        )
+        conn.execute(gone, {"ids": list(known)})
+        changed += len(known)
+    return changed
