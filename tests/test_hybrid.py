@@ -173,3 +173,35 @@ def test_cli_and_http_modes(photos: Path, tmp_path: Path) -> None:
         assert body["hits"][0]["keyword_score"] > 0
         body = client.post("/api/search", json={"text": '"golden gate"', "mode": "keyword"}).json()
         assert [Path(h["path"]).name for h in body["hits"]] == ["golden_gate-bridgeAtNight.jpg"]
+
+
+def _with_iptc(jpeg: bytes, keywords: list[str], title: str) -> bytes:
+    """A JPEG with an APP13 (Photoshop 3.0, 8BIM 0x0404) segment of IPTC-IIM datasets."""
+    records = b"".join(
+        b"\x1c\x02" + bytes([dataset]) + len(value).to_bytes(2, "big") + value
+        for dataset, value in [(5, title.encode()), *((25, k.encode()) for k in keywords)]
+    )
+    records += b"\x00" * (len(records) % 2)
+    resource = b"8BIM\x04\x04\x00\x00" + len(records).to_bytes(4, "big") + records
+    payload = b"Photoshop 3.0\x00" + resource
+    segment = b"\xff\xed" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def test_titles_and_keywords_embedded_in_the_file_are_words(tmp_path: Path) -> None:
+    import io
+
+    folder = tmp_path / "photos"
+    write_images(folder, 3)
+    packet = XMP.replace("harbour", "Alfama").encode()
+    make_image(60).save(folder / "xmp_inside.jpg", xmp=packet)
+    buffer = io.BytesIO()
+    make_image(61).save(buffer, "JPEG")
+    (folder / "iptc_inside.jpg").write_bytes(
+        _with_iptc(buffer.getvalue(), ["Lighthouse", "Portugal"], "Cabo da Roca")
+    )
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([folder])
+        assert _names(idx.search("alfama", k=3, mode="keyword")) == ["xmp_inside.jpg"]
+        assert _names(idx.search("lighthouse", k=3, mode="keyword")) == ["iptc_inside.jpg"]
+        assert _names(idx.search('"cabo da roca"', k=3, mode="keyword")) == ["iptc_inside.jpg"]

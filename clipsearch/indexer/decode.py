@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
+from xml.etree import ElementTree
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, IptcImagePlugin, UnidentifiedImageError
 
 from clipsearch.errors import ImageDecodeError
+from clipsearch.indexer.text_sources import xmp_fields
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +45,8 @@ class ImageFacts:
     format: str | None
     taken_at: str | None
     camera: str | None = None  # EXIF make and model
+    #: Titles, descriptions and keywords embedded in the file (IPTC, XMP), one text.
+    embedded: str | None = None
 
 
 #: How every "over the pixel limit" reason starts (a server answers those with 413).
@@ -137,7 +141,10 @@ def load_upright(
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
-    return upright, ImageFacts(sha256, width, height, fmt, _taken_at(exif), _camera(exif))
+    facts = ImageFacts(
+        sha256, width, height, fmt, _taken_at(exif), _camera(exif), embedded_words(image)
+    )
+    return upright, facts
 
 
 def central_strip(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:
@@ -159,6 +166,38 @@ def _too_large(width: int, height: int, max_pixels: int) -> str:
         f"{TOO_LARGE}: {width}x{height} = {width * height / 1e6:.0f} MP exceeds the "
         f"{max_pixels / 1e6:.0f} MP limit (decompression-bomb guard); raise it with --max-pixels"
     )
+
+
+#: IPTC-IIM datasets read as words: 2:05 object name (title), 2:25 keywords, 2:120 caption.
+_IPTC_WORDS = ((2, 5), (2, 120), (2, 25))
+_MAX_EMBEDDED = 10_000  # characters kept of a file's embedded words
+
+
+def embedded_words(image: Image.Image) -> str | None:
+    """The titles, descriptions and keywords a file carries inside it: IPTC-IIM (JPEG,
+    TIFF) and an XMP packet (dc:title, dc:description, dc:subject). Malformed metadata is
+    passed over: it never stops a photo from being indexed."""
+    words: list[str] = []
+    try:
+        iptc = IptcImagePlugin.getiptcinfo(image) or {}  # type: ignore[arg-type]
+    except (OSError, ValueError, SyntaxError, IndexError, TypeError):
+        iptc = {}
+    for key in _IPTC_WORDS:
+        values = iptc.get(key, [])
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, bytes):
+                words.append(" ".join(value.decode("utf-8", "replace").split()))
+    packet = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    if isinstance(packet, bytes):
+        packet = packet.decode("utf-8", "replace")
+    if isinstance(packet, str) and packet.strip():
+        try:
+            described, keywords = xmp_fields(packet.strip().strip("\x00"))
+        except ElementTree.ParseError:
+            described, keywords = [], []
+        words += [value for _, value in described] + keywords
+    unique = " ; ".join(dict.fromkeys(w for w in words if w))
+    return unique[:_MAX_EMBEDDED] or None
 
 
 def _camera(exif: Image.Exif) -> str | None:

@@ -73,7 +73,7 @@ class EncodedBatch:
                 path=job.file.path, size=job.file.size, mtime_ns=job.file.mtime_ns,
                 sha256=facts.sha256, width=facts.width, height=facts.height,
                 format=facts.format, taken_at=facts.taken_at, vector=self.vectors[n],
-                camera=facts.camera,
+                camera=facts.camera, embedded=facts.embedded,
             )
             for n, (job, facts) in enumerate(self.ok)
         ]  # fmt: skip

@@ -191,16 +191,24 @@ def read_sidecar(path: Path, image_path: str, data: bytes) -> SidecarContent:
         text = " ".join(content.split())
         return SidecarContent([TextEntry(text, image_path=image_path)] if text else [], [])
     try:
-        root = ElementTree.fromstring(content)
+        described, keywords = xmp_fields(content)
     except ElementTree.ParseError as exc:
         raise TextSourceError(f"{path}: not valid XMP/XML ({exc})") from exc
-    texts = []
+    texts = [TextEntry(value, key=name, image_path=image_path) for name, value in described]
+    return SidecarContent(texts, keywords)
+
+
+def xmp_fields(content: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(("title" or "description", text) pairs, keywords) of an XMP packet (dc:title,
+    dc:description, dc:subject); raises `ElementTree.ParseError` for malformed XML."""
+    root = ElementTree.fromstring(content)
+    described = []
     for field_name in ("title", "description"):
         for item in root.iterfind(f".//dc:{field_name}//rdf:li", _NS):
             value = " ".join((item.text or "").split())
             if value:
-                texts.append(TextEntry(value, key=field_name, image_path=image_path))
+                described.append((field_name, value))
     keywords = [
         " ".join((li.text or "").split()) for li in root.iterfind(".//dc:subject//rdf:li", _NS)
     ]
-    return SidecarContent(texts, [k for k in keywords if k])
+    return described, [k for k in keywords if k]

@@ -79,6 +79,7 @@ class ImageRecord:
     taken_at: str | None
     vector: Vector
     camera: str | None = None
+    embedded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -414,6 +415,7 @@ class Database:
                 "format": r.format,
                 "taken_at": r.taken_at,
                 "camera": r.camera,
+                "embedded": r.embedded,
                 "ocr": None,  # new content: its text is read again (--ocr)
                 "indexed_at": now,
                 "vector": np.ascontiguousarray(r.vector, dtype=self.vector_dtype).tobytes(),

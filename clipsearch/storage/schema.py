@@ -58,6 +58,7 @@ class ImageRow(Base):
     taken_at: Mapped[str | None] = mapped_column(String(19))  # ISO 8601, from EXIF
     camera: Mapped[str | None] = mapped_column(Text)  # EXIF make and model
     ocr: Mapped[str | None] = mapped_column(Text)  # text read in the photo ('' none; NULL unread)
+    embedded: Mapped[str | None] = mapped_column(Text)  # IPTC/XMP titles, captions, keywords
     indexed_at: Mapped[float] = mapped_column(Float)  # unix time
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, dim values
 
@@ -165,10 +166,11 @@ def _v4(conn: Connection) -> None:
 
 
 def _v5(conn: Connection) -> None:
-    """Words for the keyword index: the camera (EXIF make and model) and text read in the
-    photo (OCR). Images indexed before keep NULL until their file changes or `--ocr` runs."""
+    """Words for the keyword index: the camera (EXIF make and model), titles and keywords
+    embedded in the file (IPTC, XMP) and text read in the photo (OCR). Images indexed before
+    keep NULL until their file changes (or `--ocr` runs)."""
     columns = {c["name"] for c in inspect(conn).get_columns("images")}
-    for name in ("camera", "ocr"):
+    for name in ("camera", "ocr", "embedded"):
         if name not in columns:
             conn.execute(text(f"ALTER TABLE images ADD COLUMN {name} TEXT"))
 

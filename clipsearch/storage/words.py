@@ -1,6 +1,7 @@
 """The words an index holds about each image, as one document per image for the keyword
 index: its file and folder names (split into words), the captions and sidecar texts that
-describe it, its XMP keywords, its stored zero-shot tags, its camera, and text read in it.
+describe it, its XMP sidecar keywords and the titles and keywords embedded in the file (IPTC,
+XMP), its stored zero-shot tags, its camera, and text read in it.
 
 Everything here is read from the store, so the keyword index is a cache like FAISS: `stamp`
 changes whenever any of these words can have changed.
@@ -98,18 +99,18 @@ def documents(db: Database) -> Iterator[tuple[int, Document]]:
             select(ImageTag.image_id, ImageTag.tag, ImageTag.origin)
         ):
             (keywords if origin == XMP else tags)[image_id].append(tag)
-        rows = session.execute(
-            select(ImageRow.id, ImageRow.path, ImageRow.camera, ImageRow.ocr).order_by(ImageRow.id)
-        )
-        for image_id, path, camera, ocr in rows:
+        columns = (ImageRow.id, ImageRow.path, ImageRow.camera, ImageRow.ocr, ImageRow.embedded)
+        rows = session.execute(select(*columns).order_by(ImageRow.id))
+        for image_id, path, camera, ocr, embedded in rows:
             name, folder = path_words(path, roots)
+            held = sorted(keywords.get(image_id, [])) + ([embedded] if embedded else [])
             yield (
                 image_id,
                 Document(
                     name=name,
                     folder=folder,
                     caption=" \n".join(dict.fromkeys(captions.get(path, []))),
-                    keywords=" ; ".join(sorted(keywords.get(image_id, []))),
+                    keywords=" ; ".join(held),
                     tags=" ; ".join(sorted(tags.get(image_id, []))),
                     camera=camera or "",
                     ocr=ocr or "",
