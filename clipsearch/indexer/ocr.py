@@ -6,8 +6,9 @@ a cheap pre-check looks first (`text_layout`, a few milliseconds): it finds glyp
 (dark on light or light on dark, against the local background), strings those of a similar
 height that sit side by side into lines, and keeps the lines that look like text (even
 heights, a straight baseline, tight spacing). Only a photo with such a line is read, and the
-lines tell how: the photo is turned level by the lines' slant and scaled so that letters are
-about `TARGET_HEIGHT` pixels tall, the size Tesseract reads best.
+lines tell how: the photo is cropped to them (with a margin), turned level by their slant
+and scaled so that letters are about `TARGET_HEIGHT` pixels tall, the size Tesseract reads
+best.
 
 An image's text is stored with it (`images.ocr`): NULL until read, '' when the pre-check or
 Tesseract found none; a changed file is read again.
@@ -40,22 +41,44 @@ INK_CONTRAST = 28
 #: Letters are scaled to about this height (pixels) before Tesseract reads them.
 TARGET_HEIGHT = 32
 MIN_GLYPHS = 4  # blobs in a row for a text line (a four-letter word)
+#: The most a line's letter heights may vary (standard deviation over mean): lower case
+#: with ascenders and descenders ("shooting") spreads more than capitals.
+HEIGHT_SPREAD = 0.45
 #: JPEGs decode at the smallest DCT scale that keeps at least this many pixels a side.
 OCR_DRAFT = 2048
 OCR_BATCH = 32  # images read between two commits
-#: Tesseract's page segmentation modes tried: 3, blocks of text; 11, sparse text.
-PAGE_MODES = (3, 11)
+#: Around a text line, this many letter heights are kept for Tesseract (sideways, up/down).
+LINE_MARGIN = (1.0, 0.6)
+REGION_MARGIN = (2.0, 2.0)
+MAX_LINES = 12  # lines read per photo, the longest first
 _WORD = re.compile(r"\w{2,}", re.UNICODE)
 
 
 @dataclass(frozen=True)
-class TextLayout:
-    """What the pre-check saw: its text-like lines, their letters' height (in the photo's
-    pixels) and their slant (degrees, positive when a line rises to the right)."""
+class TextLine:
+    """One text-like line the pre-check saw: its letters' height, its slant (degrees,
+    positive when it rises to the right) and its box (left, top, right, bottom), in the
+    photo's pixels, and how many glyphs it strings together."""
 
-    lines: int
+    glyphs: int
     height: float
     angle: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """The text-like lines of a photo, most glyphs first."""
+
+    lines: list[TextLine]
+
+    @property
+    def height(self) -> float:
+        return self.lines[0].height
+
+    @property
+    def angle(self) -> float:
+        return self.lines[0].angle
 
 
 def require_tesseract() -> None:
@@ -80,36 +103,90 @@ def text_layout(image: Image.Image) -> TextLayout | None:
     scale = min(1.0, CHECK_SIDE / max(gray.size))
     if scale < 1:
         gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))))
-    lines = _text_lines(np.asarray(gray, dtype=np.float32))
+    lines = [
+        TextLine(n, height / scale, angle, (box[0] / scale, box[1] / scale, box[2] / scale,
+                                           box[3] / scale))
+        for n, height, angle, box in _text_lines(np.asarray(gray, dtype=np.float32))
+    ]  # fmt: skip
     if not lines:
         return None
-    _, height, angle = max(lines)
-    return TextLayout(len(lines), height / scale, angle)
+    return TextLayout(sorted(lines, key=lambda line: -line.glyphs))
 
 
 def read_text(image: Image.Image, layout: TextLayout) -> str:
-    """The words Tesseract reads in a photo, scaled by its layout and turned level by the
-    slant of its lines: read as a page of blocks, or, where that finds nothing, as sparse
-    text (a sign in a scene)."""
+    """The words Tesseract reads in a photo's text lines: each of the `MAX_LINES` longest
+    lines cut out with a margin, turned level by its own slant, scaled so that its letters
+    are about `TARGET_HEIGHT` pixels tall, and read as one line of text. A line of letters
+    on a plate, alone, is what Tesseract reads best; the whole photo around it (a dark or
+    busy scene) throws its page-wide binarisation off."""
     import pytesseract
 
     gray = ImageOps.grayscale(image)
-    scale = float(np.clip(TARGET_HEIGHT / max(layout.height, 1.0), 0.5, 3.0))
-    if abs(scale - 1) > 0.1:
-        size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
-        gray = gray.resize(size, Image.Resampling.LANCZOS)
-    if abs(layout.angle) > 1:
-        background = int(np.median(np.asarray(gray)))
-        gray = gray.rotate(
-            -layout.angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=background
-        )
     words: dict[str, None] = {}
-    for psm in PAGE_MODES:
-        text = pytesseract.image_to_string(gray, config=f"--psm {psm}")
+    lines = _merged(layout.lines)
+    # The region of all the lines, read as a page (blocks, else sparse text), and each line.
+    region = TextLine(
+        sum(line.glyphs for line in lines), layout.height, layout.angle,
+        (min(line.box[0] for line in lines), min(line.box[1] for line in lines),
+         max(line.box[2] for line in lines), max(line.box[3] for line in lines)),
+    )  # fmt: skip
+    readings = [(_level(gray, region, REGION_MARGIN), psm) for psm in ("3", "11")]
+    readings += [(_level(gray, line, LINE_MARGIN), "7") for line in lines[:MAX_LINES]]
+    for n, (piece, psm) in enumerate(readings):
+        if n == 1 and words:
+            continue  # sparse text only where reading the region as a page found nothing
+        text = pytesseract.image_to_string(piece, config=f"--psm {psm}")
         words.update(dict.fromkeys(_WORD.findall(text)))
-        if words:
-            break
     return " ".join(words)
+
+
+def _merged(lines: list[TextLine]) -> list[TextLine]:
+    """Pieces of one line (words the pre-check strung apart) joined: lines of about the
+    same height whose boxes overlap vertically and lie side by side; most glyphs first."""
+    out: list[TextLine] = []
+    for line in sorted(lines, key=lambda item: item.box[0]):
+        for n, kept in enumerate(out):
+            same_row = abs((kept.box[1] + kept.box[3]) - (line.box[1] + line.box[3])) / 2 < (
+                0.5 * max(kept.height, line.height)
+            )
+            near = line.box[0] - kept.box[2] < 3 * max(kept.height, line.height)
+            if (
+                same_row
+                and near
+                and max(kept.height, line.height) / min(kept.height, line.height) < 1.5
+            ):
+                box = (min(kept.box[0], line.box[0]), min(kept.box[1], line.box[1]),
+                       max(kept.box[2], line.box[2]), max(kept.box[3], line.box[3]))  # fmt: skip
+                glyphs = kept.glyphs + line.glyphs
+                longer = kept if kept.glyphs >= line.glyphs else line
+                out[n] = TextLine(glyphs, longer.height, longer.angle, box)
+                break
+        else:
+            out.append(line)
+    return sorted(out, key=lambda item: -item.glyphs)
+
+
+def _level(gray: Image.Image, line: TextLine, margin: tuple[float, float]) -> Image.Image:
+    """One line (or region) cut out with a margin (in letter heights: sideways, up and
+    down), levelled and scaled for Tesseract."""
+    left, top, right, bottom = line.box
+    margin_x, margin_y = margin[0] * line.height, margin[1] * line.height
+    # A slanted line's box is taller than its letters: keep what the slant adds, too.
+    rise = abs(np.tan(np.radians(line.angle))) * (right - left) / 2
+    piece = gray.crop((
+        int(max(0, left - margin_x)), int(max(0, top - margin_y - rise)),
+        int(min(gray.width, right + margin_x)), int(min(gray.height, bottom + margin_y + rise)),
+    ))  # fmt: skip
+    background = int(np.median(np.asarray(piece)))
+    if abs(line.angle) > 1:
+        piece = piece.rotate(
+            -line.angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=background
+        )
+    scale = float(np.clip(TARGET_HEIGHT / max(line.height, 1.0), 0.5, 4.0))
+    if abs(scale - 1) > 0.1:
+        size = (max(1, round(piece.width * scale)), max(1, round(piece.height * scale)))
+        piece = piece.resize(size, Image.Resampling.LANCZOS)
+    return piece
 
 
 # -- the pre-check -------------------------------------------------------------------------
@@ -170,12 +247,14 @@ def _rows(glyphs: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
             if len(g) >= MIN_GLYPHS]  # fmt: skip
 
 
-def _text_lines(gray: np.ndarray[Any, Any]) -> list[tuple[int, float, float]]:
-    """(glyphs, letter height, slant in degrees) of each row that looks like text."""
+def _text_lines(
+    gray: np.ndarray[Any, Any],
+) -> list[tuple[int, float, float, tuple[float, float, float, float]]]:
+    """(glyphs, letter height, slant in degrees, box) of each row that looks like text."""
     out = []
     for row in _rows(_glyphs(gray)):
         heights = row[:, 2]
-        if np.std(heights) / np.mean(heights) > 0.3:
+        if np.std(heights) / np.mean(heights) > HEIGHT_SPREAD:
             continue  # letters of a line are about as tall as each other
         slope, intercept = np.polyfit(row[:, 1], row[:, 0], 1)
         off_line = np.abs(row[:, 0] - (slope * row[:, 1] + intercept))
@@ -184,7 +263,12 @@ def _text_lines(gray: np.ndarray[Any, Any]) -> list[tuple[int, float, float]]:
         gaps = np.diff(row[:, 1]) - (row[1:, 3] + row[:-1, 3]) / 2
         if np.median(gaps) > 0.6 * np.median(heights):
             continue  # close together
-        out.append((len(row), float(np.median(heights)), -float(np.degrees(np.arctan(slope)))))
+        box = (
+            float(np.min(row[:, 1] - row[:, 3] / 2)), float(np.min(row[:, 0] - row[:, 2] / 2)),
+            float(np.max(row[:, 1] + row[:, 3] / 2)), float(np.max(row[:, 0] + row[:, 2] / 2)),
+        )  # fmt: skip
+        slant = -float(np.degrees(np.arctan(slope)))
+        out.append((len(row), float(np.median(heights)), slant, box))
     return out
 
 
