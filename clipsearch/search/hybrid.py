@@ -13,8 +13,9 @@ scale between BM25 and cosines. A keyword hit must hold at least half of the que
 and phrases (`MIN_COVERAGE`), so one common word alone does not push a photo up; words that
 more than half of the images hold (`COMMON_SHARE`) count for nothing. With no
 keyword hit the fused order is the semantic order. "Quoted phrases" must match as phrases:
-with one in the query, only images whose words hold it are returned, in every mode.
-Image queries have no words: `hybrid` is `semantic` for them.
+a keyword hit must hold every phrase of the query, words in that order (so in `keyword`
+mode only such images come back; in `hybrid` they come first, and the model's ranking
+fills the rest). Image queries have no words: `hybrid` is `semantic` for them.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ MIN_COVERAGE = 0.5
 COMMON_SHARE = 0.5
 DEPTH_PER_HIT = 4
 MIN_DEPTH = 40
-#: At most this many images match a phrase filter (beyond, the phrase is too common to be
-#: a filter and the keyword ranking alone carries it).
-PHRASE_FILTER_LIMIT = 1_000_000
 
 
 class HybridHost(Protocol):
@@ -158,9 +156,6 @@ def search(
     if words.empty and mode == "keyword":
         raise QueryError("a keyword search needs words; give a text query")
     allowed = host.filter_ids(filters)
-    if words.phrases and mode != "semantic":
-        holding = host.keyword_index().search((), words.phrases, PHRASE_FILTER_LIMIT, allowed)
-        allowed = np.sort(np.array([i for i, _ in holding], dtype=np.int64))
     depth = max(MIN_DEPTH, DEPTH_PER_HIT * k)
     keyword: list[KeywordHit] = []
     if mode != "semantic" and not words.empty:
