@@ -21,7 +21,7 @@ import contextlib
 import json
 import sqlite3
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -195,15 +195,15 @@ def _stamp(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _apply(conn: sqlite3.Connection, docs: Iterator[tuple[int, Any]]) -> int:
+def _apply(conn: sqlite3.Connection, docs: Iterator[tuple[int, str, Callable[[], Any]]]) -> int:
     """Rewrite the documents whose digest changed, drop those of images that are gone."""
     known = dict(conn.execute("SELECT id, digest FROM docs"))
     changed = 0
     placeholders = ", ".join("?" for _ in FIELDS)
-    for image_id, doc in docs:
-        digest = doc.digest()
+    for image_id, digest, make in docs:
         if known.pop(image_id, None) == digest:
             continue
+        doc = make()
         conn.execute("DELETE FROM fts WHERE rowid = ?", (image_id,))
         conn.execute(
             f"INSERT INTO fts (rowid, {', '.join(FIELDS)}) VALUES (?, {placeholders})",

@@ -11,7 +11,7 @@ so that one process does it at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -137,7 +137,7 @@ class PostgresKeywords:
             return {int(r[0]) for r in rows}
 
 
-def _apply(conn: Connection, docs: Iterator[tuple[int, Document]]) -> int:
+def _apply(conn: Connection, docs: Iterator[tuple[int, str, Callable[[], Document]]]) -> int:
     known: dict[int, str] = {
         int(i): str(d) for i, d in conn.execute(text(f"SELECT id, digest FROM {TABLE}"))
     }
@@ -147,10 +147,10 @@ def _apply(conn: Connection, docs: Iterator[tuple[int, Document]]) -> int:
     )
     batch: list[dict[str, Any]] = []
     changed = 0
-    for image_id, doc in docs:
-        digest = doc.digest()
+    for image_id, digest, make in docs:
         if known.pop(image_id, None) == digest:
             continue
+        doc = make()
         fields = dict(zip(FIELDS, doc.fields(), strict=True))
         batch.append({"id": image_id, "digest": digest, **fields})
         if len(batch) >= 1000:

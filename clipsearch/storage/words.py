@@ -9,11 +9,12 @@ changes whenever any of these words can have changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import PurePath
 
@@ -45,9 +46,6 @@ class Document:
 
     def fields(self) -> tuple[str, ...]:
         return astuple(self)
-
-    def digest(self) -> str:
-        return hashlib.sha1("\x1f".join(self.fields()).encode()).hexdigest()
 
 
 def split_words(text: str) -> str:
@@ -83,9 +81,12 @@ def stamp(db: Database) -> str:
     return ".".join([*counters, roots])
 
 
-def documents(db: Database) -> Iterator[tuple[int, Document]]:
-    """(image id, document) for every image, in id order."""
+def documents(db: Database) -> Iterator[tuple[int, str, Callable[[], Document]]]:
+    """(image id, digest, the document) for every image, in id order. The digest is taken
+    from what the document is made of, so an unchanged image costs a hash and no more; the
+    document itself is made only when asked for."""
     roots = _roots(db.get_meta())
+    roots_key = "\x1e".join(roots)
     with Session(db.engine) as session:
         captions: dict[str, list[str]] = defaultdict(list)
         for image_path, text in session.execute(
@@ -102,17 +103,17 @@ def documents(db: Database) -> Iterator[tuple[int, Document]]:
         columns = (ImageRow.id, ImageRow.path, ImageRow.camera, ImageRow.ocr, ImageRow.embedded)
         rows = session.execute(select(*columns).order_by(ImageRow.id))
         for image_id, path, camera, ocr, embedded in rows:
-            name, folder = path_words(path, roots)
             held = sorted(keywords.get(image_id, [])) + ([embedded] if embedded else [])
-            yield (
-                image_id,
-                Document(
-                    name=name,
-                    folder=folder,
-                    caption=" \n".join(dict.fromkeys(captions.get(path, []))),
-                    keywords=" ; ".join(held),
-                    tags=" ; ".join(sorted(tags.get(image_id, []))),
-                    camera=camera or "",
-                    ocr=ocr or "",
-                ),
-            )
+            parts = (
+                path, roots_key, " \n".join(dict.fromkeys(captions.get(path, []))),
+                " ; ".join(held), " ; ".join(sorted(tags.get(image_id, []))), camera or "",
+                ocr or "",
+            )  # fmt: skip
+            digest = hashlib.sha1("\x1f".join(parts).encode()).hexdigest()
+            yield image_id, digest, functools.partial(_document, parts, roots)
+
+
+def _document(parts: tuple[str, ...], roots: list[str]) -> Document:
+    path, _, caption, keywords, tags, camera, ocr = parts
+    name, folder = path_words(path, roots)
+    return Document(name, folder, caption, keywords, tags, camera, ocr)
