@@ -33,7 +33,10 @@ class IndexSummary:
     text_in_photos: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["text_in_photos"] is None:
+            del out["text_in_photos"]  # a run without --ocr reports what it always did
+        return out
 
 
 @dataclass
