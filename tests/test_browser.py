@@ -267,3 +267,8 @@ def test_the_page_finds_a_photo_by_its_caption_words(
     page.get_by_test_id("sort").select_option("date")
     page.wait_for_function("() => document.querySelectorAll('[data-testid=hit]').length > 0")
     page.screenshot(path=str(ARTIFACTS / "hybrid.png"))
+    # "Words only": just the photo whose words hold the query's.
+    page.get_by_test_id("mode").select_option("keyword")
+    page.get_by_test_id("message").filter(has_text="1 result").wait_for()
+    assert _hit_paths(page) == [str(collection.folder_b / "img_0101.jpg")]
+    page.get_by_test_id("mode").select_option("hybrid")

@@ -6,8 +6,8 @@
 const PAGE = Math.min(200, Math.max(1, Number(new URLSearchParams(location.search).get("k")) || 40));
 // The relevance bar: "auto" unless `/?min_relevance=off` (or a number 0..1) says otherwise.
 const MIN_RELEVANCE = new URLSearchParams(location.search).get("min_relevance") || "auto";
-// Words and meaning fused ("hybrid") unless `/?mode=semantic` or `/?mode=keyword`.
-const MODE = new URLSearchParams(location.search).get("mode") || "hybrid";
+// Words and meaning fused ("hybrid") unless the page's address says `?mode=semantic|keyword`.
+const INITIAL_MODE = new URLSearchParams(location.search).get("mode") || "hybrid";
 const $ = (id) => document.getElementById(id);
 const state = { mode: null, text: "", file: null, itemId: null, offset: 0, more: false, busy: false, seq: 0, weaker: false };
 
@@ -55,7 +55,7 @@ function request(offset) {
   }
   if (state.mode === "similar") return api(`/api/items/${state.itemId}/similar?${params}`);
   params.set("q", state.text);
-  params.set("mode", MODE);
+  params.set("mode", $("mode").value);
   return api(`/api/search?${params}`);
 }
 
@@ -256,6 +256,8 @@ $("filters").addEventListener("submit", (e) => { e.preventDefault(); takeForm();
 $("filters").addEventListener("reset", () => setTimeout(() => run(0)));
 $("more").addEventListener("click", () => run(state.offset));
 $("sort").addEventListener("change", () => { if (state.mode) run(0); });
+$("mode").value = INITIAL_MODE;
+$("mode").addEventListener("change", () => { if (state.mode) run(0); });
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting) && state.more && !state.busy) run(state.offset);
 }).observe($("more-sentinel"));
