@@ -95,6 +95,7 @@ def main() -> None:
                 terms = [str(w) for w in rng.choice(words, n_words, replace=False)]
                 started = time.perf_counter()
                 index.search(terms, (), 40)
+                index.size()
                 for term in terms:
                     index.document_frequency(term)
                 times.append(time.perf_counter() - started)

@@ -109,8 +109,9 @@ def keyword_hits(
     ids = [i for i, _ in found]
     held: Counter[int] = Counter()
     informative = 0
+    documents = index.size()
     for part in words.parts:
-        matches, documents = index.document_frequency(part)
+        matches = index.document_frequency(part)
         if matches == 0 or matches > COMMON_SHARE * documents:
             continue  # a word most images hold ("photos" in every path) tells none apart
         informative += 1

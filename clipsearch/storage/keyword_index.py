@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from clipsearch.storage.db import Database
-from clipsearch.storage.words import FIELDS, documents, stamp
+from clipsearch.storage.words import FIELDS, changed_documents, documents, stamp
 
 #: bm25 weight of each field, in `FIELDS` order: a word in the file name or an XMP keyword
 #: says more than one in a folder name or a zero-shot tag.
@@ -57,8 +57,12 @@ class KeywordIndex(Protocol):
         them when there are no terms), best first; only `allowed` ids when given."""
         ...
 
-    def document_frequency(self, part: str) -> tuple[int, int]:
-        """(images holding a word or phrase, all images)."""
+    def size(self) -> int:
+        """How many images it holds."""
+        ...
+
+    def document_frequency(self, part: str) -> int:
+        """How many images hold a word or phrase."""
         ...
 
     def matching(self, part: str, ids: Sequence[int]) -> set[int]:
@@ -167,15 +171,20 @@ class Fts5Keywords:
             rows = [r for r in rows if r[0] in keep][:limit]
         return [(int(i), -float(score)) for i, score in rows]
 
-    def document_frequency(self, part: str) -> tuple[int, int]:
-        """(documents holding a word or phrase, all documents), as of the last refresh."""
+    def size(self) -> int:
+        """How many documents it holds, as of the last refresh."""
+        with self._connect() as conn:
+            self._ensure(conn)
+            return int(conn.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    def document_frequency(self, part: str) -> int:
+        """How many documents hold a word or phrase, as of the last refresh."""
         with self._connect() as conn:
             self._ensure(conn)
             found = conn.execute(
                 "SELECT count(*) FROM fts WHERE fts MATCH ?", (fts5_part(part),)
             ).fetchone()
-            total = conn.execute("SELECT count(*) FROM docs").fetchone()
-        return int(found[0]), int(total[0])
+        return int(found[0])
 
     def matching(self, part: str, ids: Sequence[int]) -> set[int]:
         """Which of `ids` hold a word or phrase, as of the last refresh."""
@@ -200,10 +209,7 @@ def _apply(conn: sqlite3.Connection, docs: Iterator[tuple[int, str, Callable[[],
     known = dict(conn.execute("SELECT id, digest FROM docs"))
     changed = 0
     placeholders = ", ".join("?" for _ in FIELDS)
-    for image_id, digest, make in docs:
-        if known.pop(image_id, None) == digest:
-            continue
-        doc = make()
+    for image_id, digest, doc in changed_documents(docs, known):
         conn.execute("DELETE FROM fts WHERE rowid = ?", (image_id,))
         conn.execute(
             f"INSERT INTO fts (rowid, {', '.join(FIELDS)}) VALUES (?, {placeholders})",

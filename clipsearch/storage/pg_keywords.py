@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
 from clipsearch.storage.db import Database
-from clipsearch.storage.words import FIELDS, Document, documents, stamp
+from clipsearch.storage.words import FIELDS, Document, changed_documents, documents, stamp
 
 TABLE = "clipsearch_keywords"
 STATE = "clipsearch_keywords_state"
@@ -70,12 +70,16 @@ class PostgresKeywords:
 
     def refresh(self) -> int:
         current = stamp(self.db)
+        held = text(f"SELECT value FROM {STATE} WHERE key = 'stamp'")
+        if self._ready:  # the usual case, nothing changed: no lock, no transaction
+            with self.db.engine.connect() as conn:
+                if conn.execute(held).scalar() == current:
+                    return 0
         with self.db.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
             self._ensure(conn)
-            held = conn.execute(text(f"SELECT value FROM {STATE} WHERE key = 'stamp'")).scalar()
-            if held == current:
-                return 0
+            if conn.execute(held).scalar() == current:
+                return 0  # another process brought it in step while this one waited
             changed = _apply(conn, documents(self.db))
             conn.execute(
                 text(f"INSERT INTO {STATE} VALUES ('stamp', :v) "
@@ -118,13 +122,16 @@ class PostgresKeywords:
             rows = conn.execute(text(sql).bindparams(*bind), params).all()
         return [(int(i), float(score)) for i, score in rows]
 
-    def document_frequency(self, part: str) -> tuple[int, int]:
+    def size(self) -> int:
+        with self.db.engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
+
+    def document_frequency(self, part: str) -> int:
         with self.db.engine.connect() as conn:
             found = conn.execute(
                 text(f"SELECT count(*) FROM {TABLE} WHERE doc @@ {_part_query('p')}"), {"p": part}
             ).scalar_one()
-            total = conn.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
-        return int(found), int(total)
+        return int(found)
 
     def matching(self, part: str, ids: Sequence[int]) -> set[int]:
         if not ids:
@@ -147,10 +154,7 @@ def _apply(conn: Connection, docs: Iterator[tuple[int, str, Callable[[], Documen
     )
     batch: list[dict[str, Any]] = []
     changed = 0
-    for image_id, digest, make in docs:
-        if known.pop(image_id, None) == digest:
-            continue
-        doc = make()
+    for image_id, digest, doc in changed_documents(docs, known):
         fields = dict(zip(FIELDS, doc.fields(), strict=True))
         batch.append({"id": image_id, "digest": digest, **fields})
         if len(batch) >= 1000:

@@ -117,3 +117,14 @@ def _document(parts: tuple[str, ...], roots: list[str]) -> Document:
     path, _, caption, keywords, tags, camera, ocr = parts
     name, folder = path_words(path, roots)
     return Document(name, folder, caption, keywords, tags, camera, ocr)
+
+
+def changed_documents(
+    docs: Iterator[tuple[int, str, Callable[[], Document]]], held: dict[int, str]
+) -> Iterator[tuple[int, str, Document]]:
+    """(id, digest, document) of the images whose digest differs from the one a keyword
+    index `held`; each image seen is taken out of `held`, so once this is exhausted `held`
+    names the images that are gone."""
+    for image_id, digest, make in docs:
+        if held.pop(image_id, None) != digest:
+            yield image_id, digest, make()
