@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -105,10 +104,6 @@ def _best_of_each_text(row: list[Match]) -> list[Match]:
     return list(best.values())
 
 
-def builtin_vocabulary() -> bytes:
-    return resources.files("clipsearch").joinpath("data/vocabulary.txt").read_bytes()
-
-
 class TextCollection:
     """The texts of one `Index` (reached as `index.texts`)."""
 
@@ -149,7 +144,7 @@ class TextCollection:
         return summary
 
     def add_builtin_vocabulary(self) -> TextSummary:
-        data = builtin_vocabulary()
+        data = ts.builtin_vocabulary()
         source = SourceFile(ts.VOCABULARY, BUILTIN_VOCABULARY, ts.file_digest(data), len(data), 0)
         content = ts.decode_utf8(Path(BUILTIN_VOCABULARY), data)
         entries = [ts.TextEntry(t, key=t) for t in ts.parse_vocabulary(content)]

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import clipsearch
 from clipsearch.cli import app
 from clipsearch.errors import QueryError
+from clipsearch.indexer.text_sources import builtin_vocabulary
 from clipsearch.search.prompts import TAG_TEMPLATES, prompt_vectors
-from clipsearch.texts import builtin_vocabulary
 from tests.conftest import CountingEncoder, write_images
 from tests.test_mini import CIFAR_TEST, _cifar_images
 

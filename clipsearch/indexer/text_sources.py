@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -145,6 +146,11 @@ def _jsonl(path: Path, content: str, base: Path) -> list[TextEntry]:
     if not entries:
         raise TextSourceError(f"{path}: no records")
     return entries
+
+
+def builtin_vocabulary() -> bytes:
+    """The tag vocabulary shipped with clipsearch (`clipsearch/data/vocabulary.txt`)."""
+    return resources.files("clipsearch").joinpath("data/vocabulary.txt").read_bytes()
 
 
 def parse_vocabulary(content: str) -> list[str]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from sqlalchemy import true
 
+from clipsearch.indexer.text_sources import builtin_vocabulary, parse_vocabulary
 from clipsearch.search import relevance as rel
 from clipsearch.search.query import Query
 from clipsearch.search.searcher import Hit
@@ -74,10 +74,7 @@ class RelevanceJudge:
         return self._calibration
 
     def _measure(self, space: str, images: int) -> rel.Calibration:
-        vocabulary = resources.files("clipsearch").joinpath("data/vocabulary.txt").read_text()
-        terms = [
-            t for t in (line.split("#", 1)[0].strip() for line in vocabulary.splitlines()) if t
-        ]
+        terms = parse_vocabulary(builtin_vocabulary().decode("utf-8"))
         bank = self.host.encode_texts(rel.bank_terms(terms))
         ids = rel.sample_ids(self.host.db.ids_where(true()))
         return rel.measure(space, self.host.image_vectors(ids), bank, images)

@@ -16,18 +16,12 @@ from importlib import resources
 class TagTree:
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self.children: dict[str, set[str]] = defaultdict(set)
-        self.parents: dict[str, set[str]] = defaultdict(set)
         for child, parent in pairs:
             self.children[parent.lower()].add(child.lower())
-            self.parents[child.lower()].add(parent.lower())
 
     def below(self, tag: str) -> set[str]:
         """The tag and every tag that implies it (lower case)."""
         return _walk(tag.lower(), self.children)
-
-    def above(self, tag: str) -> set[str]:
-        """The tag and every tag it implies (lower case)."""
-        return _walk(tag.lower(), self.parents)
 
 
 def _walk(start: str, edges: dict[str, set[str]]) -> set[str]:
