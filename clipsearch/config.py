@@ -6,6 +6,7 @@ The config file is TOML at `$CLIPSEARCH_CONFIG`, else `$XDG_CONFIG_HOME/clipsear
     db = "~/photos-index"           # or "postgresql+psycopg://me@dbhost/photos"
     cache_dir = "~/.cache/clipsearch/indexes"  # local caches of a PostgreSQL index
     model = "ViT-B-32:laion2b_s34b_b79k"
+    runtime = "onnx"                # torch, onnx, openvino or auto (the fastest measured)
     workers = 2
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from clipsearch.errors import ConfigError
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
+from clipsearch.models.runtime.choice import PRECISIONS, RUNTIMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +43,8 @@ class Settings:
     cache_dir: Path | None  # None: the index folder (SQLite), the user's cache (PostgreSQL)
     model: str | None  # None: the model recorded in the index, else DEFAULT_MODEL
     device: str | None  # None: CUDA when available, else CPU
+    runtime: str | None  # None: as the index's vectors were made, else auto
+    precision: str | None  # None: as the index's vectors were made, else fp32
     batch_size: int
     workers: int
     max_pixels: int
@@ -76,6 +80,12 @@ def _convert(name: str, value: Any, source: str) -> Any:
             return text if "://" in text else str(Path(text).expanduser())
         if name == "cache_dir":
             return Path(str(value)).expanduser()
+        if name in ("runtime", "precision"):
+            text = str(value).strip().lower()
+            allowed = RUNTIMES if name == "runtime" else PRECISIONS
+            if text not in allowed:
+                raise ValueError(f"use one of {', '.join(allowed)}")
+            return text
         if name in ("batch_size", "workers", "max_pixels"):
             number = int(value)
             if number < (0 if name == "workers" else 1):
@@ -93,6 +103,8 @@ def resolve(**flags: Any) -> Settings:
         "cache_dir": None,
         "model": None,
         "device": None,
+        "runtime": None,
+        "precision": None,
         "batch_size": 32,
         "workers": default_workers(),
         "max_pixels": DEFAULT_MAX_PIXELS,

@@ -7,6 +7,7 @@ from typing import Any
 
 from clipsearch.errors import ModelMismatchError
 from clipsearch.models.base import ModelInfo
+from clipsearch.models.runtime.choice import RuntimeChoice
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,34 @@ def check_model(label: str, recorded: ModelInfo, asked: str | None, spec: str | 
             f"search it with --model {recorded.spec!r} (or leave --model out), or "
             "build a separate index for the other model with --db"
         )
+
+
+#: The meta key recording what kind of image vectors an index holds (see
+#: `clipsearch.models.runtime.choice`); an index without it holds fp32 vectors.
+IMAGE_VECTORS = "image_vectors"
+
+
+def runtime_choice(
+    meta: dict[str, str], runtime: str | None, precision: str | None
+) -> RuntimeChoice:
+    """How to run the model for an index: as asked, else as its vectors were made (an int8
+    index keeps its runtime and precision), else auto fp32."""
+    recorded = meta.get(IMAGE_VECTORS, "fp32")
+    made_precision, _, made_runtime = recorded.partition("-")
+    if precision is None and runtime in (None, made_runtime or None):
+        precision, runtime = made_precision, runtime or made_runtime or None
+    return RuntimeChoice.parse(runtime, precision)
+
+
+def check_vectors_kind(label: str, meta: dict[str, str], kind: str) -> None:
+    """Vectors of another kind than the index holds are an error naming the right options."""
+    recorded = meta.get(IMAGE_VECTORS, "fp32")
+    if recorded == kind:
+        return
+    precision, _, runtime = recorded.partition("-")
+    how = f"--runtime {runtime} --precision {precision}" if runtime else "--precision fp32"
+    raise ModelMismatchError(
+        f"the index at {label} holds {recorded} image vectors, and this run would add {kind} "
+        f"ones, which rank differently; add photos with {how} (or leave both options out), "
+        "or build a separate index with --db"
+    )

@@ -22,11 +22,14 @@ from clipsearch.errors import (
     QueryError,
 )
 from clipsearch.facts import (
+    IMAGE_VECTORS,
     IndexStats,
     IndexSummary,
     Progress,
     check_model,
+    check_vectors_kind,
     recorded_info,
+    runtime_choice,
 )
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import PipelineOptions
@@ -88,6 +91,8 @@ class Index:
         model: str | None = None,
         encoder: Encoder | None = None,
         device: str | None = None,
+        runtime: str | None = None,
+        precision: str | None = None,
         options: PipelineOptions | None = None,
         wait: float | None = 0.0,
     ) -> None:
@@ -96,6 +101,7 @@ class Index:
         self.writer_lock = db.writer_lock(wait)
         self._cache_dir: Path | None = None
         self.device = device
+        self.runtime, self.precision = runtime, precision
         self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
         self._vectors: vi.IdIndex | None = None
@@ -168,7 +174,8 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = load_encoder(self._model_spec, device=self.device)
+            choice = runtime_choice(self.db.get_meta(), self.runtime, self.precision)
+            self._encoder = load_encoder(self._model_spec, device=self.device, runtime=choice)
         return self._encoder
 
     def use_encoder(self, encoder: Encoder) -> None:
@@ -354,6 +361,13 @@ class Index:
             assert info is not None
             check_model(self.label, info, mine.identity, mine.spec)
         return info
+
+    def record_image_vectors(self) -> None:
+        """Record the kind of image vectors the encoder makes (fp32 from any runtime, or
+        int8 of one runtime), or refuse to mix another kind into the index."""
+        kind = getattr(self.encoder, "vectors_kind", "fp32")
+        self.db.set_meta_if_absent(**{IMAGE_VECTORS: kind})
+        check_vectors_kind(self.label, self.db.get_meta(), kind)
 
     # -- indexing -------------------------------------------------------------------------
 
@@ -615,6 +629,8 @@ def open_index(
     create: bool = True,
     encoder: Encoder | None = None,
     device: str | None = None,
+    runtime: str | None = None,
+    precision: str | None = None,
     batch_size: int = 32,
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -623,13 +639,16 @@ def open_index(
 ) -> Index:
     """Open (or create) the index at `db`: a folder (SQLite) or a PostgreSQL URL
     (`postgresql+psycopg://USER@HOST/NAME`); `cache_dir` holds the local caches of a server
-    database (default: the user's cache folder). See `Index` for the other arguments."""
+    database (default: the user's cache folder); `runtime` (torch, onnx, openvino; default
+    auto) and `precision` (fp32, int8; default: as the index records) say how the model runs,
+    see `clipsearch.models.runtime`. See `Index` for the other arguments."""
     database = Database.open(locate(db, cache_dir), create=create, wait=wait)
     try:
         options = PipelineOptions(batch_size, workers, max_pixels, progress)
         return Index(
-            database, model=model, encoder=encoder, device=device, options=options, wait=wait
-        )
+            database, model=model, encoder=encoder, device=device, runtime=runtime,
+            precision=precision, options=options, wait=wait,
+        )  # fmt: skip
     except BaseException:
         database.close()
         raise

@@ -11,6 +11,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("CLIPSEARCH_CONFIG", os.devnull + ".absent.toml")
 # The local caches of PostgreSQL indexes go to a folder of this run, not the user's.
 os.environ["CLIPSEARCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="clipsearch-test-caches-")
+# So do the models exported for the optimised runtimes (made once per test run).
+os.environ["CLIPSEARCH_MODEL_CACHE"] = tempfile.mkdtemp(prefix="clipsearch-test-models-")
 
 import subprocess
 import sys

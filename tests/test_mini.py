@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch.models import load_encoder, parse_model_spec
+from clipsearch.models import RuntimeChoice, load_encoder, parse_model_spec
 from clipsearch.models.spec import MINI_CHECKPOINT
 from tests.conftest import REPO
 
@@ -18,7 +18,8 @@ CIFAR_TEST = REPO.parent / "shared" / "datasets" / "cifar10" / "test.tar.gz"
 
 @pytest.fixture(scope="module")
 def mini() -> object:
-    return load_encoder("clipsearch-mini", device="cpu")
+    """The torch model itself (the optimised runtimes' parity is tests/test_runtimes.py)."""
+    return load_encoder("clipsearch-mini", device="cpu", runtime=RuntimeChoice("torch"))
 
 
 def test_checkpoint_is_small_and_identified_by_content() -> None:

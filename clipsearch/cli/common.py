@@ -54,6 +54,22 @@ ModelOption = typer.Option(
 DeviceOption = typer.Option(
     None, "--device", help="cpu, cuda or cuda:N [default: cuda if available]."
 )
+RuntimeOption = typer.Option(
+    None,
+    "--runtime",
+    help=(
+        "Run the model with torch, onnx (ONNX Runtime) or openvino; auto: the fastest measured "
+        "on this machine [env CLIPSEARCH_RUNTIME; default: as the index was built, else auto]."
+    ),
+)
+PrecisionOption = typer.Option(
+    None,
+    "--precision",
+    help=(
+        "fp32, or int8 (quantised image tower, with --runtime onnx) [env CLIPSEARCH_PRECISION; "
+        "default: as the index was built, else fp32]."
+    ),
+)
 JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 WaitOption = typer.Option(
@@ -77,6 +93,8 @@ def _open(
         cache_dir=settings.cache_dir,
         create=create,
         device=settings.device,
+        runtime=settings.runtime,
+        precision=settings.precision,
         batch_size=settings.batch_size,
         workers=settings.workers,
         max_pixels=settings.max_pixels,

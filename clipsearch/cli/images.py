@@ -17,7 +17,9 @@ from clipsearch.cli.common import (
     DeviceOption,
     JsonOption,
     ModelOption,
+    PrecisionOption,
     QuietOption,
+    RuntimeOption,
     WaitOption,
     _fail,
     _open,
@@ -39,6 +41,8 @@ def index(
     cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    runtime: str | None = RuntimeOption,
+    precision: str | None = PrecisionOption,
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per model call [32]."),
     workers: int | None = typer.Option(
         None, "--workers", help="Decoding processes [cores, max 4]."
@@ -78,6 +82,8 @@ def index(
             cache_dir=cache_dir,
             model=model,
             device=device,
+            runtime=runtime,
+            precision=precision,
             batch_size=batch_size,
             workers=workers,
             max_pixels=max_pixels,

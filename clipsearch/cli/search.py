@@ -15,6 +15,7 @@ from clipsearch.cli.common import (
     DeviceOption,
     JsonOption,
     ModelOption,
+    RuntimeOption,
     _fail,
     _open,
     _print_json,
@@ -101,6 +102,7 @@ def search(
     cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
+    runtime: str | None = RuntimeOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Find the images (or with --texts the texts) nearest to words and/or example images."""
@@ -151,7 +153,9 @@ def search(
             mode = "semantic"  # an ensemble fuses the models' rankings; words are one index's
         note: str | None = None
         weaker = 0
-        settings = config.resolve(db=db, model=model, device=device, cache_dir=cache_dir)
+        settings = config.resolve(
+            db=db, model=model, device=device, runtime=runtime, cache_dir=cache_dir
+        )
         with _open(settings, create=False) as idx:
             if texts:
                 _print_text_hits(idx.search_texts(query=fused, k=k, kind=kind), as_json)

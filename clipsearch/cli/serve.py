@@ -12,6 +12,7 @@ from clipsearch.cli.common import (
     DbOption,
     DeviceOption,
     ModelOption,
+    RuntimeOption,
     _fail,
     app,
 )
@@ -42,6 +43,7 @@ def serve(
         True, "--batch-queries/--no-batch-queries", help="Encode concurrent text queries together."
     ),
     device: str | None = DeviceOption,
+    runtime: str | None = RuntimeOption,
     workers: int | None = typer.Option(
         None, "--workers", help="Decoding processes of indexing jobs [default: cores, up to 4]."
     ),
@@ -67,8 +69,9 @@ def serve(
 
     try:
         resolved = config.resolve(
-            db=db, model=model, device=device, workers=workers, cache_dir=cache_dir
-        )
+            db=db, model=model, device=device, runtime=runtime, workers=workers,
+            cache_dir=cache_dir,
+        )  # fmt: skip
         settings = ServerSettings(
             db=resolved.db,
             cache_dir=resolved.cache_dir,
@@ -81,6 +84,8 @@ def serve(
             read_only=read_only,
             batch_queries=batch_queries,
             device=resolved.device,
+            runtime=resolved.runtime,
+            precision=resolved.precision,
             workers=resolved.workers,
             threads=threads,
             shards=shards,

@@ -18,6 +18,7 @@ embeds only what is missing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ from clipsearch.indexer.stages import (
     stack_decoded,
 )
 from clipsearch.models.base import Encoder, ModelInfo
+from clipsearch.models.runtime.choice import RuntimeChoice
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def read_batch(
     to the driver) and the stacked pixels (they go straight to an encoder)."""
     register_heif()
     batch = stack_decoded([(job, reader(job.file.path)) for job in jobs])
-    pixels = None if batch.pixels is None else batch.pixels.numpy()
+    pixels = None if batch.pixels is None else np.asarray(batch.pixels)
     return (batch.ok, batch.failed), pixels
 
 
@@ -73,13 +75,23 @@ class EncoderWorker:
     """A Ray actor holding one loaded model; built by spec on its own node and checked
     against the identity the index records."""
 
-    def __init__(self, spec: str, identity: str, device: str | None, threads: int | None) -> None:
-        import torch
-
+    def __init__(
+        self,
+        spec: str,
+        identity: str,
+        device: str | None,
+        threads: int | None,
+        runtime: RuntimeChoice,
+    ) -> None:
         from clipsearch.models import load_encoder
 
-        torch.set_num_threads(max(1, threads or _node_cpus()))
-        self.encoder = load_encoder(spec, device=device)
+        count = max(1, threads or _node_cpus())
+        os.environ["CLIPSEARCH_THREADS"] = str(count)  # the optimised runtimes' threads
+        if runtime.runtime in ("torch", "auto"):
+            import torch
+
+            torch.set_num_threads(count)
+        self.encoder = load_encoder(spec, device=device, runtime=runtime)
         if self.encoder.info.identity != identity:
             raise ModelMismatchError(
                 f"the model {spec!r} loads as {self.encoder.info.identity!r} on this node, "
@@ -96,11 +108,9 @@ class EncoderWorker:
         return str(ray.get_runtime_context().get_node_id())
 
     def encode(self, pixels: np.ndarray[Any, Any], rows: list[int] | None) -> np.ndarray[Any, Any]:
-        import torch
-
         chosen = pixels if rows is None else pixels[rows]
-        tensor = torch.from_numpy(np.require(chosen, requirements="W"))  # store copies: read-only
-        return np.asarray(self.encoder.encode_images(tensor), dtype=np.float32)
+        writable = np.require(chosen, requirements="W")  # Ray's object store gives read-only
+        return np.asarray(self.encoder.encode_images(writable), dtype=np.float32)
 
 
 #: How long encoder actors may take to start (placement and a model load each).
@@ -111,7 +121,7 @@ MAX_JOINED = 16
 
 #: Encoder actors kept for the life of this process, by (Ray job, model identity, options):
 #: a server or a notebook indexing again does not load the models again.
-_POOLS: dict[tuple[str, str, ClusterOptions], list[Any]] = {}
+_POOLS: dict[tuple[str, str, RuntimeChoice, ClusterOptions], list[Any]] = {}
 
 
 class RayRunner:
@@ -121,8 +131,11 @@ class RayRunner:
         self.options = options
         self.cluster = cluster or ClusterOptions()
 
-    def encoders(self, info: ModelInfo) -> list[Any]:
-        """The encoder actors for this model, started (and their models loaded) on first use."""
+    def encoders(self, info: ModelInfo, runtime: RuntimeChoice | None = None) -> list[Any]:
+        """The encoder actors for this model, started (and their models loaded) on first use,
+        running it as `runtime` says (default: torch on GPU workers, else auto)."""
+        if runtime is None or (self.cluster.gpus_per_worker > 0 and runtime.precision == "fp32"):
+            runtime = RuntimeChoice("torch" if self.cluster.gpus_per_worker > 0 else "auto")
         if info.identity.endswith(":unseeded-random"):
             raise ClusterError(
                 f"the model {info.spec!r} has unseeded random weights, which differ in every "
@@ -130,12 +143,12 @@ class RayRunner:
                 "use ARCH:/path/to/weights.pt, or a seeded model such as tiny-random"
             )
         ray = connect(self.cluster.address)
-        key = (ray.get_runtime_context().get_job_id(), info.identity, self.cluster)
+        key = (ray.get_runtime_context().get_job_id(), info.identity, runtime, self.cluster)
         if key not in _POOLS:
-            _POOLS[key] = self._start_encoders(ray, info)
+            _POOLS[key] = self._start_encoders(ray, info, runtime)
         return _POOLS[key]
 
-    def _start_encoders(self, ray: Any, info: ModelInfo) -> list[Any]:
+    def _start_encoders(self, ray: Any, info: ModelInfo, runtime: RuntimeChoice) -> list[Any]:
         c = self.cluster
         nodes, _, gpus = node_resources(ray)
         count = c.encoders
@@ -146,7 +159,7 @@ class RayRunner:
             max_restarts=c.retries, max_task_retries=c.retries,
         )  # fmt: skip
         device = None if c.gpus_per_worker > 0 else "cpu"
-        args = (info.spec, info.identity, device, c.threads_per_encoder)
+        args = (info.spec, info.identity, device, c.threads_per_encoder, runtime)
         pool = [actor.remote(*args) for _ in range(max(1, count))]
         try:
             ray.get([a.ready.remote() for a in pool], timeout=START_TIMEOUT_S)
@@ -172,7 +185,10 @@ class RayRunner:
     ) -> None:
         if not jobs:
             return
-        pool = self.encoders(encoder.info)
+        runtime = RuntimeChoice(
+            getattr(encoder, "runtime", "torch"), getattr(encoder, "precision", "fp32")
+        )
+        pool = self.encoders(encoder.info, runtime)
         ray = connect(self.cluster.address)
         progress = ProgressCounter(len(jobs), self.options.progress, on_progress)
         try:

@@ -54,7 +54,7 @@ class DecodedBatch:
 
     ok: list[tuple[EmbedJob, ImageFacts]]
     failed: list[tuple[EmbedJob, str]]
-    pixels: Any  # torch.Tensor (N, 3, H, W), None when nothing decoded
+    pixels: Any  # torch.Tensor or numpy array (N, 3, H, W), None when nothing decoded
 
 
 @dataclass
@@ -133,11 +133,16 @@ def encode_batch(batch: DecodedBatch, encoder: Encoder, reuse: Reuse) -> Encoded
 def stack_decoded(items: Sequence[tuple[EmbedJob, DecodedImage | str]]) -> DecodedBatch:
     """A `DecodedBatch` from (job, what the reader returned) pairs. Stacking where the
     reading ran (a worker process) hands the encoder one tensor in shared memory; the
-    per-image tensors stay behind (each would cost its own shared-memory segment)."""
-    import torch
-
+    per-image tensors stay behind (each would cost its own shared-memory segment). Numpy
+    pixels (an optimised runtime's preprocessing) stack as numpy, without torch."""
     decoded = [(job, d) for job, d in items if isinstance(d, DecodedImage)]
-    pixels = torch.stack([d.pixels for _, d in decoded]) if decoded else None
+    pixels = None
+    if decoded and isinstance(decoded[0][1].pixels, np.ndarray):
+        pixels = np.stack([d.pixels for _, d in decoded])
+    elif decoded:
+        import torch
+
+        pixels = torch.stack([d.pixels for _, d in decoded])
     return DecodedBatch(
         [(job, d.facts) for job, d in decoded],
         [(job, d) for job, d in items if isinstance(d, str)],

@@ -67,6 +67,8 @@ class IndexingHost(Protocol):
 
     def record_model(self) -> ModelInfo: ...
 
+    def record_image_vectors(self) -> None: ...
+
     def space(self) -> ImageSpace: ...
 
     def vector_index(self) -> vi.IdIndex: ...
@@ -114,6 +116,7 @@ def add_paths(
     )
     if plan.embed:
         index.record_model()
+        index.record_image_vectors()
     info = index.model_info
     vectors = index.vector_index() if info is not None else None
     try:

@@ -6,8 +6,10 @@ Importing this package does not import torch; loading an encoder does.
 
 from __future__ import annotations
 
+from clipsearch.errors import ModelSpecError
 from clipsearch.models.base import Encoder, ModelInfo
 from clipsearch.models.registry import find, register_encoder, registrations, set_fallback
+from clipsearch.models.runtime.choice import RuntimeChoice
 from clipsearch.models.spec import BUILTINS, DEFAULT_MODEL, MINI_ARCH, ModelSpec, parse_model_spec
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "Encoder",
     "ModelInfo",
     "ModelSpec",
+    "RuntimeChoice",
     "load_encoder",
     "model_identity",
     "parse_model_spec",
@@ -24,11 +27,31 @@ __all__ = [
 ]
 
 
-def load_encoder(spec: str | ModelSpec, device: str | None = None) -> Encoder:
+def load_encoder(
+    spec: str | ModelSpec, device: str | None = None, runtime: RuntimeChoice | None = None
+) -> Encoder:
     """Build the encoder a spec names, through the loader registered for it (downloading
-    published weights once if needed)."""
+    published weights once if needed), run by the runtime `runtime` chooses (default: auto,
+    see `clipsearch.models.runtime.load`). Plugins' encoders run as their loader builds them."""
     text = spec.text if isinstance(spec, ModelSpec) else spec.strip()
-    return find(text).loader(text, device)
+    registration = find(text)
+    choice = runtime or RuntimeChoice()
+    if registration.loader is not _load_builtin:
+        if choice.runtime not in ("auto", "torch") or choice.precision != "fp32":
+            raise ModelSpecError(
+                f"the model {text!r} comes from {registration.origin}, which runs it itself: "
+                "use --runtime torch (or auto) and --precision fp32"
+            )
+        return registration.loader(text, device)
+    from clipsearch.models.runtime.load import load_with_runtime
+
+    return load_with_runtime(
+        text,
+        lambda: registration.identity_of(text),
+        choice,
+        device,
+        lambda: _load_builtin(text, device),
+    )
 
 
 def model_identity(spec: str) -> str:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
     from PIL import Image
 
 
@@ -24,16 +23,17 @@ class ModelInfo:
 class Encoder(Protocol):
     """Maps images and texts into one L2-normalised embedding space.
 
-    `preprocess` turns a decoded RGB image into the model's input tensor; it must be picklable
-    or fork-safe, since decoding runs in worker processes. `input_size` is the side of the
-    square the model sees, which the decoder uses to pick a JPEG draft scale.
+    `preprocess` turns a decoded RGB image into the model's input (a torch tensor, or a numpy
+    array for the optimised runtimes); it must be picklable or fork-safe, since decoding runs
+    in worker processes; `encode_images` takes a batch of them stacked. `input_size` is the
+    side of the square the model sees, which the decoder uses to pick a JPEG draft scale.
     """
 
     info: ModelInfo
     input_size: int
-    preprocess: Callable[[Image.Image], torch.Tensor]
+    preprocess: Callable[[Image.Image], Any]
 
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def encode_images(self, pixels: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
         """(N, 3, H, W) preprocessed pixels -> (N, dim) float32 unit vectors."""
         ...
 

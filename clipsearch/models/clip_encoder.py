@@ -19,6 +19,10 @@ _TEXT_BATCH = 256
 class ClipEncoder:
     """Wraps a CLIP-style model in inference mode; outputs are L2-normalised float32."""
 
+    runtime = "torch"
+    precision = "fp32"
+    vectors_kind = "fp32"
+
     def __init__(
         self,
         model: Any,
@@ -56,7 +60,9 @@ class ClipEncoder:
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
-    def encode_images(self, pixels: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def encode_images(self, pixels: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+        if isinstance(pixels, np.ndarray):  # an optimised runtime's preprocessing
+            pixels = torch.from_numpy(pixels)
         with torch.inference_mode(), self._autocast():
             features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
         return normalise(features)

@@ -26,7 +26,7 @@ from clipsearch.errors import (
     ModelMismatchError,
     QueryImageError,
 )
-from clipsearch.facts import IndexStats, IndexSummary, Progress
+from clipsearch.facts import IndexStats, IndexSummary, Progress, runtime_choice
 from clipsearch.index import Index, open_index
 from clipsearch.indexer.decode import TOO_LARGE
 from clipsearch.items import Item, inside_roots
@@ -293,13 +293,15 @@ def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     """The index with its model loaded (wrapped for query batching), or without a model for
     a new index (then the first job loads the one it needs)."""
     where = functools.partial(
-        open_index, settings.db, cache_dir=settings.cache_dir, workers=settings.workers
-    )
+        open_index, settings.db, cache_dir=settings.cache_dir, workers=settings.workers,
+        runtime=settings.runtime, precision=settings.precision,
+    )  # fmt: skip
     with where(settings.model) as probe:
         spec = settings.model or (probe.model_info.spec if probe.model_info else None)
+        choice = runtime_choice(probe.db.get_meta(), settings.runtime, settings.precision)
     if spec is None:
         return where(device=settings.device), None
-    encoder = load_encoder(spec, device=settings.device)
+    encoder = load_encoder(spec, device=settings.device, runtime=choice)
     batcher = BatchingEncoder(encoder) if settings.batch_queries else None
     index = where(settings.model, encoder=batcher or encoder)
     if settings.shards:

@@ -25,6 +25,8 @@ class ServerSettings:
     read_only: bool = False  # refuse indexing jobs
     batch_queries: bool = True  # encode text queries of concurrent requests together
     device: str | None = None
+    runtime: str | None = None  # torch, onnx, openvino, auto; default: as the index was built
+    precision: str | None = None  # fp32, int8; default: as the index was built
     workers: int = 2  # decoding processes of indexing jobs
     #: Worker threads for searches and file requests. Few: they are CPU-bound, Python runs
     #: one at a time, and more threads only queue behind each other (requests waiting for

@@ -1,0 +1,83 @@
+"""One exported tower, run by ONNX Runtime or OpenVINO: an array in, an array out."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from clipsearch.errors import ModelLoadError
+
+Array = np.ndarray[Any, Any]
+
+
+class Tower(Protocol):
+    def __call__(self, inputs: Array) -> Array: ...
+
+
+def threads() -> int:
+    """The threads a tower uses: `CLIPSEARCH_THREADS`, else every core."""
+    return max(1, int(os.environ.get("CLIPSEARCH_THREADS") or os.cpu_count() or 1))
+
+
+class OnnxTower:
+    def __init__(self, path: Path) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelLoadError(
+                "--runtime onnx needs ONNX Runtime: pip install onnxruntime"
+            ) from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, inputs: Array) -> Array:
+        return np.asarray(self.session.run(None, {self.input: inputs})[0])
+
+
+@functools.cache
+def _openvino_core() -> Any:
+    """One OpenVINO `Core` per process, never released: creating a Core per model and
+    letting them go crashes the process after some dozens of loads (openvinotoolkit/openvino
+    #35338, ultralytics/ultralytics #25864), as it did this project's test suite."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ModelLoadError(
+            "--runtime openvino needs OpenVINO: pip install 'clipsearch[openvino]'"
+        ) from exc
+    return ov.Core()
+
+
+class OpenVinoTower:
+    def __init__(self, path: Path) -> None:
+        # Compiled blobs are cached beside the export: the second load skips compilation.
+        self.compiled = _openvino_core().compile_model(
+            str(path),
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads(),
+                "CACHE_DIR": str(path.parent / "openvino-cache"),
+            },
+        )
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, inputs: Array) -> Array:
+        result = self.request.infer({0: inputs})
+        return np.asarray(result[self.compiled.output(0)])
+
+
+def open_tower(runtime: str, path: Path) -> Tower:
+    if runtime == "onnx":
+        return OnnxTower(path)
+    if runtime == "openvino":
+        return OpenVinoTower(path)
+    raise ModelLoadError(f"no exported-model runtime {runtime!r}")

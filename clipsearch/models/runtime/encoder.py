@@ -1,0 +1,90 @@
+"""`ExportedEncoder`: the Encoder protocol over an export, run by ONNX Runtime or OpenVINO.
+
+Each tower is opened on first use, so a text query never loads the image tower (and never
+imports torch). Inputs and outputs are numpy arrays; a torch tensor handed in (the indexer's
+batches when torch is installed) is read as an array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipsearch.models.base import ModelInfo
+from clipsearch.models.runtime.backends import Tower, open_tower
+from clipsearch.models.runtime.choice import vectors_kind
+from clipsearch.models.runtime.pixels import ImagePrep
+from clipsearch.models.runtime.quantize import quantized_image_tower
+from clipsearch.models.runtime.tokens import Tokenizer, load_tokenizer
+
+_TEXT_BATCH = 256
+
+
+class ExportedEncoder:
+    def __init__(
+        self, folder: Path, meta: dict[str, Any], spec: str, runtime: str, precision: str
+    ) -> None:
+        self.folder = folder
+        self.meta = meta
+        self.runtime = runtime
+        self.precision = precision
+        self.vectors_kind = vectors_kind(runtime, precision)
+        self.info = ModelInfo(spec=spec, identity=str(meta["identity"]), dim=int(meta["dim"]))
+        self.input_size = int(meta["input_size"])
+        self.preprocess: Callable[[Image.Image], Any] = ImagePrep.from_dict(meta["pixels"])
+        self._image: Tower | None = None
+        self._text: Tower | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._words: frozenset[str] | None = None
+
+    @property
+    def image_tower(self) -> Tower:
+        if self._image is None:
+            path = self.folder / "image.onnx"
+            if self.precision == "int8":
+                path = quantized_image_tower(self.folder, self.runtime)
+            self._image = open_tower(self.runtime, path)
+        return self._image
+
+    @property
+    def text_tower(self) -> Tower:
+        if self._text is None:
+            self._text = open_tower(self.runtime, self.folder / "text.onnx")
+        return self._text
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.folder, self.meta["tokenizer"])
+        return self._tokenizer
+
+    def knows_word(self, word: str) -> bool | None:
+        """Whether the tokenizer has `word` (lower case) as a whole word."""
+        if self._words is None:
+            self._words = self.tokenizer.whole_words()
+        return word in self._words
+
+    def encode_images(self, pixels: Any) -> np.ndarray[Any, np.dtype[np.float32]]:
+        array = np.ascontiguousarray(np.asarray(pixels, dtype=np.float32))
+        if len(array) == 0:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        return normalise(self.image_tower(array))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        chunks = [
+            normalise(self.text_tower(self.tokenizer(list(texts[start : start + _TEXT_BATCH]))))
+            for start in range(0, len(texts), _TEXT_BATCH)
+        ]
+        if not chunks:
+            return np.zeros((0, self.info.dim), dtype=np.float32)
+        return np.concatenate(chunks)
+
+
+def normalise(features: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    out = np.asarray(features, dtype=np.float32)
+    norms = np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(out / norms, dtype=np.float32)

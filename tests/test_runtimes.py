@@ -1,0 +1,251 @@
+"""The optimised runtimes (ONNX Runtime, OpenVINO): the same ids as torch, the export cache,
+the runtime and precision an index records, and a text query that never imports torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+import clipsearch
+from clipsearch.errors import ModelMismatchError, ModelSpecError
+from clipsearch.models import RuntimeChoice, load_encoder
+from clipsearch.models.openclip import register_configs
+from clipsearch.models.runtime.choice import FP32_FLOOR
+from clipsearch.models.runtime.export import export_folder
+from clipsearch.models.runtime.load import installed
+from clipsearch.models.runtime.pixels import read_transforms
+from clipsearch.models.runtime.tokens import ClipBpe, clean
+from tests.conftest import make_image, run_cli_checking_imports, write_images
+
+RUNTIMES = ["onnx", "openvino"]
+TEXTS = [
+    "a dog running on the beach",
+    "Ünïcödé café &amp; naïve    spaces",
+    "two dogs, 3 cats! what's that?",
+    "word " * 100,  # longer than the context: truncated, still ending in the end token
+    "",
+    "日本語のテキスト",
+]
+
+
+def _need(runtime: str) -> None:
+    if not installed(runtime):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{runtime} must be installed in CI (pip install -e '.[dev]')")
+        package = "onnxruntime" if runtime == "onnx" else "'clipsearch[openvino]'"
+        pytest.skip(f"{runtime} is not installed: pip install {package}")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(axis=1))
+
+
+@pytest.fixture(scope="module")
+def torch_tiny() -> object:
+    return load_encoder("tiny-random", "cpu", RuntimeChoice("torch"))
+
+
+@pytest.fixture(scope="module")
+def torch_mini() -> object:
+    return load_encoder("clipsearch-mini", "cpu", RuntimeChoice("torch"))
+
+
+def test_clip_bpe_gives_open_clips_token_ids() -> None:
+    register_configs()
+    reference = open_clip.get_tokenizer("clipsearch-tiny")
+    tiny = load_encoder("tiny-random", "cpu", RuntimeChoice("onnx" if installed("onnx") else
+                                                              "openvino"))  # fmt: skip
+    ours = tiny.tokenizer  # type: ignore[attr-defined]
+    assert isinstance(ours, ClipBpe)
+    np.testing.assert_array_equal(ours(TEXTS), reference(TEXTS).numpy())
+
+
+def test_plain_text_skips_ftfy_without_changing_the_result() -> None:
+    ftfy = pytest.importorskip("ftfy")
+    for text in ["a cat; 100% sure", "tabs\tand  spaces", "x&amp;y", "café", "fi\ufb01"]:
+        expected = " ".join(__import__("html").unescape(ftfy.fix_text(text)).split())
+        assert clean(text, lower=False) == expected
+
+
+@pytest.mark.parametrize("spec", ["tiny-random", "clipsearch-mini"])
+def test_numpy_preprocessing_equals_the_torch_transforms(spec: str) -> None:
+    encoder = load_encoder(spec, "cpu", RuntimeChoice("torch"))
+    prep = read_transforms(encoder.preprocess)
+    for i, size in enumerate([(640, 480), (300, 500), (64, 64), (33, 31)]):
+        image = make_image(i, size)
+        np.testing.assert_allclose(
+            prep(image), encoder.preprocess(image).numpy(), atol=1e-5, rtol=0
+        )
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("spec", ["tiny-random", "clipsearch-mini"])
+def test_runtime_embeddings_match_torch(
+    spec: str, runtime: str, request: pytest.FixtureRequest
+) -> None:
+    _need(runtime)
+    reference = request.getfixturevalue("torch_tiny" if spec == "tiny-random" else "torch_mini")
+    ours = load_encoder(spec, "cpu", RuntimeChoice(runtime))
+    assert ours.runtime == runtime  # type: ignore[attr-defined]
+    assert _cosines(ours.encode_texts(TEXTS), reference.encode_texts(TEXTS)).min() >= FP32_FLOOR
+    images = [make_image(i, (200, 150)) for i in range(6)]
+    ours_px = np.stack([ours.preprocess(im) for im in images])
+    ref_px = torch.stack([reference.preprocess(im) for im in images])
+    cosines = _cosines(ours.encode_images(ours_px), reference.encode_images(ref_px))
+    assert cosines.min() >= FP32_FLOOR
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_top_ten_ids_equal_torchs(runtime: str, tmp_path: Path) -> None:
+    """Text and image queries on indexes built by torch and by the runtime: the same ids."""
+    _need(runtime)
+    write_images(tmp_path / "photos", 40)
+    queries = ["a red square", "blue circles on green", "something yellow"]
+    answers = {}
+    for name in ("torch", runtime):
+        with clipsearch.open(tmp_path / name, model="clipsearch-mini", workers=0,
+                             runtime=name) as idx:  # fmt: skip
+            idx.add([tmp_path / "photos"])
+            texts = [[h.id for h in idx.search(q, k=10, mode="semantic")] for q in queries]
+            like = [h.id for h in idx.search(image=tmp_path / "photos" / "img_0003.jpg", k=10)]
+            answers[name] = (texts, like)
+    assert answers[runtime] == answers["torch"]
+
+
+def test_export_is_reused_and_rebuilt_when_the_model_changes(tmp_path: Path) -> None:
+    _need("onnx")
+    register_configs()
+    torch.manual_seed(1)
+    model = open_clip.create_model("clipsearch-tiny")
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), checkpoint)
+    spec = f"clipsearch-tiny:{checkpoint}"
+    first = load_encoder(spec, "cpu", RuntimeChoice("onnx"))
+    folder = first.folder  # type: ignore[attr-defined]
+    stamp = (folder / "image.onnx").stat().st_mtime_ns
+    again = load_encoder(spec, "cpu", RuntimeChoice("onnx"))
+    assert again.folder == folder  # type: ignore[attr-defined]
+    assert (folder / "image.onnx").stat().st_mtime_ns == stamp  # not exported again
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05)
+    torch.save(model.state_dict(), checkpoint)  # retrained in place
+    changed = load_encoder(spec, "cpu", RuntimeChoice("onnx"))
+    assert changed.folder != folder  # type: ignore[attr-defined]
+    assert changed.folder == export_folder(changed.info.identity)  # type: ignore[attr-defined]
+    reference = load_encoder(spec, "cpu", RuntimeChoice("torch"))
+    texts = ["a red square"]
+    assert _cosines(changed.encode_texts(texts), reference.encode_texts(texts)).min() >= FP32_FLOOR
+    assert _cosines(changed.encode_texts(texts), first.encode_texts(texts)).min() < 0.999
+
+
+def test_auto_measures_the_runtimes_once_and_keeps_the_figures() -> None:
+    _need("onnx")
+    encoder = load_encoder("tiny-random", "cpu")
+    folder = export_folder(encoder.info.identity)
+    figures = json.loads((folder / "choice.json").read_text())["images_per_second"]
+    assert "onnx" in figures and all(v > 0 for v in figures.values())
+    fastest = max((r for r in figures if r != "torch"), key=figures.__getitem__)
+    assert encoder.runtime in (fastest, "torch")  # type: ignore[attr-defined]
+
+
+def test_int8_is_recorded_kept_and_enforced(tmp_path: Path) -> None:
+    _need("onnx")
+    photos = tmp_path / "photos"
+    write_images(photos, 12)
+    db = tmp_path / "db"
+    with clipsearch.open(db, model="clipsearch-mini", workers=0, runtime="onnx",
+                         precision="int8") as idx:  # fmt: skip
+        idx.add([photos])
+        assert idx.db.get_meta()["image_vectors"] == "int8-onnx"
+    write_images(photos, 3, start=12)
+    with clipsearch.open(db, workers=0) as idx:  # no options: as the index was built
+        assert idx.encoder.precision == "int8"  # type: ignore[attr-defined]
+        assert idx.add([photos]).added == 3
+    write_images(photos, 2, start=15)
+    with (
+        clipsearch.open(db, workers=0, runtime="torch") as idx,
+        pytest.raises(ModelMismatchError, match="--runtime onnx --precision int8"),
+    ):
+        idx.add([photos])
+
+
+def test_int8_embeddings_stay_close_to_fp32(torch_mini: object) -> None:
+    _need("onnx")
+    ours = load_encoder("clipsearch-mini", "cpu", RuntimeChoice("onnx", "int8"))
+    images = [make_image(i, (96, 96)) for i in range(16)]
+    cosines = _cosines(
+        ours.encode_images(np.stack([ours.preprocess(im) for im in images])),
+        torch_mini.encode_images(torch.stack([torch_mini.preprocess(im) for im in images])),  # type: ignore[attr-defined]
+    )
+    assert cosines.min() >= 0.99
+
+
+def test_fp32_vectors_of_any_runtime_mix(tmp_path: Path) -> None:
+    _need("onnx")
+    write_images(tmp_path / "a", 4)
+    write_images(tmp_path / "b", 4, start=4)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0, runtime="torch") as idx:
+        idx.add([tmp_path / "a"])
+    with clipsearch.open(tmp_path / "db", workers=0, runtime="onnx") as idx:
+        assert idx.add([tmp_path / "b"]).added == 4
+        assert idx.db.get_meta()["image_vectors"] == "fp32"
+
+
+def test_bad_runtime_choices_say_what_to_use() -> None:
+    with pytest.raises(ModelSpecError, match="torch, onnx, openvino"):
+        RuntimeChoice("tensorrt")
+    with pytest.raises(ModelSpecError, match="--runtime onnx"):
+        RuntimeChoice("torch", "int8")
+
+
+def test_cli_rejects_an_unknown_runtime(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clipsearch.cli", "search", "x", "--db", str(tmp_path),
+         "--runtime", "tpu"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "runtime" in out.stderr and "onnx" in out.stderr
+
+
+def test_a_new_text_query_and_an_image_query_never_import_torch(tmp_path: Path) -> None:
+    _need("onnx")
+    write_images(tmp_path / "photos", 10)
+    db = str(tmp_path / "db")
+    with clipsearch.open(db, model="clipsearch-mini", workers=0, runtime="onnx") as idx:
+        idx.add([tmp_path / "photos"])  # the export exists from here on
+    for argv in (
+        ["search", "a never seen query about red squares", "--db", db, "--runtime", "onnx"],
+        ["search", "--image", str(tmp_path / "photos" / "img_0001.jpg"), "--db", db,
+         "--runtime", "onnx"],
+        ["stats", "--db", db],
+        ["--help"],
+    ):  # fmt: skip
+        out = run_cli_checking_imports(argv)
+        assert out.returncode == 0, out.stderr
+    found = run_cli_checking_imports(["search", "red", "--db", db, "--json", "-k", "3"])
+    assert len(json.loads(found.stdout)) == 3
+
+
+def test_image_file_query_matches_torch_on_the_same_index(tmp_path: Path) -> None:
+    _need("onnx")
+    photo = tmp_path / "q.png"
+    make_image(99, (300, 200)).save(photo)
+    write_images(tmp_path / "photos", 8)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0, runtime="torch") as idx:
+        idx.add([tmp_path / "photos"])
+        expected = idx.embed_image_file(photo)
+    with clipsearch.open(tmp_path / "db", workers=0, runtime="onnx") as idx:
+        got = idx.embed_image_file(photo)
+    assert float(np.dot(expected, got)) >= FP32_FLOOR
+    assert Image.open(photo).size == (300, 200)
