@@ -249,3 +249,20 @@ def test_image_file_query_matches_torch_on_the_same_index(tmp_path: Path) -> Non
         got = idx.embed_image_file(photo)
     assert float(np.dot(expected, got)) >= FP32_FLOOR
     assert Image.open(photo).size == (300, 200)
+
+
+def test_indexing_with_an_optimised_runtime_never_imports_torch(tmp_path: Path) -> None:
+    """Decoding workers and the model both run without torch (the lean install's path)."""
+    _need("onnx")
+    load_encoder("clipsearch-mini", "cpu", RuntimeChoice("onnx"))  # the export, made once
+    write_images(tmp_path / "photos", 70)
+    db = str(tmp_path / "db")
+    argv = ["index", str(tmp_path / "photos"), "--db", db, "--model", "clipsearch-mini",
+            "--runtime", "onnx", "--workers", "2", "--batch-size", "16", "--json"]  # fmt: skip
+    out = run_cli_checking_imports(argv)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["added"] == 70
+    with clipsearch.open(db, runtime="torch", workers=0) as idx:  # the same vectors as torch
+        photo = tmp_path / "photos" / "img_0042.jpg"
+        hits = idx.search(image=photo, k=1)
+        assert hits[0].path == str(photo) and hits[0].score > 0.9999

@@ -1,25 +1,23 @@
 """Runners: where reading and encoding happen. A runner takes the jobs, an encoder and a
 sink, and hands every job to the sink exactly once, as part of an encoded batch (or as a
-failure with its reason). `LocalRunner` decodes in worker processes on this machine (a torch
-DataLoader) while the main process runs the model; a cluster runner only has to do the same
-with its own workers.
+failure with its reason). `LocalRunner` decodes in worker processes on this machine (torch's
+DataLoader for a torch encoder, a process pool for the optimised runtimes, so indexing needs
+no torch there) while the main process runs the model; a cluster runner only has to do the
+same with its own workers.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from clipsearch.indexer.decode import DecodedImage, register_heif
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob
 from clipsearch.indexer.sinks import Sink
-from clipsearch.indexer.stages import DecodedBatch, Reader, Reuse, encode_batch, stack_decoded
+from clipsearch.indexer.stages import DecodedBatch, Reader, Reuse, encode_batch
 from clipsearch.models.base import Encoder
 
 #: Told (files done, total) after each batch.
@@ -57,23 +55,6 @@ class ProgressCounter:
         self.bar.close()
 
 
-class _ReadDataset(Dataset[tuple[EmbedJob, DecodedImage | str]]):
-    def __init__(self, jobs: Sequence[EmbedJob], reader: Reader) -> None:
-        self.jobs = list(jobs)
-        self.reader = reader
-
-    def __len__(self) -> int:
-        return len(self.jobs)
-
-    def __getitem__(self, i: int) -> tuple[EmbedJob, DecodedImage | str]:
-        return self.jobs[i], self.reader(self.jobs[i].file.path)
-
-
-def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # the model's threads own the cores; decoding is per-process
-    register_heif()
-
-
 class LocalRunner:
     """Reading in `options.workers` processes, encoding and writing in this one; a batch is
     committed before the next is encoded, so a killed run loses at most the batch in flight."""
@@ -81,21 +62,18 @@ class LocalRunner:
     def __init__(self, options: PipelineOptions) -> None:
         self.options = options
 
-    def batches(self, jobs: Sequence[EmbedJob], encoder: Encoder) -> DataLoader[DecodedBatch]:
-        register_heif()
+    def batches(self, jobs: Sequence[EmbedJob], encoder: Encoder) -> Iterator[DecodedBatch]:
         options = self.options
         workers = max(0, min(options.workers, len(jobs) // max(1, options.batch_size)))
-        device = getattr(encoder, "device", None)
-        loader: DataLoader[Any] = DataLoader(
-            _ReadDataset(jobs, Reader.for_encoder(encoder, options.max_pixels)),
-            batch_size=options.batch_size,
-            num_workers=workers,
-            collate_fn=stack_decoded,
-            worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=4 if workers else None,
-            pin_memory=getattr(device, "type", "cpu") == "cuda",
-        )
-        return loader
+        reader = Reader.for_encoder(encoder, options.max_pixels)
+        if getattr(encoder, "runtime", "torch") == "torch":
+            from clipsearch.indexer.torch_loader import loader_batches
+
+            device = getattr(encoder, "device", None)
+            return loader_batches(jobs, reader, options.batch_size, workers, device)
+        from clipsearch.indexer.pool import pooled_batches
+
+        return pooled_batches(jobs, reader, options.batch_size, workers)
 
     def run(
         self,
