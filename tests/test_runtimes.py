@@ -180,9 +180,10 @@ def test_int8_is_recorded_kept_and_enforced(tmp_path: Path) -> None:
         idx.add([photos])
 
 
-def test_int8_embeddings_stay_close_to_fp32(torch_mini: object) -> None:
-    _need("onnx")
-    ours = load_encoder("clipsearch-mini", "cpu", RuntimeChoice("onnx", "int8"))
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_int8_embeddings_stay_close_to_fp32(runtime: str, torch_mini: object) -> None:
+    _need(runtime)
+    ours = load_encoder("clipsearch-mini", "cpu", RuntimeChoice(runtime, "int8"))
     images = [make_image(i, (96, 96)) for i in range(16)]
     cosines = _cosines(
         ours.encode_images(np.stack([ours.preprocess(im) for im in images])),

@@ -43,7 +43,7 @@ class OnnxTower:
 
 
 @functools.cache
-def _openvino_core() -> Any:
+def openvino_core() -> Any:
     """One OpenVINO `Core` per process, never released: creating a Core per model and
     letting them go crashes the process after some dozens of loads (openvinotoolkit/openvino
     #35338, ultralytics/ultralytics #25864), as it did this project's test suite."""
@@ -59,7 +59,7 @@ def _openvino_core() -> Any:
 class OpenVinoTower:
     def __init__(self, path: Path) -> None:
         # Compiled blobs are cached beside the export: the second load skips compilation.
-        self.compiled = _openvino_core().compile_model(
+        self.compiled = openvino_core().compile_model(
             str(path),
             "CPU",
             {

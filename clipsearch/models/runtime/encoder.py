@@ -41,12 +41,13 @@ class ExportedEncoder:
         self._tokenizer: Tokenizer | None = None
         self._words: frozenset[str] | None = None
 
-    @property
-    def image_tower(self) -> Tower:
+    def image_tower(self, sample: np.ndarray[Any, Any]) -> Tower:
+        """The image tower, opened on first use (an int8 one made first if needed, from
+        `sample`, the batch about to be encoded, where the runtime calibrates)."""
         if self._image is None:
             path = self.folder / "image.onnx"
             if self.precision == "int8":
-                path = quantized_image_tower(self.folder, self.runtime)
+                path = quantized_image_tower(self.folder, self.runtime, sample)
             self._image = open_tower(self.runtime, path)
         return self._image
 
@@ -72,7 +73,7 @@ class ExportedEncoder:
         array = np.ascontiguousarray(np.asarray(pixels, dtype=np.float32))
         if len(array) == 0:
             return np.zeros((0, self.info.dim), dtype=np.float32)
-        return normalise(self.image_tower(array))
+        return normalise(self.image_tower(array)(array))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         chunks = [

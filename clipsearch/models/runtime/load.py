@@ -150,7 +150,7 @@ def _measure(folder: Path, meta: dict[str, Any], torch_encoder: Any) -> dict[str
     runs: dict[str, Callable[[], Any]] = {}
     for runtime in OPTIMISED:
         if installed(runtime):
-            tower = ExportedEncoder(folder, meta, "", runtime, "fp32").image_tower
+            tower = ExportedEncoder(folder, meta, "", runtime, "fp32").image_tower(batch)
             runs[runtime] = functools.partial(tower, batch)
     if torch_encoder is not None:
         import torch

@@ -1,33 +1,42 @@
 """int8 versions of an exported image tower, made once beside the fp32 export.
 
-ONNX Runtime: dynamic quantisation (int8 weights, activations quantised per batch at run
-time), which needs no calibration photos; on AVX2 CPUs without VNNI its int8 matrix
-products are where the speed comes from (benchmarks/results/runtimes.md).
+- ONNX Runtime: dynamic quantisation (int8 weights, activations quantised per batch at run
+  time), which needs no calibration photos.
+- OpenVINO: static quantisation with NNCF, calibrated on the first batch of photos the first
+  int8 run encodes (the collection's own photos), kept for later runs.
+
+Which is faster, and by how much, is measured in benchmarks/results/runtimes.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from clipsearch.errors import ModelLoadError
 
+Array = np.ndarray[Any, Any]
+
 
 def int8_path(folder: Path, runtime: str) -> Path:
-    return folder / f"image.int8-{runtime}.onnx"
+    return folder / f"image.int8-{runtime}.{'onnx' if runtime == 'onnx' else 'xml'}"
 
 
-def quantized_image_tower(folder: Path, runtime: str) -> Path:
-    """The int8 image tower for `runtime`, quantising the fp32 one on first use."""
+def quantized_image_tower(folder: Path, runtime: str, sample: Array) -> Path:
+    """The int8 image tower for `runtime`, quantising the fp32 one on first use (OpenVINO
+    calibrates on `sample`, a batch of preprocessed photos)."""
     target = int8_path(folder, runtime)
     if target.is_file():
         return target
-    if runtime != "onnx":
-        raise ModelLoadError(
-            f"int8 is not available for --runtime {runtime} yet; use --runtime onnx "
-            "--precision int8, or --precision fp32"
-        )
+    if runtime == "openvino":
+        return _openvino_int8(folder, target, sample)
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
@@ -37,8 +46,61 @@ def quantized_image_tower(folder: Path, runtime: str) -> Path:
     handle, scratch = tempfile.mkstemp(suffix=".onnx", dir=folder)
     os.close(handle)
     try:
-        quantize_dynamic(folder / "image.onnx", scratch, weight_type=QuantType.QInt8)
+        with _quiet_root():  # its advice to pre-process the model
+            quantize_dynamic(folder / "image.onnx", scratch, weight_type=QuantType.QInt8)
         os.replace(scratch, target)
     finally:
         Path(scratch).unlink(missing_ok=True)
     return target
+
+
+def _openvino_int8(folder: Path, target: Path, sample: Array) -> Path:
+    try:
+        import nncf
+    except ImportError as exc:
+        raise ModelLoadError(
+            "--runtime openvino --precision int8 needs NNCF: pip install 'clipsearch[openvino]'"
+        ) from exc
+    import openvino as ov
+
+    from clipsearch.models.runtime.backends import openvino_core
+
+    model = openvino_core().read_model(str(folder / "image.onnx"))
+    attention = any(op.get_type_name() == "Softmax" for op in model.get_ops())
+    calibration = nncf.Dataset([sample[i : i + 1] for i in range(len(sample))])
+    with _quiet_nncf():
+        quantized = nncf.quantize(
+            model,
+            calibration,
+            subset_size=len(sample),
+            model_type=nncf.ModelType.TRANSFORMER if attention else None,
+        )
+    scratch = folder / f".int8-{os.getpid()}.xml"
+    ov.save_model(quantized, str(scratch))
+    os.replace(scratch.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(scratch, target)  # the .xml last: its presence means both are whole
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    # NNCF logs its statistics and draws progress bars at INFO level.
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_root() -> Iterator[None]:
+    # ONNX Runtime's quantiser advises model pre-processing on the root logger.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
