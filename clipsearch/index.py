@@ -237,7 +237,9 @@ class Index:
     ) -> TuneResult:
         """Fit an adapter on an `image,caption` CSV of indexed photos; see `adapters.tune`."""
         from clipsearch.adapters.tune import tune
+        from clipsearch.models.runtime.load import require_torch
 
+        require_torch("fitting an adapter (clipsearch tune)")
         with self.writing():
             return tune(self, pairs_csv, settings, images=images, force=force, activate=activate)
 

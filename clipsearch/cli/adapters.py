@@ -49,10 +49,13 @@ def tune(
     wait: bool = WaitOption,
 ) -> None:
     """Fit a projection adapter (z = W x + b per modality) on your captioned photos."""
-    from clipsearch.adapters.fit import FitSettings
     from clipsearch.errors import ClipsearchError
+    from clipsearch.models.runtime.load import require_torch
 
     try:
+        require_torch("fitting an adapter (clipsearch tune)")
+        from clipsearch.adapters.fit import FitSettings
+
         settings = FitSettings(
             validate_fraction=validate_fraction, rank=rank, max_epochs=epochs, seed=seed
         )

@@ -41,6 +41,15 @@ def installed(runtime: str) -> bool:
     return importlib.util.find_spec(_MODULES[runtime]) is not None
 
 
+def require_torch(feature: str) -> None:
+    """A clear error where `feature` needs torch and this is a lean install without it."""
+    if not installed("torch"):
+        raise ModelLoadError(
+            f"{feature} needs torch, which this lean install of clipsearch leaves out; "
+            "install the full clipsearch (pip install clipsearch) for it"
+        )
+
+
 def gpu_present() -> bool:
     """An NVIDIA driver is loaded (read without importing torch)."""
     return os.path.exists("/proc/driver/nvidia/version")
@@ -60,9 +69,11 @@ def load_with_runtime(
         try:
             identity = identity_of()
         except ModelSpecError:
+            require_torch(f"the model {spec!r}")
             return torch_encoder()  # which says precisely what is wrong with the spec
         runtime = _auto_runtime(identity, device, torch_encoder)
     if runtime == "torch":
+        require_torch("--runtime torch")
         return torch_encoder()
     if device not in (None, "", "auto", "cpu"):
         raise ModelLoadError(
@@ -90,9 +101,9 @@ def ensure_export(identity: str, torch_encoder: TorchLoader) -> tuple[Path, dict
     if not installed("torch"):
         raise ModelLoadError(
             f"the model {identity!r} has not been exported for the optimised runtimes on this "
-            f"machine (looked in {folder}), and exporting needs torch: install clipsearch "
-            "with torch once (pip install 'clipsearch[torch]') and run any command with this "
-            "model, or copy that folder from a machine that has it"
+            f"machine (looked in {folder}), and exporting needs torch, which this lean install "
+            "leaves out: run any command with this model once on a full install (pip install "
+            "clipsearch) and copy that folder here, or point CLIPSEARCH_MODEL_CACHE at a copy"
         )
     log.warning("exporting %s for the optimised runtimes (once; kept in %s)", identity, folder)
     encoder = torch_encoder()
