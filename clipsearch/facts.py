@@ -71,6 +71,7 @@ class IndexStats:
     adapter: str | None  # the active adapter, if any (`clipsearch adapters list`)
     index_type: str
     vector_dtype: str  # how the database stores the image vectors: float32 or float16
+    image_vectors: str  # what made them: fp32 (any runtime) or int8-RUNTIME
     faiss_gpus: int
     database_bytes: int
     vector_index_bytes: int

@@ -617,6 +617,7 @@ class Index:
             adapter=self.space().adapter_label if info else None,
             index_type=stamp.kind if stamp is not None else "none (built on first search)",
             vector_dtype=self.db.get_meta().get("vector_dtype", "float32"),
+            image_vectors=self.db.get_meta().get(IMAGE_VECTORS, "fp32"),
             faiss_gpus=vi.faiss_gpu_count(),
             database_bytes=self.db.size_bytes(),
             vector_index_bytes=cache.size(),

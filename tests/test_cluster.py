@@ -105,6 +105,8 @@ def test_a_worker_node_lost_mid_run_loses_nothing(
     folder = tmp_path / "many"
     write_images(folder, 96)
     extra = cluster.add_node(num_cpus=1)
+    # Registered before the actors are placed: under load they could all land on the head.
+    cluster.wait_for_nodes()
     ray_runner._POOLS.clear()  # a pool spread over the new node too
     runner = _runner(cluster, encoders=3)
     with clipsearch.open(store("probe"), model=MODEL) as probe:

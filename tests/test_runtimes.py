@@ -168,6 +168,7 @@ def test_int8_is_recorded_kept_and_enforced(tmp_path: Path) -> None:
                          precision="int8") as idx:  # fmt: skip
         idx.add([photos])
         assert idx.db.get_meta()["image_vectors"] == "int8-onnx"
+        assert idx.stats().image_vectors == "int8-onnx"
     write_images(photos, 3, start=12)
     with clipsearch.open(db, workers=0) as idx:  # no options: as the index was built
         assert idx.encoder.precision == "int8"  # type: ignore[attr-defined]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from clipsearch.errors import ModelLoadError, ModelSpecError
 from clipsearch.models import hub
 from clipsearch.models.clip_encoder import ClipEncoder
+from clipsearch.models.quiet import quiet_logger
 from clipsearch.models.spec import ModelSpec
 
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -39,20 +39,6 @@ def resolve_device(device: str | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU here")
     return resolved
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    # open_clip logs to the root logger: "No pretrained weights loaded" (for our seeded
-    # built-ins, random weights are the point) and download failures, which we re-raise
-    # with a message that says what to do. Either line would only repeat or alarm.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def _build(spec: ModelSpec, device: torch.device) -> tuple[Any, Any]:
@@ -85,7 +71,10 @@ def _build(spec: ModelSpec, device: torch.device) -> tuple[Any, Any]:
                 )
     try:
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_quiet_root_logger())
+            # open_clip logs to the root logger: "No pretrained weights loaded" (for our
+            # seeded built-ins, random weights are the point) and download failures, which
+            # are re-raised below with a message that says what to do.
+            stack.enter_context(quiet_logger(None, logging.CRITICAL))
             if spec.seed is not None:
                 stack.enter_context(torch.random.fork_rng(devices=[]))
                 torch.manual_seed(spec.seed)

@@ -189,6 +189,7 @@ class StatsOut(BaseModel):
     adapter: str | None
     index_type: str
     vector_dtype: str
+    image_vectors: str = Field(description="what made the image vectors: fp32 or int8-RUNTIME")
     faiss_gpus: int
     database_bytes: int
     vector_index_bytes: int

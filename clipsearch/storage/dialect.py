@@ -34,7 +34,7 @@ from sqlalchemy import (
     literal,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -135,6 +135,8 @@ def upsert(bind: Engine | Connection, table: Any) -> Any:
     """An INSERT with `.on_conflict_do_update(...)` / `.excluded` in the bind's dialect
     (the two dialects spell that clause the same way)."""
     if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql  # only here: 50 ms of imports otherwise
+
         return postgresql.insert(table)
     return sqlite.insert(table)
 

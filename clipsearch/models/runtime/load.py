@@ -137,8 +137,18 @@ def _machine() -> dict[str, Any]:
             versions[runtime] = version(module)
         except PackageNotFoundError:
             continue
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "versions": versions}  # fmt: skip
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "versions": versions}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _measured(folder: Path) -> dict[str, float] | None:

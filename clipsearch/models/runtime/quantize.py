@@ -10,17 +10,15 @@ Which is faster, and by how much, is measured in benchmarks/results/runtimes.md.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipsearch.errors import ModelLoadError
+from clipsearch.models.quiet import quiet_logger
 
 Array = np.ndarray[Any, Any]
 
@@ -46,7 +44,7 @@ def quantized_image_tower(folder: Path, runtime: str, sample: Array) -> Path:
     handle, scratch = tempfile.mkstemp(suffix=".onnx", dir=folder)
     os.close(handle)
     try:
-        with _quiet_root():  # its advice to pre-process the model
+        with quiet_logger(None):  # its advice to pre-process the model
             quantize_dynamic(folder / "image.onnx", scratch, weight_type=QuantType.QInt8)
         os.replace(scratch, target)
     finally:
@@ -68,7 +66,7 @@ def _openvino_int8(folder: Path, target: Path, sample: Array) -> Path:
     model = openvino_core().read_model(str(folder / "image.onnx"))
     attention = any(op.get_type_name() == "Softmax" for op in model.get_ops())
     calibration = nncf.Dataset([sample[i : i + 1] for i in range(len(sample))])
-    with _quiet_nncf():
+    with quiet_logger("nncf"):  # its statistics and progress bars
         quantized = nncf.quantize(
             model,
             calibration,
@@ -80,27 +78,3 @@ def _openvino_int8(folder: Path, target: Path, sample: Array) -> Path:
     os.replace(scratch.with_suffix(".bin"), target.with_suffix(".bin"))
     os.replace(scratch, target)  # the .xml last: its presence means both are whole
     return target
-
-
-@contextlib.contextmanager
-def _quiet_nncf() -> Iterator[None]:
-    # NNCF logs its statistics and draws progress bars at INFO level.
-    logger = logging.getLogger("nncf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _quiet_root() -> Iterator[None]:
-    # ONNX Runtime's quantiser advises model pre-processing on the root logger.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
