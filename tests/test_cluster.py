@@ -141,7 +141,8 @@ def test_a_killed_driver_reruns_only_what_is_missing(
     """The CLI driver, SIGKILLed after its first batches commit (PostgreSQL, the store a
     cluster writes to)."""
     folder = tmp_path / "many"
-    write_images(folder, 96)
+    total = 320  # 40 batches: enough run left after the first commit to kill it mid-way
+    write_images(folder, total)
     db = store("ray")
     argv = [sys.executable, "-m", "clipsearch.cli", "index", str(folder), "--db", db,
             "--model", MODEL, "--batch-size", str(BATCH), "--ray", cluster.address,
@@ -151,16 +152,16 @@ def test_a_killed_driver_reruns_only_what_is_missing(
     committed = 0
     deadline = time.monotonic() + 120
     while committed == 0 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.05)
         committed = _count(db)
     driver.send_signal(signal.SIGKILL)
     _, err = driver.communicate()
     committed = _count(db)
-    assert 0 < committed < 96, f"the driver was not killed mid-run: {err.decode()[-2000:]}"
+    assert 0 < committed < total, f"the driver was not killed mid-run: {err.decode()[-2000:]}"
     rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout)
-    assert summary["added"] == 96 - committed and summary["unchanged"] == committed
+    assert summary["added"] == total - committed and summary["unchanged"] == committed
     assert set(_rows(db)) == {str(p) for p in sorted(folder.iterdir())}
 
 
