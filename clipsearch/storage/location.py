@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipsearch.errors import ConfigError
+from clipsearch.user_dirs import user_cache
 
 #: URL schemes clipsearch stores an index in; a bare `postgresql://` uses psycopg 3 too.
 POSTGRES_SCHEMES = ("postgresql+psycopg", "postgresql", "postgres")
@@ -24,11 +25,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 def default_cache_root() -> Path:
     """`$CLIPSEARCH_CACHE_DIR`, else `$XDG_CACHE_HOME/clipsearch/indexes`
     (`~/.cache/clipsearch/indexes`)."""
-    explicit = os.environ.get("CLIPSEARCH_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "clipsearch" / "indexes"
+    return user_cache("CLIPSEARCH_CACHE_DIR", "indexes")
 
 
 @dataclass(frozen=True)

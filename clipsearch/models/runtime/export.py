@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ModelLoadError
+from clipsearch.user_dirs import user_cache
 
 #: Bumped when what an export holds changes; old exports are then made again.
 EXPORT_FORMAT = 1
@@ -29,11 +30,7 @@ META = "meta.json"
 
 def models_cache() -> Path:
     """`$CLIPSEARCH_MODEL_CACHE`, else `$XDG_CACHE_HOME/clipsearch/models`."""
-    explicit = os.environ.get("CLIPSEARCH_MODEL_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "clipsearch" / "models"
+    return user_cache("CLIPSEARCH_MODEL_CACHE", "models")
 
 
 def export_folder(identity: str) -> Path:
