@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clipsearch.models.words import bpe_words, vocabulary_words
+
 Tokens = np.ndarray[Any, np.dtype[np.int64]]
 
 
@@ -126,7 +128,7 @@ class ClipBpe:
         return out
 
     def whole_words(self) -> frozenset[str]:
-        return frozenset(t[:-4].lower() for t in self.ids if t.endswith("</w>"))
+        return bpe_words(self.ids)
 
 
 class HuggingFaceTokens:
@@ -150,11 +152,7 @@ class HuggingFaceTokens:
         return out
 
     def whole_words(self) -> frozenset[str]:
-        words = set()
-        for token in self.inner.get_vocab():
-            if not token.startswith("##"):
-                words.add(token.removeprefix("▁").removeprefix("Ġ").lower())
-        return frozenset(w for w in words if w)
+        return vocabulary_words(self.inner.get_vocab())
 
 
 def load_tokenizer(folder: Path, meta: dict[str, Any]) -> Tokenizer:
