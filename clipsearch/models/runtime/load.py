@@ -65,13 +65,14 @@ def load_with_runtime(
     """The encoder for `spec` under `choice`; `identity_of()` gives the model's identity (a
     missing checkpoint fails there), `torch_encoder()` builds the torch encoder."""
     runtime = choice.runtime
+    export: tuple[Path, dict[str, Any]] | None = None
     if runtime == "auto":
         try:
             identity = identity_of()
         except ModelSpecError:
             require_torch(f"the model {spec!r}")
             return torch_encoder()  # which says precisely what is wrong with the spec
-        runtime = _auto_runtime(identity, device, torch_encoder)
+        runtime, export = _auto_runtime(identity, device, torch_encoder)
     if runtime == "torch":
         require_torch("--runtime torch")
         return torch_encoder()
@@ -88,7 +89,7 @@ def load_with_runtime(
     from clipsearch.models.runtime.encoder import ExportedEncoder
 
     keep_freed_memory()  # the runtimes' activation buffers too, see clipsearch/_malloc.py
-    folder, meta = ensure_export(identity_of(), torch_encoder)
+    folder, meta = export or ensure_export(identity_of(), torch_encoder)
     return ExportedEncoder(folder, meta, spec, runtime, choice.precision)
 
 
@@ -112,20 +113,22 @@ def ensure_export(identity: str, torch_encoder: TorchLoader) -> tuple[Path, dict
     return folder, meta
 
 
-def _auto_runtime(identity: str, device: str | None, torch_encoder: TorchLoader) -> str:
+def _auto_runtime(
+    identity: str, device: str | None, torch_encoder: TorchLoader
+) -> tuple[str, tuple[Path, dict[str, Any]] | None]:
+    """The runtime `auto` stands for here, with the export it looked at (None: torch
+    decided without one)."""
     if device not in (None, "", "auto", "cpu") or (device != "cpu" and gpu_present()):
-        return "torch"
+        return "torch", None
     candidates = [r for r in OPTIMISED if installed(r)]
     if not candidates:
-        return "torch"
+        return "torch", None
     folder, meta = ensure_export(identity, torch_encoder)
     figures = _measured(folder) or _measure(folder, meta, None)
     best = max((r for r in candidates if r in figures), key=figures.__getitem__, default=None)
-    if best is None:
-        return "torch"
-    if figures.get("torch", 0.0) > figures[best] * (1 + TORCH_MARGIN):
-        return "torch"
-    return best
+    if best is None or figures.get("torch", 0.0) > figures[best] * (1 + TORCH_MARGIN):
+        return "torch", (folder, meta)
+    return best, (folder, meta)
 
 
 def _machine() -> dict[str, Any]:
@@ -161,7 +164,7 @@ def _measured(folder: Path) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in data["images_per_second"].items()}
 
 
-def _measure(folder: Path, meta: dict[str, Any], torch_encoder: Any) -> dict[str, float]:
+def _measure(folder: Path, meta: dict[str, Any], torch_model: Encoder | None) -> dict[str, float]:
     """Image-tower throughput (images/s, batch 16, best of 3) of each installed runtime, and
     of torch when its encoder is at hand; kept in `choice.json`."""
     from clipsearch.models.runtime.encoder import ExportedEncoder
@@ -173,10 +176,10 @@ def _measure(folder: Path, meta: dict[str, Any], torch_encoder: Any) -> dict[str
         if installed(runtime):
             tower = ExportedEncoder(folder, meta, "", runtime, "fp32").image_tower(batch)
             runs[runtime] = functools.partial(tower, batch)
-    if torch_encoder is not None:
+    if torch_model is not None:
         import torch
 
-        runs["torch"] = functools.partial(torch_encoder.encode_images, torch.from_numpy(batch))
+        runs["torch"] = functools.partial(torch_model.encode_images, torch.from_numpy(batch))
     figures = {}
     for runtime, run in runs.items():
         run()  # warm up
