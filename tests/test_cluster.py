@@ -110,7 +110,7 @@ def test_a_worker_node_lost_mid_run_loses_nothing(
     ray_runner._POOLS.clear()  # a pool spread over the new node too
     runner = _runner(cluster, encoders=3)
     with clipsearch.open(store("probe"), model=MODEL) as probe:
-        pool = runner.encoders(probe.encoder.info)
+        pool = runner.encoders(probe.encoder)  # the pool the run below uses
     hosts = set(ray.get([actor.node.remote() for actor in pool]))
     victims = [
         n for n in cluster.list_all_nodes()

@@ -27,6 +27,7 @@ import numpy as np
 
 from clipsearch.cluster.connect import connect, node_resources
 from clipsearch.errors import ClusterError, ModelMismatchError
+from clipsearch.indexer import stages
 from clipsearch.indexer.decode import register_heif
 from clipsearch.indexer.options import PipelineOptions
 from clipsearch.indexer.plan import EmbedJob
@@ -37,7 +38,6 @@ from clipsearch.indexer.stages import (
     EncodingPlan,
     Reader,
     Reuse,
-    stack_decoded,
 )
 from clipsearch.models.base import Encoder, ModelInfo
 from clipsearch.models.runtime.choice import RuntimeChoice
@@ -66,7 +66,7 @@ def read_batch(
     """A Ray task: decode a batch of files. Returns the per-file facts (small: they go back
     to the driver) and the stacked pixels (they go straight to an encoder)."""
     register_heif()
-    batch = stack_decoded([(job, reader(job.file.path)) for job in jobs])
+    batch = stages.read_batch(reader, jobs)
     pixels = None if batch.pixels is None else np.asarray(batch.pixels)
     return (batch.ok, batch.failed), pixels
 
@@ -131,11 +131,16 @@ class RayRunner:
         self.options = options
         self.cluster = cluster or ClusterOptions()
 
-    def encoders(self, info: ModelInfo, runtime: RuntimeChoice | None = None) -> list[Any]:
-        """The encoder actors for this model, started (and their models loaded) on first use,
-        running it as `runtime` says (default: torch on GPU workers, else auto)."""
-        if runtime is None or (self.cluster.gpus_per_worker > 0 and runtime.precision == "fp32"):
-            runtime = RuntimeChoice("torch" if self.cluster.gpus_per_worker > 0 else "auto")
+    def encoders(self, encoder: Encoder) -> list[Any]:
+        """The encoder actors for the driver's encoder's model, started (and their models
+        loaded) on first use, running it in the driver's runtime and precision (fp32 on GPU
+        workers: torch, whose fp32 vectors equal every runtime's)."""
+        info = encoder.info
+        runtime = RuntimeChoice(
+            getattr(encoder, "runtime", "torch"), getattr(encoder, "precision", "fp32")
+        )
+        if self.cluster.gpus_per_worker > 0 and runtime.precision == "fp32":
+            runtime = RuntimeChoice("torch")
         if info.identity.endswith(":unseeded-random"):
             raise ClusterError(
                 f"the model {info.spec!r} has unseeded random weights, which differ in every "
@@ -185,10 +190,7 @@ class RayRunner:
     ) -> None:
         if not jobs:
             return
-        runtime = RuntimeChoice(
-            getattr(encoder, "runtime", "torch"), getattr(encoder, "precision", "fp32")
-        )
-        pool = self.encoders(encoder.info, runtime)
+        pool = self.encoders(encoder)
         ray = connect(self.cluster.address)
         progress = ProgressCounter(len(jobs), self.options.progress, on_progress)
         try:

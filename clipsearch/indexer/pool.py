@@ -16,15 +16,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from clipsearch.indexer.decode import register_heif
 from clipsearch.indexer.plan import EmbedJob
-from clipsearch.indexer.stages import DecodedBatch, Reader, stack_decoded
+from clipsearch.indexer.stages import DecodedBatch, Reader, read_batch
 
 #: Batches in flight per worker (as the DataLoader's prefetch factor).
 PREFETCH = 4
-
-
-def read_batch(reader: Reader, jobs: Sequence[EmbedJob]) -> DecodedBatch:
-    """Decode a batch of files; the pixels come back stacked."""
-    return stack_decoded([(job, reader(job.file.path)) for job in jobs])
 
 
 def _worker_init() -> None:

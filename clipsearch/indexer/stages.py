@@ -130,6 +130,11 @@ def encode_batch(batch: DecodedBatch, encoder: Encoder, reuse: Reuse) -> Encoded
     return EncodedBatch(batch.ok, batch.failed, plan.complete(encoded), len(plan.to_encode))
 
 
+def read_batch(reader: Reader, jobs: Sequence[EmbedJob]) -> DecodedBatch:
+    """Decode a batch of files where this runs; the pixels come back stacked."""
+    return stack_decoded([(job, reader(job.file.path)) for job in jobs])
+
+
 def stack_decoded(items: Sequence[tuple[EmbedJob, DecodedImage | str]]) -> DecodedBatch:
     """A `DecodedBatch` from (job, what the reader returned) pairs. Stacking where the
     reading ran (a worker process) hands the encoder one tensor in shared memory; the
