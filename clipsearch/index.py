@@ -602,7 +602,8 @@ class Index:
         return indexed_roots(self.db)
 
     def stats(self) -> IndexStats:
-        info = self.model_info
+        meta = self.db.get_meta()
+        info = recorded_info(meta)
         cache = vi.CacheFiles(self.cache_dir)
         stamp = cache.stamp()
         return IndexStats(
@@ -616,8 +617,8 @@ class Index:
             dim=info.dim if info else None,
             adapter=self.space().adapter_label if info else None,
             index_type=stamp.kind if stamp is not None else "none (built on first search)",
-            vector_dtype=self.db.get_meta().get("vector_dtype", "float32"),
-            image_vectors=self.db.get_meta().get(IMAGE_VECTORS, "fp32"),
+            vector_dtype=meta.get("vector_dtype", "float32"),
+            image_vectors=meta.get(IMAGE_VECTORS, "fp32"),
             faiss_gpus=vi.faiss_gpu_count(),
             database_bytes=self.db.size_bytes(),
             vector_index_bytes=cache.size(),

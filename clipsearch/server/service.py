@@ -10,7 +10,6 @@ batch by batch (the job adds to the same live FAISS index); changes another proc
 from __future__ import annotations
 
 import asyncio
-import functools
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,11 +25,11 @@ from clipsearch.errors import (
     ModelMismatchError,
     QueryImageError,
 )
-from clipsearch.facts import IndexStats, IndexSummary, Progress, runtime_choice
+from clipsearch.facts import IndexStats, IndexSummary, Progress
 from clipsearch.index import Index, open_index
 from clipsearch.indexer.decode import TOO_LARGE
 from clipsearch.items import Item, inside_roots
-from clipsearch.models import load_encoder, model_identity
+from clipsearch.models import model_identity
 from clipsearch.search.filters import Filter
 from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged
@@ -292,20 +291,22 @@ def _uploaded(data: bytes) -> Iterator[str]:
 def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     """The index with its model loaded (wrapped for query batching), or without a model for
     a new index (then the first job loads the one it needs)."""
-    where = functools.partial(
-        open_index, settings.db, cache_dir=settings.cache_dir, workers=settings.workers,
-        runtime=settings.runtime, precision=settings.precision,
+    index = open_index(
+        settings.db, settings.model, cache_dir=settings.cache_dir, workers=settings.workers,
+        device=settings.device, runtime=settings.runtime, precision=settings.precision,
     )  # fmt: skip
-    with where(settings.model) as probe:
-        spec = settings.model or (probe.model_info.spec if probe.model_info else None)
-        choice = runtime_choice(probe.db.get_meta(), settings.runtime, settings.precision)
-    if spec is None:
-        return where(device=settings.device), None
-    encoder = load_encoder(spec, device=settings.device, runtime=choice)
-    batcher = BatchingEncoder(encoder) if settings.batch_queries else None
-    index = where(settings.model, encoder=batcher or encoder)
-    if settings.shards:
-        _shard(index, settings)
+    try:
+        if settings.model is None and index.model_info is None:
+            return index, None
+        encoder = index.encoder  # loaded now, not in the first request
+        batcher = BatchingEncoder(encoder) if settings.batch_queries else None
+        if batcher is not None:
+            index.use_encoder(batcher)
+        if settings.shards:
+            _shard(index, settings)
+    except BaseException:
+        index.close()
+        raise
     return index, batcher
 
 
