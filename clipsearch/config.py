@@ -20,6 +20,7 @@ from typing import Any
 
 from clipsearch.errors import ConfigError
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
+from clipsearch.indexer.options import DEFAULT_MAX_FRAMES
 from clipsearch.models.runtime.choice import PRECISIONS, RUNTIMES
 
 if sys.version_info >= (3, 11):
@@ -48,6 +49,7 @@ class Settings:
     batch_size: int
     workers: int
     max_pixels: int
+    max_frames_per_video: int
 
 
 def config_path() -> Path:
@@ -86,7 +88,7 @@ def _convert(name: str, value: Any, source: str) -> Any:
             if text not in allowed:
                 raise ValueError(f"use one of {', '.join(allowed)}")
             return text
-        if name in ("batch_size", "workers", "max_pixels"):
+        if name in ("batch_size", "workers", "max_pixels", "max_frames_per_video"):
             number = int(value)
             if number < (0 if name == "workers" else 1):
                 raise ValueError("too small")
@@ -108,6 +110,7 @@ def resolve(**flags: Any) -> Settings:
         "batch_size": 32,
         "workers": default_workers(),
         "max_pixels": DEFAULT_MAX_PIXELS,
+        "max_frames_per_video": DEFAULT_MAX_FRAMES,
     }
     path = config_path()
     from_file = _read_config_file(path)

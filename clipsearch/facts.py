@@ -29,6 +29,8 @@ class IndexSummary:
     unchanged: int = 0
     encoded: int = 0  # images that went through the model
     sidecars: int = 0  # .txt / .xmp descriptions (re-)indexed as texts
+    videos: int = 0  # of the added and updated items, videos
+    keyframes: int = 0  # the keyframes those videos were indexed by
     skipped: list[Skip] = field(default_factory=list)
     #: With `ocr`: images read by Tesseract, passed over by the pre-check, holding words.
     text_in_photos: dict[str, Any] | None = None

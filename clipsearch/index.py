@@ -32,7 +32,7 @@ from clipsearch.facts import (
     runtime_choice,
 )
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
-from clipsearch.indexer.options import PipelineOptions
+from clipsearch.indexer.options import DEFAULT_MAX_FRAMES, PipelineOptions
 from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
 from clipsearch.search import hybrid
@@ -40,6 +40,7 @@ from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
 from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged, RelevanceJudge
+from clipsearch.search.moments import find_moments
 from clipsearch.search.query import Query
 from clipsearch.search.relevance import MinRelevance, parse_min_relevance
 from clipsearch.search.rerank import Reranker
@@ -48,16 +49,19 @@ from clipsearch.search.sorting import Sort, dated, ordered, parse_sort
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
+from clipsearch.storage.frames import ImageVectors, frame_keys_of, frames_of
 from clipsearch.storage.keyword_index import Fts5Keywords, KeywordIndex
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.storage.vectors import VectorTable
 from clipsearch.texts import TextCollection, TextHit
+from clipsearch.video.summary import Summary, summarize, video_frames
 
 if TYPE_CHECKING:
     from clipsearch.adapters.fit import FitSettings
     from clipsearch.adapters.model import Adapter
     from clipsearch.adapters.tune import TuneResult
+    from clipsearch.asking import Answers
     from clipsearch.indexer.runners import Runner
     from clipsearch.tagging import TagResult
 
@@ -97,6 +101,8 @@ class Index:
         wait: float | None = 0.0,
     ) -> None:
         self.db = db
+        #: The searchable image space: image rows and videos' keyframes (`storage.frames`).
+        self.searchable = ImageVectors(db)
         self.location = db.location
         self.writer_lock = db.writer_lock(wait)
         self._cache_dir: Path | None = None
@@ -278,7 +284,7 @@ class Index:
 
     def image_table(self) -> VectorTable:
         """The stored image vectors as the search space sees them (through the adapter)."""
-        return self.space().image_store(self.db)
+        return self.space().image_store(self.searchable)
 
     def text_table(self) -> VectorTable:
         """The stored text vectors, as the model made them."""
@@ -288,7 +294,7 @@ class Index:
         """The backend that owns the images' FAISS cache, in the current search space."""
         space = space or self.space()
         return vi.FaissBackend(
-            space.image_store(self.db), self.cache_dir, space.identity, space.dim,
+            space.image_store(self.searchable), self.cache_dir, space.identity, space.dim,
             choice=self.index_choice(),
         )  # fmt: skip
 
@@ -331,6 +337,11 @@ class Index:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """Texts as query vectors in the search space (through the active adapter)."""
         return self.space().texts(self.encode_raw_texts(texts))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """Query texts as vectors in the search space, through the query cache (a text seen
+        before needs no model)."""
+        return self.space().texts(self.queries.raw_text_queries(list(texts)))
 
     def encode_raw_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
         """The model's embeddings of `texts` (a progress bar when there are many)."""
@@ -487,6 +498,10 @@ class Index:
             self.searched_vectors()  # an empty index fails here, before a model is loaded
         asked = query if query is not None else Query.of(text=text, image=image)
         found = hybrid.search(self, asked, how, k, filters, rerankers, explain)
+        if how != "keyword" and frames_of(self.db, [h.id for h in found.hits if h.time is None]):
+            # videos the words found that the model's list did not: their moments too
+            vector = self.embed_query(query=hybrid.without_quotes(asked))
+            found = dataclasses.replace(found, hits=self._with_moments(found.hits, vector))
         coverage = {i: h.coverage for i, h in found.keyword.items()}
         judged = self.relevance.judge(asked, found.hits, rule, coverage, how != "keyword")
         hits = dated(judged.hits, self.db.dates_for([h.id for h in judged.hits]))
@@ -516,6 +531,33 @@ class Index:
         self.texts.vector_index()  # no texts: fails here, before a model is loaded
         vector = self.embed_query(text, image, query=query)
         return self.texts.search_vectors(vector[None, :], k, kind, source, distinct)[0]
+
+    def summarize(
+        self, video: int | str | os.PathLike[str], k: int = 8, *, query: str | None = None
+    ) -> Summary:
+        """The k frames that stand for a video (an indexed one by id or path, or any video
+        file, decoded now), optionally drawn towards a text `query`; see
+        `clipsearch.video.select`. `contact_sheet(summary, path)` draws them."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        path, frames, duration = video_frames(self, video)
+        asked = (query, self.embed_query(query)) if query else None
+        return summarize(path, frames.times, frames.vectors, duration, k, asked)
+
+    def ask(
+        self,
+        image: int | str | os.PathLike[str],
+        question: str,
+        *,
+        answers: Sequence[str] | None = None,
+        top: int = 5,
+    ) -> Answers:
+        """Answer a question about an indexed item (id or path) or any image file, zero-shot:
+        yes/no questions against a calibrated contrast (or "not sure"), others by ranking
+        `answers` (default: the tag vocabulary); see `clipsearch.asking`."""
+        from clipsearch.asking import ask
+
+        return ask(self, image, question, answers, top)
 
     def tag(
         self,
@@ -547,22 +589,46 @@ class Index:
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring;
         `allowed`: only these ids (with `filters`: those of them that match)."""
         space = self.space()  # read once per search: every read is a query
-        store = space.image_store(self.db)
+        store = space.image_store(self.searchable)
         vectors = self.searched_vectors(space)
-        searcher = Searcher(store, vectors, rerankers=rerankers, explain=explain)
+        videos = self.searchable.frame_count() > 0
+        owners = self.searchable.owners if videos else None
+        searcher = Searcher(store, vectors, rerankers=rerankers, explain=explain, owners=owners)
         matching = self.filter_ids(filters)
         if matching is not None and allowed is not None:
             allowed = np.intersect1d(matching, allowed)
         elif matching is not None:
             allowed = matching
-        matches = searcher.search_many(np.asarray(queries, dtype=np.float32), k, allowed)
+        if videos and allowed is not None:  # a video passes a filter with its keyframes
+            allowed = np.union1d(allowed, frame_keys_of(self.db, allowed.tolist()))
+        queries = np.asarray(queries, dtype=np.float32)
+        matches = searcher.search_many(queries, k, allowed)
         adapter = space.adapter_label
-        return [
+        hits = [
             [
                 Hit(m.id, m.label, m.score, dict(m.explain) if explain else None, adapter)
                 for m in row
             ]
             for row in matches
+        ]
+        if videos:
+            hits = [self._with_moments(row, q, store) for row, q in zip(hits, queries, strict=True)]
+        return hits
+
+    def _with_moments(
+        self, hits: list[Hit], query: np.ndarray[Any, Any], store: VectorTable | None = None
+    ) -> list[Hit]:
+        """The hits, each video among them with its best moment for the query."""
+        found = frames_of(self.db, [h.id for h in hits if h.time is None])
+        if not found:
+            return hits
+        store = store or self.image_table()
+        moments = find_moments(query, found, store)
+        return [
+            dataclasses.replace(h, time=moments[h.id].time, span=moments[h.id].span)
+            if h.id in moments
+            else h
+            for h in hits
         ]
 
     def filter_ids(self, filters: Filter | None) -> np.ndarray[Any, Any] | None:
@@ -640,15 +706,17 @@ def open_index(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = False,
     wait: float | None = 0.0,
+    max_frames_per_video: int = DEFAULT_MAX_FRAMES,
 ) -> Index:
     """Open (or create) the index at `db`: a folder (SQLite) or a PostgreSQL URL
     (`postgresql+psycopg://USER@HOST/NAME`); `cache_dir` holds the local caches of a server
     database (default: the user's cache folder); `runtime` (torch, onnx, openvino; default
     auto) and `precision` (fp32, int8; default: as the index records) say how the model runs,
-    see `clipsearch.models.runtime`. See `Index` for the other arguments."""
+    see `clipsearch.models.runtime`; `max_frames_per_video`: keyframes kept per video at
+    most (`clipsearch.video`). See `Index` for the other arguments."""
     database = Database.open(locate(db, cache_dir), create=create, wait=wait)
     try:
-        options = PipelineOptions(batch_size, workers, max_pixels, progress)
+        options = PipelineOptions(batch_size, workers, max_pixels, progress, max_frames_per_video)
         return Index(
             database, model=model, encoder=encoder, device=device, runtime=runtime,
             precision=precision, options=options, wait=wait,

@@ -18,7 +18,7 @@ from clipsearch.storage.texts import TextTable
 
 @dataclass(frozen=True)
 class Item:
-    """One indexed image and what the index knows about it."""
+    """One indexed image or video and what the index knows about it."""
 
     id: int
     path: str
@@ -34,6 +34,7 @@ class Item:
     camera: str | None = None  # EXIF make and model
     #: Words read in the photo (`index --ocr`): None if not read, "" if none were found.
     text_in_photo: str | None = None
+    duration: float | None = None  # a video's, in seconds (None for a photo)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -61,6 +62,7 @@ def read_items(db: Database, ids: Sequence[int]) -> list[Item]:
             tags=tags.get(r.id, []),
             camera=r.camera,
             text_in_photo=r.ocr,
+            duration=r.duration,
         )
         for r in found
     ]

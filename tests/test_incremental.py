@@ -44,6 +44,8 @@ def test_second_run_embeds_nothing(
         "unchanged": 10,
         "encoded": 0,
         "sidecars": 0,
+        "videos": 0,
+        "keyframes": 0,
         "skipped": [],
     }
     assert counting_encoder.images_encoded == 10

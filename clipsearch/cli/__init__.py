@@ -21,6 +21,9 @@ from clipsearch.cli import search  # noqa: F401
 from clipsearch.cli import texts  # noqa: F401
 
 # isort: split
+from clipsearch.cli import videos  # noqa: F401
+
+# isort: split
 from clipsearch.cli import adapters  # noqa: F401
 
 # isort: split

@@ -98,6 +98,7 @@ def _open(
         batch_size=settings.batch_size,
         workers=settings.workers,
         max_pixels=settings.max_pixels,
+        max_frames_per_video=settings.max_frames_per_video,
         progress=progress,
         wait=None if wait else 0.0,
     )

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 
 @app.command()
 def index(
-    paths: list[Path] = typer.Argument(..., help="Image files or folders (walked recursively)."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Image and video files or folders (walked recursively)."
+    ),
     db: str | None = DbOption,
     cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
@@ -51,6 +53,11 @@ def index(
         None,
         "--max-pixels",
         help="Skip images larger than this (decompression-bomb guard) [150e6].",
+    ),
+    max_frames_per_video: int | None = typer.Option(
+        None,
+        "--max-frames-per-video",
+        help="Keyframes kept per video at most (chosen to cover it) [64].",
     ),
     vector_dtype: str | None = typer.Option(
         None, "--vector-dtype", help="Store vectors as float32 or float16 (half the size)."
@@ -75,7 +82,7 @@ def index(
     quiet: bool = QuietOption,
     wait: bool = WaitOption,
 ) -> None:
-    """Add images to the index; a re-run embeds only new or changed files."""
+    """Add images and videos to the index; a re-run embeds only new or changed files."""
     try:
         settings = config.resolve(
             db=db,
@@ -87,6 +94,7 @@ def index(
             batch_size=batch_size,
             workers=workers,
             max_pixels=max_pixels,
+            max_frames_per_video=max_frames_per_video,
         )
         missing = [str(p) for p in paths if not p.expanduser().exists()]
         if missing:  # before anything is created
@@ -192,6 +200,11 @@ def reindex(
     ),
     nprobe: int | None = typer.Option(
         None, "--nprobe", help="ivf-sq8: lists scanned per query [nlist/64, at least 32]."
+    ),
+    max_frames_per_video: int | None = typer.Option(
+        None,
+        "--max-frames-per-video",
+        help="Keyframes kept per video at most (chosen to cover it) [64].",
     ),
     vector_dtype: str | None = typer.Option(
         None, "--vector-dtype", help="Convert the stored vectors to float32 or float16."

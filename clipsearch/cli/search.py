@@ -26,6 +26,7 @@ from clipsearch.errors import ClipsearchError, QueryError
 from clipsearch.names import readable
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
 from clipsearch.search.relevance import parse_min_relevance
+from clipsearch.video import clock
 
 if TYPE_CHECKING:
     from clipsearch.index import Index
@@ -183,7 +184,8 @@ def search(
                else f"{'rank':>4}  {'score':>7}  {'id':>7}  path")  # fmt: skip
     for rank, hit in enumerate(hits, 1):
         grade = f"{hit.relevance:>9.2f}  " if hit.relevance is not None else ""
-        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {grade}{hit.id:>7}  {readable(hit.path)}")
+        where = readable(hit.path) + (f" @ {clock(hit.time)}" if hit.time is not None else "")
+        typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {grade}{hit.id:>7}  {where}")
         if hit.explain:
             stages = ", ".join(f"{name} {value:g}" for name, value in hit.explain.items())
             typer.echo(f"{'':>23}{stages}")

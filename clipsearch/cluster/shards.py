@@ -20,8 +20,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,34 +29,8 @@ from clipsearch.arrays import IdArray, Matrix
 from clipsearch.cluster.connect import connect
 from clipsearch.errors import ClipsearchError, ClusterError, ShardUnavailableError
 
-if TYPE_CHECKING:
-    from clipsearch.storage.db import Database
-
 #: How long a search waits for every shard before answering 503.
 SEARCH_TIMEOUT_S = 30.0
-
-
-class ShardTable:
-    """One shard of the stored image vectors: the rows whose id is `shard` modulo `shards`,
-    read with that condition in SQL (the search space's view of it is `image_store`'s)."""
-
-    def __init__(self, db: Database, shard: int, shards: int) -> None:
-        self.db, self.shard, self.shards = db, shard, shards
-
-    def iter_vectors(self, chunk: int = 20_000) -> Iterator[tuple[IdArray, Matrix]]:
-        return self.db.iter_vectors(chunk, shard=(self.shard, self.shards))
-
-    def vectors_for(self, ids: Sequence[int]) -> tuple[list[int], list[str], Matrix]:
-        return self.db.vectors_for(ids)
-
-    def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
-        return self.db.labels_for(ids)
-
-    def generation(self) -> int:
-        return self.db.generation()
-
-    def count(self) -> int:
-        return max(1, self.db.count() // self.shards)  # an estimate: sampling for IVF
 
 
 class ShardWorker:
@@ -90,6 +64,7 @@ class ShardWorker:
 
     def _build(self) -> None:
         from clipsearch.adapters.space import stored_space
+        from clipsearch.storage.frames import ImageVectors
         from clipsearch.storage.vector_index import build_from_db, choose_index
 
         try:
@@ -97,7 +72,7 @@ class ShardWorker:
             space = stored_space(db)
             if space is None:
                 raise ClusterError(f"the index at {db.location.label} is empty")
-            table = space.image_store(ShardTable(db, self.shard, self.shards))
+            table = space.image_store(ImageVectors(db, (self.shard, self.shards)))
             index = build_from_db(table, space.dim, choose_index("auto", table.count()))
             self.index, self.identity, self.error = index, space.identity, None
         except Exception as exc:  # reported by every search until a rebuild succeeds

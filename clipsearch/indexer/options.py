@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 
+DEFAULT_MAX_FRAMES = 64
+
 
 @dataclass(frozen=True)
 class PipelineOptions:
@@ -13,3 +15,4 @@ class PipelineOptions:
     workers: int = 2  # decoding processes; 0 decodes in the calling process
     max_pixels: int = DEFAULT_MAX_PIXELS  # decompression-bomb guard
     progress: bool = True  # a progress bar on stderr
+    max_frames_per_video: int = DEFAULT_MAX_FRAMES  # keyframes kept per video at most

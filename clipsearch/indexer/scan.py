@@ -1,4 +1,4 @@
-"""Walk folders for image files and stat them."""
+"""Walk folders for image and video files and stat them."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pathlib import Path
 
 from clipsearch.facts import Skip
 from clipsearch.names import is_text, readable
+from clipsearch.video.decode import NO_PYAV, VIDEO_EXTENSIONS, pyav_available
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 SIDECAR_EXTENSIONS = frozenset({".txt", ".xmp"})
+MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | HEIF_EXTENSIONS | VIDEO_EXTENSIONS
 NOT_UTF8 = (
     "the file name is not valid UTF-8 (shown with \\xNN for the bad bytes); rename it to "
     "UTF-8 to index it, e.g. with `convmv -f latin1 -t utf8`"
@@ -45,13 +47,14 @@ def heif_available() -> bool:
 
 
 def scan(roots: Iterable[Path]) -> ScanResult:
-    """Every image file under `roots` (files or folders), recursively, sorted by path.
+    """Every image and video file under `roots` (files or folders), recursively, by path.
 
     Symlinked files are followed; symlinked folders are not (no cycles, no escaping the tree).
     A file that cannot be stat'ed is reported as skipped with the reason.
     """
     result = ScanResult()
     heif = heif_available()
+    videos = pyav_available()
     seen: set[str] = set()
     for root in roots:
         for path in _walk(root, result):
@@ -64,8 +67,11 @@ def scan(roots: Iterable[Path]) -> ScanResult:
                     )
                 )
                 continue
+            if ext in VIDEO_EXTENSIONS and not videos:
+                result.skipped.append(Skip(path, NO_PYAV))
+                continue
             is_sidecar = ext in SIDECAR_EXTENSIONS
-            if not is_sidecar and ext not in IMAGE_EXTENSIONS and ext not in HEIF_EXTENSIONS:
+            if not is_sidecar and ext not in MEDIA_EXTENSIONS:
                 continue
             if path in seen:
                 continue

@@ -18,6 +18,8 @@ from clipsearch.indexer.text_sources import SIDECAR
 from clipsearch.items import record_roots
 from clipsearch.names import is_text, readable
 from clipsearch.storage import vector_index as vi
+from clipsearch.storage.frames import frame_keys_of
+from clipsearch.video.decode import is_video
 
 if TYPE_CHECKING:
     from clipsearch.indexer.options import PipelineOptions
@@ -120,14 +122,17 @@ def add_paths(
     info = index.model_info
     vectors = index.vector_index() if info is not None else None
     try:
+        gone = frame_keys_of(index.db, plan.removed)
         changed = index.db.apply_file_changes(plan.removed, plan.moved, plan.touched)
         if changed and vectors is not None:
-            vectors.remove(np.asarray(plan.removed, dtype=np.int64))
+            vectors.remove(np.asarray([*plan.removed, *gone], dtype=np.int64))
             vectors.advanced_to(index.db.written_generation)
         if plan.embed:
             assert vectors is not None
             report(Progress("embedding", 0, len(plan.embed)))
-            counts = _embed(index, plan.embed, vectors, report, runner)
+            counts, summary.videos, summary.keyframes = _embed(
+                index, plan.embed, vectors, report, runner
+            )
             summary.added, summary.updated = counts.added, counts.updated
             summary.encoded = counts.encoded
             summary.removed += counts.removed
@@ -157,9 +162,11 @@ def _embed(
     vectors: vi.IdIndex,
     report: Report,
     runner: Runner | None,
-) -> EmbedCounts:
-    """Embed the jobs with the runner into the SQL sink, which keeps the live FAISS index in
-    step batch by batch (searches see each batch as it commits)."""
+) -> tuple[EmbedCounts, int, int]:
+    """Embed the jobs into the store, which keeps the live FAISS index in step batch by
+    batch (searches see each batch as it commits): photos with the runner through the SQL
+    sink, then videos one by one here; returns the counts, the videos and the keyframes
+    stored."""
     from clipsearch.indexer.runners import LocalRunner
     from clipsearch.indexer.sinks import SqlSink
 
@@ -174,7 +181,20 @@ def _embed(
     def on_progress(done: int, total: int) -> None:
         report(Progress("embedding", done, total))
 
+    photos = [job for job in jobs if not is_video(job.file.path)]
+    videos = [job for job in jobs if is_video(job.file.path)]
     sink = SqlSink(index.db, on_commit)
-    runner = runner or LocalRunner(index.options)
-    runner.run(jobs, index.encoder, sink, sink.reuse, on_progress)
-    return sink.counts
+    if photos:
+        runner = runner or LocalRunner(index.options)
+        runner.run(photos, index.encoder, sink, sink.reuse, on_progress)
+    stored = keyframes = 0
+    if videos:
+        from clipsearch.indexer.videos import embed_videos
+
+        def on_video(done: int, total: int) -> None:
+            report(Progress("embedding videos", done, total))
+
+        stored, keyframes = embed_videos(
+            index.db, videos, index.encoder, index.options, on_commit, sink.counts, on_video
+        )
+    return sink.counts, stored, keyframes

@@ -6,11 +6,16 @@ reorders the top-k. Many queries at once go through FAISS's batched search and o
 the candidates' vectors. A vector index that declares its scores exact (`exact`, a flat
 float32 index) skips the second stage: its top k are the answer, and only their labels are
 read (re-rankers and `explain` still take the two-stage path, as they need the vectors).
+
+With `owners`, several vectors can belong to one item (a video's keyframes, under keys of
+their own, and the video's own row): each item then counts once, by its best-scoring
+vector, before re-rankers see the list, and the candidate pass goes deeper until k items
+(not k vectors) are found or the index has nothing more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -25,11 +30,13 @@ DEFAULT_OVERSAMPLE = 4
 #: A filter that leaves at most this many items is ranked by exact scoring of all of them
 #: (cheap, and exact whatever the index type); larger ones go through FAISS's id selector.
 EXACT_FILTER_LIMIT = 4096
+#: Maps vector ids to the id of the item each belongs to (missing ids are their own item).
+Owners = Callable[[Sequence[int]], dict[int, int]]
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One image found by a search."""
+    """One image or video found by a search."""
 
     id: int
     path: str
@@ -45,9 +52,16 @@ class Hit:
     keyword_score: float | None = None
     #: When the photo was taken (EXIF, ISO 8601), filled in by `Index.search`.
     taken_at: str | None = None
+    #: For a video: the moment that matches best (seconds from its start) ...
+    time: float | None = None
+    #: ... and the span (start, end, in seconds) of the keyframes around it that match too.
+    span: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        if self.span is not None:
+            out["span"] = list(self.span)
+        return out
 
 
 class Match(NamedTuple):
@@ -136,6 +150,22 @@ def rank_exact(
     return [Match(int(ids[i]), labels[i], float(scores[i]), tuple(notes[int(i)])) for i in final]
 
 
+def best_per_owner(
+    rows: np.ndarray[Any, Any],
+    ids: Sequence[int],
+    scores: np.ndarray[Any, Any],
+    owner_of: dict[int, int],
+) -> np.ndarray[Any, Any]:
+    """Of candidate `rows` (with their ids and scores), the best-scoring one per owner, in
+    candidate order."""
+    best: dict[int, int] = {}
+    for n, i in enumerate(ids):
+        owner = owner_of.get(i, i)
+        if owner not in best or scores[n] > scores[best[owner]]:
+            best[owner] = n
+    return rows[sorted(best.values())]
+
+
 class Searcher:
     def __init__(
         self,
@@ -144,12 +174,14 @@ class Searcher:
         oversample: int = DEFAULT_OVERSAMPLE,
         rerankers: Sequence[Reranker] = (),
         explain: bool = False,
+        owners: Owners | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.oversample = oversample
         self.rerankers = tuple(rerankers)
         self.explain = explain
+        self.owners = owners
 
     def search(
         self, query: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None = None
@@ -174,16 +206,20 @@ class Searcher:
                 np.asarray(allowed, dtype=np.int64), (len(queries), len(allowed))
             )
         else:
-            _, candidates = self.index.search(queries, k * self.oversample, allowed)
+            candidates = self._deep_enough(queries, k, k * self.oversample, allowed)[1]
         wanted = np.unique(candidates[candidates >= 0])
         ids, labels, vectors = self.store.vectors_for(wanted.tolist())
         if not ids:
             return [[] for _ in range(len(queries))]
+        owner_of = self.owners(ids) if self.owners is not None else None
         results = []
         for query, row in zip(queries, candidates, strict=True):
             rows = positions_of(ids, row[row >= 0])
             rows = rows[rows >= 0]
-            row_ids, row_labels = [ids[r] for r in rows], [labels[r] for r in rows]
+            if owner_of is not None:
+                rows = best_per_owner(rows, [ids[r] for r in rows], vectors[rows] @ query, owner_of)
+            row_ids = [ids[r] if owner_of is None else owner_of.get(ids[r], ids[r]) for r in rows]
+            row_labels = [labels[r] for r in rows]
             results.append(
                 rank_exact(
                     query, row_ids, row_labels, vectors[rows], k, self.rerankers, self.explain
@@ -191,20 +227,43 @@ class Searcher:
             )
         return results
 
+    def _deep_enough(
+        self, queries: np.ndarray[Any, Any], k: int, depth: int, allowed: Any
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The index's top `depth` per query, deepened (x4 at a time) while some query's
+        full list holds fewer than k distinct items."""
+        while True:
+            scores, found = self.index.search(queries, depth, allowed)
+            if self.owners is None:
+                return scores, found
+            owner_of = self.owners(np.unique(found[found >= 0]).tolist())
+            short = any(
+                (row >= 0).sum() >= depth
+                and len({owner_of.get(int(i), int(i)) for i in row[row >= 0]}) < k
+                for row in found
+            )
+            if not short:
+                return scores, found
+            depth *= 4
+
     def _search_exact_index(
         self, queries: np.ndarray[Any, Any], k: int, allowed: np.ndarray[Any, Any] | None
     ) -> list[list[Match]]:
         """The index's own top k, its scores taken as they are; rows deleted since it was
         built (no label any more) are dropped, ties put in id order as `rank_exact` does."""
-        scores, candidates = self.index.search(queries, k, allowed)
+        depth = k if self.owners is None else k * self.oversample
+        scores, candidates = self._deep_enough(queries, k, depth, allowed)
         found, labels = self.store.labels_for(np.unique(candidates[candidates >= 0]).tolist())
         label_of = dict(zip(found, labels, strict=True))
+        owner_of = self.owners(found) if self.owners is not None else {}
         results = []
         for row_scores, row_ids in zip(scores, candidates, strict=True):
-            hits = [
-                (-float(score), int(i))
-                for score, i in zip(row_scores, row_ids, strict=True)
-                if i >= 0 and int(i) in label_of
-            ]
-            results.append([Match(i, label_of[i], -neg) for neg, i in sorted(hits)[:k]])
+            best: dict[int, tuple[float, int]] = {}
+            for score, i in zip(row_scores, row_ids, strict=True):
+                if i >= 0 and int(i) in label_of:
+                    item, ranked = owner_of.get(int(i), int(i)), (-float(score), int(i))
+                    if item not in best or ranked < best[item]:
+                        best[item] = ranked
+            hits = sorted((neg, item, i) for item, (neg, i) in best.items())[:k]
+            results.append([Match(item, label_of[i], -neg) for neg, item, i in hits])
         return results

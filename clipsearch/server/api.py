@@ -267,7 +267,7 @@ def similar(
 # -- items --------------------------------------------------------------------------------
 
 
-@router.get("/items/{item_id}", response_model=ItemOut, summary="An indexed image's metadata")
+@router.get("/items/{item_id}", response_model=ItemOut, summary="An indexed item's metadata")
 def item(service: Service, item_id: ItemId) -> ItemOut:
     return ItemOut(**service.item(item_id).to_dict())
 
@@ -285,9 +285,12 @@ def thumbnail(
     size: Annotated[ThumbnailSize, Param(description="longest side, pixels")] = (
         ThumbnailSize.MEDIUM
     ),
+    t: Annotated[
+        float | None, Param(ge=0, le=1e7, description="a video's frame at this second")
+    ] = None,
 ) -> Response:
-    path, sha256 = service.thumbnail(item_id, int(size))
-    etag = f'"{sha256[:32]}-{int(size)}"'
+    path, sha256 = service.thumbnail(item_id, int(size), t)
+    etag = f'"{sha256[:32]}-{int(size)}' + ("" if t is None else f"-{t:g}") + '"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
@@ -297,8 +300,8 @@ def thumbnail(
 @router.get(
     "/items/{item_id}/file",
     response_class=FileResponse,
-    responses={200: {"content": {"image/*": {}}}},
-    summary="The original file",
+    responses={200: {"content": {"image/*": {}, "video/*": {}}}},
+    summary="The original file (byte ranges answered, so a video plays from any moment)",
 )
 def original(service: Service, item_id: ItemId) -> Response:
     path = service.file(item_id)

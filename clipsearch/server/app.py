@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from clipsearch import __version__
+from clipsearch.server import media
 from clipsearch.server.api import router
 from clipsearch.server.guards import Guard, install_error_handlers
 from clipsearch.server.service import SearchService
@@ -59,6 +60,7 @@ def create_app(settings: ServerSettings, service: SearchService | None = None) -
         app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(media.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

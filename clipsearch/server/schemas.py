@@ -42,6 +42,12 @@ class HitOut(BaseModel):
         description="calibrated relevance, 0 to 1 (0.5: the bar of a good match), when the "
         "search asked for a min_relevance",
     )
+    time: float | None = Field(
+        None, description="for a video: the best-matching moment, in seconds from its start"
+    )
+    span: tuple[float, float] | None = Field(
+        None, description="for a video: start and end (seconds) of the matching stretch"
+    )
 
 
 class SearchOut(BaseModel):
@@ -93,6 +99,7 @@ class ItemOut(BaseModel):
     text_in_photo: str | None = Field(
         None, description='words read in the photo (index --ocr); null: not read, "": none'
     )
+    duration: float | None = Field(None, description="a video's length in seconds (null: a photo)")
 
 
 class TagsOut(BaseModel):

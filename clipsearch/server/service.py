@@ -193,10 +193,11 @@ class SearchService:
         """The original file of an indexed image, if it may be served."""
         return self._servable(self.item(item_id))
 
-    def thumbnail(self, item_id: int, size: int) -> tuple[Path, str]:
+    def thumbnail(self, item_id: int, size: int, time: float | None = None) -> tuple[Path, str]:
         item = self.item(item_id)
         try:
-            return self.thumbnails.get(self._servable(item), item.sha256, size), item.sha256
+            found = self.thumbnails.get(self._servable(item), item.sha256, size, time)
+            return found, item.sha256
         except ImageDecodeError as exc:
             raise UnsupportedImageError(
                 f"image {item_id} cannot be decoded: {exc.reason}"

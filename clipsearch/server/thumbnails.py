@@ -13,6 +13,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS, load_upright, register_heif
+from clipsearch.video.decode import is_video, picture_at
 
 
 class ThumbnailSize(IntEnum):
@@ -33,18 +34,24 @@ class Thumbnails:
         self.max_pixels = max_pixels
         register_heif()
 
-    def path_for(self, sha256: str, size: int) -> Path:
-        return self.root / str(size) / sha256[:2] / f"{sha256}.jpg"
+    def path_for(self, sha256: str, size: int, time: float | None = None) -> Path:
+        name = sha256 if time is None else f"{sha256}@{round(time * 1000)}"
+        return self.root / str(size) / sha256[:2] / f"{name}.jpg"
 
-    def get(self, source: Path, sha256: str, size: int) -> Path:
-        """The cached thumbnail of `source` (whose content hash is `sha256`), made if missing.
-        Raises `ImageDecodeError` when the source cannot be decoded."""
+    def get(self, source: Path, sha256: str, size: int, time: float | None = None) -> Path:
+        """The cached thumbnail of `source` (whose content hash is `sha256`), made if missing;
+        of a video, the frame at `time` seconds (default: the first). Raises
+        `ImageDecodeError` when the source cannot be decoded."""
         if size not in SIZES:
             raise ValueError(f"thumbnail size must be one of {SIZES}, got {size}")
-        target = self.path_for(sha256, size)
+        video = is_video(str(source))
+        target = self.path_for(sha256, size, (time or 0.0) if video else None)
         if target.exists():
             return target
-        image, _facts = load_upright(str(source), size, self.max_pixels)
+        if video:
+            image = picture_at(str(source), time or 0.0, size, self.max_pixels)
+        else:
+            image, _facts = load_upright(str(source), size, self.max_pixels)
         image.thumbnail((size, size))
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")

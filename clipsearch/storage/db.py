@@ -44,13 +44,15 @@ from clipsearch.storage.blobs import (
     stored_widths,
     vectors_for,
 )
+from clipsearch.storage.keyframes import Keyframes, replace_frames
 from clipsearch.storage.location import StoreLocation
 from clipsearch.storage.lock import AdvisoryLock, WriterLock
 from clipsearch.storage.opening import DB_FILENAME, open_engine, store_id
 from clipsearch.storage.schema import ZERO_SHOT, ImageRow, ImageTag, Meta
 
 __all__ = [
-    "DB_FILENAME", "Database", "ImageRecord", "Move", "StoredFile", "bump", "chunked", "put_meta",
+    "DB_FILENAME", "Database", "ImageRecord", "Move", "StoredFile", "Written", "bump", "chunked",
+    "put_meta",
 ]  # fmt: skip
 
 
@@ -80,6 +82,18 @@ class ImageRecord:
     vector: Vector
     camera: str | None = None
     embedded: str | None = None
+    duration: float | None = None  # a video's, in seconds
+    frames: Keyframes | None = None  # a video's keyframes (`vector` is their mean)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a write stored: the rows' ids (in the order given), the keys of the keyframes it
+    stored and of those it replaced (for the live vector index)."""
+
+    ids: list[int]
+    frame_keys: list[int]
+    dropped_keys: list[int]
 
 
 @dataclass(frozen=True)
@@ -245,7 +259,10 @@ class Database:
 
     def unread_texts(self) -> list[tuple[int, str]]:
         """(id, path) of the images whose text has not been read (OCR) yet."""
-        stmt = select(ImageRow.id, ImageRow.path).where(ImageRow.ocr.is_(None))
+        stmt = select(ImageRow.id, ImageRow.path).where(
+            ImageRow.ocr.is_(None),
+            ImageRow.duration.is_(None),  # videos are not read
+        )
         with Session(self.engine) as session:
             return [(i, p) for i, p in session.execute(stmt.order_by(ImageRow.id))]
 
@@ -395,10 +412,15 @@ class Database:
     def write_images(self, records: Sequence[ImageRecord], drop: Sequence[int] = ()) -> list[int]:
         """Insert or replace (by path) a batch of embedded images, and delete the rows `drop`
         (files that can no longer be read), in one transaction; returns the images' ids."""
+        return self.write_items(records, drop).ids
+
+    def write_items(self, records: Sequence[ImageRecord], drop: Sequence[int] = ()) -> Written:
+        """`write_images`, for photos and videos alike: a video's keyframes replace those it
+        had, in the same transaction."""
         if not records:
             if drop:
                 self.apply_file_changes(drop, [], [])
-            return []
+            return Written([], [], [])
         now = time.time()
         paths = [r.path for r in records]
         # Rows go in in path order, one lock order for every writer: two writers inserting
@@ -416,20 +438,26 @@ class Database:
                 "taken_at": r.taken_at,
                 "camera": r.camera,
                 "embedded": r.embedded,
+                "duration": r.duration,
                 "ocr": None,  # new content: its text is read again (--ocr)
                 "indexed_at": now,
                 "vector": np.ascontiguousarray(r.vector, dtype=self.vector_dtype).tobytes(),
             }
             for r in records
         ]
-        by_path, self.written_generation = dialect.retrying(
-            lambda: self._upsert_images(values, paths, drop)
+        frames = {r.path: r.frames for r in records if r.frames is not None}
+        by_path, keys, dropped, self.written_generation = dialect.retrying(
+            lambda: self._upsert_images(values, paths, drop, frames)
         )
-        return [by_path[p] for p in paths]
+        return Written([by_path[p] for p in paths], keys, dropped)
 
     def _upsert_images(
-        self, values: list[dict[str, Any]], paths: list[str], drop: Sequence[int]
-    ) -> tuple[dict[str, int], int]:
+        self,
+        values: list[dict[str, Any]],
+        paths: list[str],
+        drop: Sequence[int],
+        frames: dict[str, Keyframes],
+    ) -> tuple[dict[str, int], list[int], list[int], int]:
         with Session(self.engine) as session, session.begin():
             stmt = dialect.upsert(session.connection(), ImageRow)
             stmt = stmt.on_conflict_do_update(
@@ -449,4 +477,10 @@ class Database:
                     ImageTag.image_id.in_(list(by_path.values())), ImageTag.origin == ZERO_SHOT
                 )
             )
-            return by_path, bump(session)
+            keys: list[int] = []
+            dropped: list[int] = []
+            for path, keyframes in sorted(frames.items()):
+                new, old = replace_frames(session, by_path[path], keyframes, self.vector_dtype)
+                keys += new
+                dropped += old
+            return by_path, keys, dropped, bump(session)

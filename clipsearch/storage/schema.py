@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: A 64-bit integer (file sizes, nanosecond times, ids at scale). SQLite's INTEGER already is
 #: one, and its ids must be declared exactly INTEGER to be row ids, so there it stays that.
@@ -59,8 +59,24 @@ class ImageRow(Base):
     camera: Mapped[str | None] = mapped_column(Text)  # EXIF make and model
     ocr: Mapped[str | None] = mapped_column(Text)  # text read in the photo ('' none; NULL unread)
     embedded: Mapped[str | None] = mapped_column(Text)  # IPTC/XMP titles, captions, keywords
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds, for a video (NULL: a photo)
     indexed_at: Mapped[float] = mapped_column(Float)  # unix time
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, dim values
+
+
+class FrameRow(Base):
+    """A keyframe of a video: its time and its vector (the video's own row in `images`
+    holds the mean of its keyframes' vectors)."""
+
+    __tablename__ = "frames"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - SQLAlchemy's protocol
+
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    image_id: Mapped[int] = mapped_column(
+        BigInt, ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    time: Mapped[float] = mapped_column(Float)  # seconds from the start of the video
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # like images.vector
 
 
 class TextSource(Base):
@@ -175,8 +191,16 @@ def _v5(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE images ADD COLUMN {name} TEXT"))
 
 
+def _v6(conn: Connection) -> None:
+    """Videos: an item with a duration, and its keyframes with their times and vectors."""
+    columns = {c["name"] for c in inspect(conn).get_columns("images")}
+    if "duration" not in columns:
+        conn.execute(text("ALTER TABLE images ADD COLUMN duration FLOAT"))
+    _create(conn, "frames")
+
+
 #: MIGRATIONS[n] brings a database from version n to n + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
