@@ -7,7 +7,9 @@
   picture; probabilities are a softmax at `TEMPERATURE`. A question that names no subject
   ("what is in this picture?") uses the zero-shot classification templates
   (`search.prompts.TEMPLATES`), so it answers exactly as zero-shot classification does.
-  Without `answers`, the candidates are the tag vocabulary's terms.
+  Without `answers`, the candidates are basic colours for a colour question, numbers for
+  "how many", else the tag vocabulary's terms nearest to the picture (those under the
+  question's category in the tag tree, for "what animal ...", "which vehicle ...").
 - *Yes/no* questions (is / are / does / can ... ?): the question becomes one statement ("is
   there a dog?" -> "a photo of a dog."), scored against a *calibrated contrast*: how far the
   picture's cosine stands above the same statement's cosines over a sample of the index's
@@ -33,6 +35,7 @@ from sqlalchemy import true
 from clipsearch.errors import QueryError
 from clipsearch.search.prompts import TEMPLATES, ensemble
 from clipsearch.search.relevance import sample_ids
+from clipsearch.search.tag_tree import shipped as shipped_tree
 from clipsearch.texts import BUILTIN_VOCABULARY, TextCollection
 
 if TYPE_CHECKING:
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
 
 #: Softmax temperature over answer cosines (CLIP's trained logit scale).
 TEMPERATURE = 100.0
-YES_Z = 1.0
+YES_Z = 0.5
 YES_SCALE = 0.5
 UNSURE_Z = 0.25
 #: A yes/no question needs at least this many images in the index to compare with.
@@ -51,6 +54,10 @@ _AUX = (
     "would", "should",
 )  # fmt: skip
 _HOW_MANY = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_COLOURS = (
+    "black", "white", "grey", "red", "orange", "yellow", "green", "blue", "purple", "pink",
+    "brown",
+)  # fmt: skip
 _THIS = r"(?:this|that|it|these|those|here|there|the (?:picture|photo|image|scene))"
 
 
@@ -125,9 +132,13 @@ def choice_templates(question: str) -> list[str]:
 
 
 def default_answers(question: str) -> list[str] | None:
-    """Candidates a question implies by itself (how many -> numbers), else None."""
-    if _clean(question).lower().startswith("how many"):
+    """Candidates a question implies by itself (how many -> numbers, what colour -> basic
+    colours), else None."""
+    q = _clean(question).lower()
+    if q.startswith("how many"):
         return list(_HOW_MANY)
+    if re.match(r"(?:what|which) colou?rs? ", q):
+        return list(_COLOURS)
     return None
 
 
@@ -218,6 +229,25 @@ class AskHost(Protocol):
 
 #: Vocabulary terms nearest to the picture that a question's statements then rank.
 VOCABULARY_CANDIDATES = 30
+#: More than the shipped vocabulary holds: every term, ranked, before a category filter.
+VOCABULARY_ALL = 4000
+
+
+def asked_category(question: str) -> set[str] | None:
+    """The vocabulary terms a question's category admits ("what animal ..." -> every term
+    under "animal" in the tag tree), or None when it names no known category."""
+    m = re.match(
+        r"(?:what|which) (?:kind of |type of |sort of )?([a-z]+)", _clean(question).lower()
+    )
+    if m is None:
+        return None
+    word = m.group(1)
+    tree = shipped_tree()
+    for name in (word, word[:-1] if word.endswith("s") else word):
+        below = tree.below(name)
+        if len(below) > 2:
+            return below
+    return None
 
 
 def picture_vector(host: AskHost, image: int | str | os.PathLike[str]) -> np.ndarray[Any, Any]:
@@ -250,8 +280,11 @@ def ask(
     candidates = [a for a in (answers or default_answers(question) or []) if a.strip()]
     if not candidates:
         host.texts.add_builtin_vocabulary()
-        hits = host.texts.search_vectors(
-            picture[None, :], k=VOCABULARY_CANDIDATES, source=BUILTIN_VOCABULARY
-        )[0]
-        candidates = [h.key or h.text for h in hits]
+        admitted = asked_category(question)
+        depth = VOCABULARY_ALL if admitted else VOCABULARY_CANDIDATES
+        hits = host.texts.search_vectors(picture[None, :], k=depth, source=BUILTIN_VOCABULARY)[0]
+        terms = [h.key or h.text for h in hits]
+        if admitted:
+            terms = [t for t in terms if t.lower() in admitted] or terms
+        candidates = terms[:VOCABULARY_CANDIDATES]
     return answer_choice(question, picture, candidates, host.embed_texts, top)

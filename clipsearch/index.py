@@ -55,7 +55,6 @@ from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.storage.vectors import VectorTable
 from clipsearch.texts import TextCollection, TextHit
-from clipsearch.video.summary import Summary, summarize, video_frames
 
 if TYPE_CHECKING:
     from clipsearch.adapters.fit import FitSettings
@@ -64,6 +63,7 @@ if TYPE_CHECKING:
     from clipsearch.asking import Answers
     from clipsearch.indexer.runners import Runner
     from clipsearch.tagging import TagResult
+    from clipsearch.video.summary import Summary
 
 
 class RemoteVectors(Protocol):
@@ -538,6 +538,8 @@ class Index:
         """The k frames that stand for a video (an indexed one by id or path, or any video
         file, decoded now), optionally drawn towards a text `query`; see
         `clipsearch.video.select`. `contact_sheet(summary, path)` draws them."""
+        from clipsearch.video.summary import summarize, video_frames
+
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         path, frames, duration = video_frames(self, video)

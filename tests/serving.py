@@ -106,10 +106,15 @@ def environment() -> dict[str, str]:
 
 
 def start_server(collection: Collection, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    return serve(str(collection.db), collection.root, *extra)
+
+
+def serve(db: str, log_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """`clipsearch serve` on a free loopback port, once it answers (its log in `log_dir`)."""
     port = free_port()
-    argv = [sys.executable, "-m", "clipsearch.cli", "serve", "--db", str(collection.db),
+    argv = [sys.executable, "-m", "clipsearch.cli", "serve", "--db", db,
             "--port", str(port), "--log-level", "warning", *extra]  # fmt: skip
-    log = collection.root / f"server-{port}.log"
+    log = log_dir / f"server-{port}.log"
     with log.open("w") as out:  # a file, not a pipe nobody drains
         process = subprocess.Popen(argv, env=environment(), stdout=out, stderr=out, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -48,9 +48,7 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as p:
-            executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-            browser = p.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            browser, page = launch(p)
             errors: list[str] = []
             requested: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -67,6 +65,13 @@ def browser_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any
             browser.close()
     finally:
         stop_server(process)
+
+
+def launch(playwright: Any) -> tuple[Any, Any]:
+    """Headless Chromium (Debian's) and a page of desktop size in it."""
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    browser = playwright.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
+    return browser, browser.new_page(viewport={"width": 1200, "height": 900})
 
 
 def _hit_paths(page: Any) -> list[str]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import clipsearch
 from clipsearch.cli import app
+from clipsearch.search.filters import Filter
 from tests.conftest import make_image
 
 av = pytest.importorskip("av", reason="videos need PyAV (pip install av)")
@@ -162,3 +165,31 @@ def _audio_only(path: Path) -> None:
             container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def test_videos_in_postgresql_copy_verify_and_filters(
+    library: tuple[Path, dict[str, list[Span]]],
+    tmp_path: Path,
+    store: Callable[..., str],
+) -> None:
+    """On both stores: a video found at its moment, a filter that lets the video through
+    (its keyframes come with it) or keeps it out; `copy` carries the keyframes and `verify`
+    finds the copied folder sound."""
+    folder, spans = library
+    db = store()
+    _cli("index", str(folder), "--db", db, "--model", "tiny-random", "--runtime", "torch",
+         "--quiet", "--workers", "0")  # fmt: skip
+    query = tmp_path / "q.png"
+    make_image(201, SIZE).save(query)
+    with clipsearch.open(db, runtime="torch", create=False) as idx:
+        hit = idx.search(image=query, k=1, filters=Filter(path_glob="*.webm"))[0]
+        assert hit.path.endswith("b.webm") and spans["b.webm"][1].holds(hit.time or -1)
+        photos_only = idx.search(image=query, k=4, filters=Filter(path_glob="*.jpg"))
+        assert all(h.path.endswith(".jpg") and h.time is None for h in photos_only)
+    copied = tmp_path / "copied"
+    _cli("copy", db, str(copied))
+    with clipsearch.open(copied, runtime="torch", create=False) as idx:
+        hit = idx.search(image=query, k=1)[0]
+        assert hit.path.endswith("b.webm") and spans["b.webm"][1].holds(hit.time or -1)
+    verified = json.loads(_cli("verify", "--db", str(copied), "--json"))
+    assert verified["ok"], verified

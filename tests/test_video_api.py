@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import clipsearch
 from clipsearch.cli import app
 from clipsearch.errors import QueryError
 from tests.conftest import make_image, write_images
-from tests.serving import environment, free_port
+from tests.serving import serve, stop_server
 
 pytest.importorskip("av", reason="videos need PyAV (pip install av)")
 
@@ -39,7 +36,9 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[
     folder = root / "library"
     write_images(folder, 24, start=700, size=SIZE)
     scenes = [Scene(make_image(s, SIZE), 2.0) for s in SEEDS]
-    spans = write_video(folder / "trip.mp4", scenes, size=SIZE, fps=10)
+    made = {"creation_time": "2021-07-14T09:30:00.000000Z", "com.apple.quicktime.make": "Acme",
+            "com.apple.quicktime.model": "Cam 3"}  # fmt: skip
+    spans = write_video(folder / "trip.mp4", scenes, size=SIZE, fps=10, metadata=made)
     index = root / "index"
     with clipsearch.open(index, model="clipsearch-mini", runtime="torch", workers=0) as idx:
         idx.add([folder])
@@ -58,6 +57,10 @@ def test_hits_carry_the_moment_in_python(library: tuple[Path, Path, list[Span]])
         hit = idx.search(image=query, k=3)[0]
     assert hit.path.endswith("trip.mp4") and hit.time is not None and hit.span is not None
     assert spans[2].holds(hit.time) and hit.span[0] <= hit.time < hit.span[1]
+    with _open(index) as idx:
+        item = idx.items([hit.id])[0]
+    assert (item.taken_at, item.camera, item.format) == ("2021-07-14T09:30:00", "Acme Cam 3", "mp4")
+    assert item.duration == pytest.approx(8.0, abs=0.2) and (item.width, item.height) == SIZE
 
 
 def test_summary_covers_the_scenes_and_draws_a_contact_sheet(
@@ -103,24 +106,11 @@ def test_ask_ranks_given_answers_and_answers_yes_no_from_the_collection(
 @pytest.fixture(scope="module")
 def server(library: tuple[Path, Path, list[Span]]) -> Iterator[str]:
     _, index, _ = library
-    port = free_port()
-    argv = [sys.executable, "-m", "clipsearch.cli", "serve", "--db", str(index), "--port",
-            str(port), "--runtime", "torch", "--log-level", "warning"]  # fmt: skip
-    process = subprocess.Popen(argv, env=environment(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve(str(index), index.parent, "--runtime", "torch")
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         yield base
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        stop_server(process)
 
 
 def test_http_search_summary_ask_thumbnail_and_ranges(
@@ -142,6 +132,13 @@ def test_http_search_summary_ask_thumbnail_and_ranges(
     asked = httpx.get(f"{server}/api/items/{video}/ask",
                       params={"q": "what is this?", "answers": "x,y"})  # fmt: skip
     assert asked.status_code == 200 and asked.json()["kind"] == "choice"
+    uploaded = httpx.post(f"{server}/api/ask", params={"q": "is there a square?"},
+                          files={"file": ("q.png", upload.getvalue())})  # fmt: skip
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["kind"] == "yes/no" and uploaded.json()["id"] is None
+    broken = httpx.post(f"{server}/api/ask", params={"q": "what?", "answers": "a,b"},
+                        files={"file": ("q.png", b"not an image")})  # fmt: skip
+    assert broken.status_code == 415
 
     frame = httpx.get(f"{server}/api/items/{video}/thumbnail", params={"size": 128, "t": 4.5})
     assert frame.status_code == 200 and frame.headers["content-type"] == "image/jpeg"

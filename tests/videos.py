@@ -82,10 +82,11 @@ def write_video(
     fade: float = 0.0,
     noise: float = 0.0,
     seed: int = 0,
+    metadata: dict[str, str] | None = None,
 ) -> list[Span]:
     """Write the scenes as one video; `fade`: seconds of cross-fade between scenes (0: cuts);
-    `noise`: the standard deviation of added grain, in 8-bit levels. Returns each scene's
-    span in seconds."""
+    `noise`: the standard deviation of added grain, in 8-bit levels; `metadata`: container
+    tags (creation_time, make, model ...). Returns each scene's span in seconds."""
     import av
 
     rng = np.random.default_rng(seed)
@@ -96,7 +97,9 @@ def write_video(
     bounds = np.cumsum([0, *frames_of]) / fps
     spans = [Span(float(a), float(b)) for a, b in itertools.pairwise(bounds)]
     fade_frames = round(fade * fps)
-    with av.open(str(path), "w") as container:
+    options = {"movflags": "use_metadata_tags"} if metadata and path.suffix == ".mp4" else {}
+    with av.open(str(path), "w", options=options) as container:
+        container.metadata.update(metadata or {})
         stream: Any = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
         stream.options = FAST.get(codec, {})

@@ -171,8 +171,9 @@ def _quarantine_and_clean(root: Path, report: RepairReport) -> None:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         dim = int(meta.get("dim", "0") or 0)
         bad: list[dict[str, Any]] = []
-        for table in ("images", "texts"):
-            label = "path" if table == "images" else "text"
+        present = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master")}
+        for table in [t for t in ("images", "frames", "texts") if t in present]:
+            label = {"images": "path", "frames": "image_id", "texts": "text"}[table]
             for row_id, name, blob in conn.execute(f"SELECT id, {label}, vector FROM {table}"):
                 reason = vector_fault(blob, dim)
                 if reason:
@@ -195,6 +196,14 @@ def _quarantine_and_clean(root: Path, report: RepairReport) -> None:
         gone += conn.execute(
             "DELETE FROM texts WHERE source_id NOT IN (SELECT id FROM text_sources)"
         ).rowcount
+        keyframes = 0
+        if "frames" in present:
+            keyframes = conn.execute(
+                "DELETE FROM frames WHERE image_id NOT IN (SELECT id FROM images)"
+            ).rowcount
+        if keyframes:
+            _bump(conn, "generation")
+        gone += keyframes
         if gone:
             _bump(conn, "text_generation")
         report.orphans_removed = gone

@@ -23,10 +23,13 @@ import numpy as np
 
 from clipsearch.storage.db import DB_FILENAME
 from clipsearch.storage.dialect import read_only_uri
+from clipsearch.storage.keyframes import FRAME_KEY_BASE
 from clipsearch.storage.schema import SCHEMA_VERSION
 
 #: Tables every current index has.
-TABLES = ("meta", "images", "text_sources", "texts", "image_tags", "adapters", "query_cache")
+TABLES = (
+    "meta", "images", "frames", "text_sources", "texts", "image_tags", "adapters", "query_cache",
+)  # fmt: skip
 #: At most this many problems of one kind are listed; the rest are counted.
 LIST_LIMIT = 20
 #: Less free space than this on the index's disk is reported as a full disk.
@@ -129,7 +132,11 @@ def _check(conn: sqlite3.Connection, root: Path, report: VerifyReport, files: bo
     if "images" in present:
         image_ids = _check_vectors(conn, report, "images", "path", dim)
         report.images = len(image_ids)
-        _check_cache(root, "vectors", meta, image_ids, report)
+        searched = image_ids  # the images' FAISS cache holds keyframes too, under their keys
+        if "frames" in present:
+            frame_ids = _check_vectors(conn, report, "frames", "image_id", dim)
+            searched = np.concatenate([image_ids, frame_ids + FRAME_KEY_BASE])
+        _check_cache(root, "vectors", meta, searched, report)
         if files:
             _check_files(conn, report)
     if "texts" in present:
@@ -152,7 +159,7 @@ def _check_vectors(
     """Every row's vector: the right length (float32 or float16 of `dim`) and finite;
     returns the ids of all rows."""
     ids: list[int] = []
-    kind = "vector" if table == "images" else "text"
+    kind = "text" if table == "texts" else "vector"
     for row_id, name, blob in _rows(conn, f"SELECT id, {label}, vector FROM {table}", report):
         ids.append(int(row_id))
         fault = vector_fault(blob, dim)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, File, UploadFile
 from fastapi import Query as Param
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from clipsearch.server.api import _ERRORS, ItemId, Service, Settings
+from clipsearch.asking import Answers
+from clipsearch.server.api import _ERRORS, ItemId, Service, Settings, _read_upload
 from clipsearch.server.errors import ReadOnlyError
+from clipsearch.server.service import SearchService
+from clipsearch.server.settings import ServerSettings
 from clipsearch.texts import BUILTIN_VOCABULARY
 
 router = APIRouter(prefix="/api", responses=_ERRORS)
@@ -37,7 +41,7 @@ class AnswerOut(BaseModel):
 
 
 class AnswersOut(BaseModel):
-    id: int
+    id: int | None = Field(None, description="the item asked about (none for an upload)")
     question: str
     kind: str = Field(description='"choice" or "yes/no"')
     best: str = Field(description='the answer to give ("not sure" for an unclear yes/no)')
@@ -56,18 +60,48 @@ def summary(
     return SummaryOut(id=item_id, **found.to_dict())
 
 
-@router.get("/items/{item_id}/ask", response_model=AnswersOut, summary="A question about a picture")
+Question = Annotated[str, Param(min_length=1, max_length=500, description="the question")]
+Candidates = Annotated[
+    str | None, Param(max_length=5000, description="candidate answers, comma-separated")
+]
+Top = Annotated[int, Param(ge=1, le=50)]
+
+
+@router.get("/items/{item_id}/ask", response_model=AnswersOut, summary="A question about an item")
 def ask(
     service: Service,
     settings: Settings,
     item_id: ItemId,
-    q: Annotated[str, Param(min_length=1, max_length=500, description="the question")],
-    answers: Annotated[
-        str | None, Param(max_length=5000, description="candidates, comma-separated")
-    ] = None,
-    top: Annotated[int, Param(ge=1, le=50)] = 5,
+    q: Question,
+    answers: Candidates = None,
+    top: Top = 5,
 ) -> AnswersOut:
     service.item(item_id)
+    choices = _choices(service, settings, answers)
+    found = service.index.ask(item_id, q, answers=choices, top=top)
+    return AnswersOut(id=item_id, **found.to_dict())
+
+
+@router.post("/ask", response_model=AnswersOut, summary="A question about an uploaded picture")
+async def ask_upload(
+    service: Service,
+    settings: Settings,
+    file: Annotated[UploadFile, File()],
+    q: Question,
+    answers: Candidates = None,
+    top: Top = 5,
+) -> AnswersOut:
+    data = await _read_upload(file, settings.max_upload_bytes)
+    choices = _choices(service, settings, answers)
+    found: Answers = await run_in_threadpool(lambda: service.ask_upload(data, q, choices, top))
+    return AnswersOut(**found.to_dict())
+
+
+def _choices(
+    service: SearchService, settings: ServerSettings, answers: str | None
+) -> list[str] | None:
+    """The candidate answers asked for; without them the tag vocabulary answers, which a
+    read-only server can use only if it was embedded into the index before."""
     choices = [a.strip() for a in answers.split(",") if a.strip()] if answers else None
     vocabulary = service.index.texts.table.source(BUILTIN_VOCABULARY)
     if settings.read_only and not choices and vocabulary is None:
@@ -75,5 +109,4 @@ def ask(
             "answers from the tag vocabulary need it embedded into the index once, and this "
             "server is read-only: give answers=..., or run `clipsearch tag` on the index once"
         )
-    found = service.index.ask(item_id, q, answers=choices, top=top)
-    return AnswersOut(id=item_id, **found.to_dict())
+    return choices

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
+from clipsearch.asking import Answers
 from clipsearch.errors import (
     ClipsearchError,
     EmptyIndexError,
@@ -161,6 +162,16 @@ class SearchService:
         with _uploaded(data) as path:
             try:
                 return self.texts_for(Query.of(image=path), k, kind)
+            except QueryImageError as exc:
+                raise upload_error(exc) from None
+
+    def ask_upload(
+        self, data: bytes, question: str, answers: list[str] | None, top: int
+    ) -> Answers:
+        """A question about an uploaded picture (`Index.ask`)."""
+        with _uploaded(data) as path:
+            try:
+                return self.index.ask(path, question, answers=answers, top=top)
             except QueryImageError as exc:
                 raise upload_error(exc) from None
 

@@ -6,7 +6,7 @@ the active adapter, model, vector type and index settings come along in the meta
 source is held under its writer lock for the copy, so no write lands half-way; the target is
 written in one transaction, so a failed copy leaves it as empty as it was. Afterwards both
 sides are read back: the row count of every table and a SHA-256 over every (id, vector) pair
-of the images and of the texts must agree, or the copy is an error.
+of the images, the keyframes and the texts must agree, or the copy is an error.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from clipsearch.storage.opening import STORE_ID
 from clipsearch.storage.schema import Base
 
 #: Tables in an order that satisfies their foreign keys.
-TABLES = ("meta", "images", "text_sources", "texts", "image_tags", "adapters", "query_cache")
+TABLES = (
+    "meta", "images", "frames", "text_sources", "texts", "image_tags", "adapters", "query_cache",
+)  # fmt: skip
 #: Facts that belong to a store, not to the index in it.
 _OWN_FACTS = (STORE_ID, "schema_version")
 #: Rows per insert.
@@ -123,7 +125,7 @@ def _copy_table(reader: Connection, writer: Connection, table: Table) -> None:
 
 def _fingerprint(engine: Engine, tables: list[Table]) -> dict[str, int | str]:
     """Row counts of every table (meta without the store's own facts) and a SHA-256 of the
-    (id, vector) pairs of images and texts, in id order."""
+    (id, vector) pairs of images, videos' keyframes and texts, in id order."""
     out: dict[str, int | str] = {}
     with engine.connect() as conn:
         for table in tables:
@@ -131,7 +133,7 @@ def _fingerprint(engine: Engine, tables: list[Table]) -> dict[str, int | str]:
             if table.name == "meta":
                 count = count.where(table.c.key.not_in(_OWN_FACTS))
             out[f"rows:{table.name}"] = int(conn.scalar(count) or 0)
-        for name in ("images", "texts"):
+        for name in ("images", "frames", "texts"):
             table = Base.metadata.tables[name]
             digest = hashlib.sha256()
             stmt = select(table.c.id, table.c.vector).order_by(table.c.id)

@@ -5,8 +5,9 @@ distance to another is the mean absolute difference. A frame is a *candidate key
 
 - it is the first frame;
 - the picture has moved `cut` away from the last keyframe (a cut, or the sum of a pan, a
-  zoom or a cross-fade) and has then settled (moved less than `still` since the previous
-  analysed frame), or `settle_s` has passed since it moved (a picture that never settles);
+  zoom or a cross-fade) and has then settled (moved less than `still` over the last
+  `window_s`: a slow fade moves little from one frame to the next, not over half a second),
+  or `settle_s` has passed since it moved (a picture that never settles);
 - or `max_spacing_s` has passed since the last keyframe (long static or slowly drifting
   shots still get one now and then);
 
@@ -18,6 +19,7 @@ the middle of a cross-fade.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ class SceneRules:
     cut: float = 0.1  # signature distance from the last keyframe that counts as a new scene
     still: float = 0.02  # distance between analysed frames below which a picture has settled
     settle_s: float = 1.0  # take the frame anyway this long after the picture moved
+    window_s: float = 0.5  # how far back "settled" looks
     min_spacing_s: float = 1.0
     max_spacing_s: float = 30.0
 
@@ -47,7 +50,7 @@ class SceneCutter:
         self.rules = rules or SceneRules()
         self._key: np.ndarray[Any, Any] | None = None
         self._key_time = 0.0
-        self._previous: np.ndarray[Any, Any] | None = None
+        self._recent: deque[tuple[float, np.ndarray[Any, Any]]] = deque()
         self._moved_at: float | None = None
         #: The last keyframe's distance from the one before it (1.0 for the first).
         self.change = 1.0
@@ -55,7 +58,10 @@ class SceneCutter:
     def take(self, time: float, signature: np.ndarray[Any, Any]) -> bool:
         """Whether the frame at `time` (seconds) with this signature is a keyframe."""
         rules = self.rules
-        previous, self._previous = self._previous, signature
+        while self._recent and time - self._recent[0][0] > rules.window_s:
+            self._recent.popleft()
+        earlier = self._recent[0][1] if self._recent else None
+        self._recent.append((time, signature))
         if self._key is None:
             return self._keep(time, signature)
         since = time - self._key_time
@@ -64,7 +70,7 @@ class SceneCutter:
         if since < rules.min_spacing_s:
             return False
         if self._moved_at is not None:
-            settled = previous is not None and distance(signature, previous) < rules.still
+            settled = earlier is not None and distance(signature, earlier) < rules.still
             if settled or time - self._moved_at >= rules.settle_s:
                 return self._keep(time, signature)
         if since >= rules.max_spacing_s:

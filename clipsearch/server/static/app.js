@@ -122,12 +122,21 @@ function card(hit, rank) {
   const img = document.createElement("img");
   img.loading = "lazy";
   img.alt = basename(hit.path);
-  img.src = `/api/items/${hit.id}/thumbnail?size=256`;
+  // A video shows the frame that matched.
+  const at = hit.time != null ? `&t=${hit.time}` : "";
+  img.src = `/api/items/${hit.id}/thumbnail?size=256${at}`;
   img.addEventListener("error", () => li.classList.add("broken")); // e.g. not served (403)
   const caption = document.createElement("div");
   caption.className = "caption";
   caption.innerHTML = `<span class="name"></span><span class="date"></span><span class="score"></span>`;
   caption.querySelector(".name").textContent = `${rank}. ${basename(hit.path)}`;
+  if (hit.time != null) {
+    const moment = document.createElement("span");
+    moment.className = "moment";
+    moment.setAttribute("data-testid", "moment");
+    moment.textContent = `@ ${clock(hit.time)}`;
+    caption.querySelector(".name").after(moment);
+  }
   if (hit.taken_at) caption.querySelector(".date").textContent = hit.taken_at.slice(0, 10);
   // Relevance is calibrated (0..1); a raw cosine can be negative and means little alone.
   const score = caption.querySelector(".score");
@@ -139,14 +148,40 @@ function card(hit, rank) {
   }
   if (hit.relevance != null && hit.relevance < 0.5) li.classList.add("weak");
   li.append(img, caption);
-  li.addEventListener("click", () => showDetail(hit.id));
-  li.addEventListener("keydown", (e) => { if (e.key === "Enter") showDetail(hit.id); });
+  li.addEventListener("click", () => showDetail(hit.id, hit.time));
+  li.addEventListener("keydown", (e) => { if (e.key === "Enter") showDetail(hit.id, hit.time); });
   return li;
 }
 
-async function showDetail(id) {
+$("detail").addEventListener("close", () => $("detail-video").pause());
+
+function clock(seconds) {
+  const whole = Math.max(0, Math.floor(seconds));
+  const two = (n) => String(n).padStart(2, "0");
+  return `${two(Math.floor(whole / 3600))}:${two(Math.floor(whole / 60) % 60)}:${two(whole % 60)}`;
+}
+
+// A video plays from the moment that matched (the server answers byte ranges, so the
+// browser fetches only what it plays).
+function showVideo(id, time) {
+  const video = $("detail-video");
+  video.hidden = false;
+  $("detail-original").hidden = true;
+  video.onloadedmetadata = () => {
+    video.currentTime = time || 0;
+    video.play().catch(() => {});  // autoplay refused: the controls are there
+  };
+  video.src = `/api/items/${id}/file`;
+}
+
+async function showDetail(id, time = null) {
   try {
     const item = await api(`/api/items/${id}`);
+    const video = $("detail-video");
+    video.pause();
+    video.hidden = true;
+    $("detail-original").hidden = false;
+    if (item.duration != null) showVideo(id, time);
     $("detail-image").src = `/api/items/${id}/thumbnail?size=512`;
     $("detail-image").alt = basename(item.path);
     $("detail-original").href = `/api/items/${id}/file`;
@@ -156,6 +191,8 @@ async function showDetail(id) {
       ["Format", item.format || "?"], ["Taken", item.taken_at || "unknown"], ["Id", item.id],
     ];
     if (item.camera) rows.push(["Camera", item.camera]);
+    if (item.duration != null) rows.push(["Duration", clock(item.duration)]);
+    if (time != null) rows.push(["Matched at", clock(time)]);
     if (item.text_in_photo) rows.push(["Text in photo", item.text_in_photo]);
     $("detail-meta").replaceChildren(...rows.map(([k, v]) => {
       const tr = document.createElement("tr");
