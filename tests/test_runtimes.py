@@ -190,7 +190,13 @@ def test_int8_embeddings_stay_close_to_fp32(runtime: str, torch_mini: object) ->
         ours.encode_images(np.stack([ours.preprocess(im) for im in images])),
         torch_mini.encode_images(torch.stack([torch_mini.preprocess(im) for im in images])),  # type: ignore[attr-defined]
     )
-    assert cosines.min() >= 0.99
+    # ONNX keeps whichever of its two quantisations is closer on the first batch
+    assert cosines.min() >= (0.998 if runtime == "onnx" else 0.99)
+    if runtime == "onnx":
+        folder = ours.folder  # type: ignore[attr-defined]
+        record = json.loads((folder / "image.int8-onnx.v2.json").read_text())
+        closer = max(record["cosine_to_fp32"], key=record["cosine_to_fp32"].get)
+        assert record["reduce_range"] == (closer == "true") and record["photos"] >= 1
 
 
 def test_fp32_vectors_of_any_runtime_mix(tmp_path: Path) -> None:
