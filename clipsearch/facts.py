@@ -109,7 +109,13 @@ def runtime_choice(
     meta: dict[str, str], runtime: str | None, precision: str | None
 ) -> RuntimeChoice:
     """How to run the model for an index: as asked, else as its vectors were made (an int8
-    index keeps its runtime and precision), else auto fp32."""
+    index keeps its runtime and precision), else, for a new index, auto at auto precision
+    (int8 where measured as good and faster: `models.runtime.auto_int8`), else auto fp32."""
+    new = IMAGE_VECTORS not in meta and "model_identity" not in meta
+    if new and precision in (None, "auto") and runtime in (None, "auto", "onnx"):
+        return RuntimeChoice.parse(runtime, "auto")
+    if precision == "auto":
+        precision = None  # an index that has vectors keeps their kind
     recorded = meta.get(IMAGE_VECTORS, "fp32")
     made_precision, _, made_runtime = recorded.partition("-")
     if precision is None and runtime in (None, made_runtime or None):

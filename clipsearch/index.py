@@ -35,6 +35,7 @@ from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import DEFAULT_MAX_FRAMES, PipelineOptions
 from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
+from clipsearch.models.runtime import auto_int8
 from clipsearch.search import hybrid
 from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
@@ -374,6 +375,20 @@ class Index:
             assert info is not None
             check_model(self.label, info, mine.identity, mine.spec)
         return info
+
+    def settle_precision(self, paths: Sequence[str]) -> None:
+        """Before a new index records its first image vectors: let an encoder at `auto`
+        precision measure int8 against fp32 on these photos (the collection's first ones)."""
+        settle = getattr(self.encoder, "settle_precision", None)
+        if settle is None or getattr(self.encoder, "precision", None) != "auto":
+            return
+        from clipsearch.indexer.stages import Reader
+
+        reader = Reader.for_encoder(self.encoder, self.options.max_pixels)
+        decoded = [reader(path) for path in list(paths)[: auto_int8.SAMPLE_PHOTOS]]
+        pixels = [np.asarray(d.pixels) for d in decoded if not isinstance(d, str)]
+        if pixels:
+            settle(np.stack(pixels))
 
     def record_image_vectors(self) -> None:
         """Record the kind of image vectors the encoder makes (fp32 from any runtime, or

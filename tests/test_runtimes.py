@@ -19,6 +19,7 @@ import clipsearch
 from clipsearch.errors import ModelMismatchError, ModelSpecError
 from clipsearch.models import RuntimeChoice, load_encoder
 from clipsearch.models.openclip import register_configs
+from clipsearch.models.runtime import auto_int8
 from clipsearch.models.runtime.choice import FP32_FLOOR
 from clipsearch.models.runtime.export import export_folder
 from clipsearch.models.runtime.load import installed
@@ -157,6 +158,63 @@ def test_auto_measures_the_runtimes_once_and_keeps_the_figures() -> None:
     assert "onnx" in figures and all(v > 0 for v in figures.values())
     fastest = max((r for r in figures if r != "torch"), key=figures.__getitem__)
     assert encoder.runtime in (fastest, "torch")  # type: ignore[attr-defined]
+
+
+def _settled(db: Path, photos: Path, **options: object) -> tuple[str, dict[str, object]]:
+    """Build a new index at auto precision; (the vectors it recorded, the verdict kept)."""
+    with clipsearch.open(db, model="tiny-random", workers=0, runtime="onnx", **options) as idx:
+        idx.add([photos])
+        folder = idx.encoder.folder  # type: ignore[attr-defined]
+        kind = idx.db.get_meta()["image_vectors"]
+    return kind, json.loads((folder / auto_int8.RECORD).read_text())
+
+
+def test_a_new_index_measures_int8_on_its_first_photos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` precision: int8 exactly when the first photos show it as close and as fast as
+    the bars ask; the verdict is kept, and the index keeps the kind it recorded."""
+    _need("onnx")
+    write_images(tmp_path / "photos", 20)
+    monkeypatch.setenv("CLIPSEARCH_MODEL_CACHE", str(tmp_path / "models"))
+    kind, verdict = _settled(tmp_path / "as-measured", tmp_path / "photos")
+    passes = (verdict["speedup"] >= auto_int8.MIN_SPEEDUP
+              and verdict["cosine_mean"] >= auto_int8.MIN_COSINE[0]
+              and verdict["cosine_min"] >= auto_int8.MIN_COSINE[1])  # fmt: skip
+    assert verdict["int8"] == passes and verdict["photos"] == 16
+    assert kind == ("int8-onnx" if passes else "fp32")
+
+    # Where int8 is fast enough (a bar of 0 here), it is chosen, kept, and used again.
+    monkeypatch.setenv("CLIPSEARCH_MODEL_CACHE", str(tmp_path / "models-2"))
+    monkeypatch.setattr(auto_int8, "MIN_SPEEDUP", 0.0)
+    kind, verdict = _settled(tmp_path / "fast", tmp_path / "photos")
+    assert verdict["int8"] is True and kind == "int8-onnx"
+    with clipsearch.open(tmp_path / "fast", workers=0) as idx:
+        assert idx.encoder.precision == "int8"  # type: ignore[attr-defined]
+        assert idx.search(image=tmp_path / "photos" / "img_0003.jpg", k=1)[0].path.endswith(
+            "img_0003.jpg"
+        )
+    # An index that holds vectors keeps their kind, even when asked for auto.
+    assert _settled(tmp_path / "plain", tmp_path / "photos", precision="fp32")[0] == "fp32"
+    write_images(tmp_path / "more", 3, start=50)
+    with clipsearch.open(tmp_path / "plain", workers=0, precision="auto") as idx:
+        assert idx.add([tmp_path / "more"]).added == 3
+        assert idx.db.get_meta()["image_vectors"] == "fp32"
+    # ... and with the verdict kept, the next new index is int8 without measuring again.
+    monkeypatch.setattr(auto_int8, "measure", None)  # would fail if called
+    kind, _ = _settled(tmp_path / "fast-again", tmp_path / "photos")
+    assert kind == "int8-onnx"
+
+    # Where int8 strays from fp32 more than the bar allows, fp32 it is.
+    monkeypatch.undo()
+    monkeypatch.setenv("CLIPSEARCH_MODEL_CACHE", str(tmp_path / "models-3"))
+    monkeypatch.setattr(auto_int8, "MIN_SPEEDUP", 0.0)
+    monkeypatch.setattr(auto_int8, "MIN_COSINE", (1.01, 1.01))
+    kind, verdict = _settled(tmp_path / "strays", tmp_path / "photos")
+    assert verdict["int8"] is False and kind == "fp32"
+    # An explicit precision is never second-guessed.
+    kind, _ = _settled(tmp_path / "asked", tmp_path / "photos", precision="fp32")
+    assert kind == "fp32"
 
 
 def test_int8_is_recorded_kept_and_enforced(tmp_path: Path) -> None:

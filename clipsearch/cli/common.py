@@ -66,8 +66,9 @@ PrecisionOption = typer.Option(
     None,
     "--precision",
     help=(
-        "fp32, or int8 (quantised image tower, with --runtime onnx) [env CLIPSEARCH_PRECISION; "
-        "default: as the index was built, else fp32]."
+        "fp32, int8 (quantised image tower, with --runtime onnx), or auto (int8 where it "
+        "measures as good and faster on the first photos) [env CLIPSEARCH_PRECISION; default: "
+        "as the index was built, else auto for a new index]."
     ),
 )
 JsonOption = typer.Option(False, "--json", help="Print JSON for machines.")

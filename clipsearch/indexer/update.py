@@ -69,6 +69,8 @@ class IndexingHost(Protocol):
 
     def record_model(self) -> ModelInfo: ...
 
+    def settle_precision(self, paths: Sequence[str]) -> None: ...
+
     def record_image_vectors(self) -> None: ...
 
     def space(self) -> ImageSpace: ...
@@ -118,6 +120,7 @@ def add_paths(
     )
     if plan.embed:
         index.record_model()
+        index.settle_precision([j.file.path for j in plan.embed if not is_video(j.file.path)])
         index.record_image_vectors()
     info = index.model_info
     vectors = index.vector_index() if info is not None else None

@@ -37,7 +37,7 @@ def load_encoder(
     registration = find(text)
     choice = runtime or RuntimeChoice()
     if registration.loader is not _load_builtin:
-        if choice.runtime not in ("auto", "torch") or choice.precision != "fp32":
+        if choice.runtime not in ("auto", "torch") or choice.precision not in ("fp32", "auto"):
             raise ModelSpecError(
                 f"the model {text!r} comes from {registration.origin}, which runs it itself: "
                 "use --runtime torch (or auto) and --precision fp32"

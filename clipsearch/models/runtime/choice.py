@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from clipsearch.errors import ModelSpecError
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "auto")
 
 #: The least cosine between an fp32 runtime's embedding and torch's (tests hold every
 #: runtime to it); above it, vectors from different fp32 runtimes are interchangeable.
@@ -24,7 +24,8 @@ FP32_FLOOR = 0.9999
 @dataclass(frozen=True)
 class RuntimeChoice:
     """`runtime`: torch, onnx, openvino, or auto (the fastest measured on this machine);
-    `precision`: fp32, or int8 through the runtime's own quantisation."""
+    `precision`: fp32, int8 through the runtime's own quantisation, or auto (int8 through
+    ONNX Runtime where measured as good and faster on the first photos, see `auto_int8`)."""
 
     runtime: str = "auto"
     precision: str = "fp32"

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.models.base import ModelInfo
+from clipsearch.models.runtime import auto_int8
 from clipsearch.models.runtime.backends import Tower, open_tower
 from clipsearch.models.runtime.choice import vectors_kind
 from clipsearch.models.runtime.pixels import ImagePrep
@@ -31,8 +32,9 @@ class ExportedEncoder:
         self.folder = folder
         self.meta = meta
         self.runtime = runtime
+        #: fp32, int8, or auto (int8 if `settle_precision` measures it as good and faster;
+        #: fp32 if asked for the kind of its vectors before that: see `auto_int8`).
         self.precision = precision
-        self.vectors_kind = vectors_kind(runtime, precision)
         self.info = ModelInfo(spec=spec, identity=str(meta["identity"]), dim=int(meta["dim"]))
         self.input_size = int(meta["input_size"])
         self.preprocess: Callable[[Image.Image], Any] = ImagePrep.from_dict(meta["pixels"])
@@ -41,10 +43,31 @@ class ExportedEncoder:
         self._tokenizer: Tokenizer | None = None
         self._words: frozenset[str] | None = None
 
+    @property
+    def vectors_kind(self) -> str:
+        """What an index records of this encoder's image vectors (settles `auto`)."""
+        if self.precision == "auto":
+            self.precision = "int8" if auto_int8.recorded(self.folder) else "fp32"
+        return vectors_kind(self.runtime, self.precision)
+
+    def settle_precision(self, sample: np.ndarray[Any, Any]) -> str:
+        """Decide `auto` (int8 or fp32) on `sample`, preprocessed photos of the collection,
+        unless a verdict for this machine is kept; returns the precision."""
+        if self.precision == "auto":
+            verdict = auto_int8.recorded(self.folder)
+            if verdict is None:
+                sample = np.ascontiguousarray(np.asarray(sample, dtype=np.float32))
+                fp32 = open_tower(self.runtime, self.folder / "image.onnx")
+                int8 = open_tower(self.runtime, quantized_image_tower(self.folder, "onnx", sample))
+                verdict = auto_int8.measure(self.folder, fp32, int8, sample)
+            self.precision = "int8" if verdict else "fp32"
+        return self.precision
+
     def image_tower(self, sample: np.ndarray[Any, Any]) -> Tower:
         """The image tower, opened on first use (an int8 one made first if needed, from
         `sample`, the batch about to be encoded, where the runtime calibrates)."""
         if self._image is None:
+            self.vectors_kind  # noqa: B018 - settles `auto` from the kept verdict, or fp32
             path = self.folder / "image.onnx"
             if self.precision == "int8":
                 path = quantized_image_tower(self.folder, self.runtime, sample)

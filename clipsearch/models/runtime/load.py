@@ -16,7 +16,6 @@ import importlib.util
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from clipsearch.errors import ModelLoadError, ModelSpecError
 from clipsearch.models.base import Encoder
+from clipsearch.models.runtime.auto_int8 import cpu_name
 from clipsearch.models.runtime.choice import RuntimeChoice
 from clipsearch.models.runtime.export import export_folder, export_model, read_meta
 
@@ -90,7 +90,10 @@ def load_with_runtime(
 
     keep_freed_memory()  # the runtimes' activation buffers too, see clipsearch/_malloc.py
     folder, meta = export or ensure_export(identity_of(), torch_encoder)
-    return ExportedEncoder(folder, meta, spec, runtime, choice.precision)
+    precision = choice.precision
+    if precision == "auto" and runtime != "onnx":
+        precision = "fp32"  # int8 is chosen automatically only where it measured well: ONNX
+    return ExportedEncoder(folder, meta, spec, runtime, precision)
 
 
 def ensure_export(identity: str, torch_encoder: TorchLoader) -> tuple[Path, dict[str, Any]]:
@@ -140,18 +143,7 @@ def _machine() -> dict[str, Any]:
             versions[runtime] = version(module)
         except PackageNotFoundError:
             continue
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "versions": versions}
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "versions": versions}
 
 
 def _measured(folder: Path) -> dict[str, float] | None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from clipsearch.errors import ModelLoadError
 from clipsearch.models.quiet import quiet_logger
+from clipsearch.models.runtime.auto_int8 import unit
 
 Array = np.ndarray[Any, Any]
 
@@ -75,9 +76,9 @@ def _onnx_int8(folder: Path, target: Path, sample: Array) -> Path:
                     folder / "image.onnx", scratch, weight_type=QuantType.QInt8,
                     reduce_range=reduce_range,
                 )  # fmt: skip
-        reference = _unit(OnnxTower(folder / "image.onnx")(sample))
+        reference = unit(OnnxTower(folder / "image.onnx")(sample))
         closeness = {
-            reduce_range: (_unit(OnnxTower(path)(sample)) * reference).sum(axis=1)
+            reduce_range: (unit(OnnxTower(path)(sample)) * reference).sum(axis=1)
             for reduce_range, path in made.items()
         }
         best = max(closeness, key=lambda r: float(closeness[r].mean()))
@@ -92,11 +93,6 @@ def _onnx_int8(folder: Path, target: Path, sample: Array) -> Path:
         for path in made.values():
             path.unlink(missing_ok=True)
     return target
-
-
-def _unit(vectors: Array) -> Array:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return np.asarray(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12))
 
 
 def _openvino_int8(folder: Path, target: Path, sample: Array) -> Path:
