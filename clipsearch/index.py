@@ -35,6 +35,7 @@ from clipsearch.indexer.decode import DEFAULT_MAX_PIXELS
 from clipsearch.indexer.options import DEFAULT_MAX_FRAMES, PipelineOptions
 from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
+from clipsearch.models.base import stack_pixels
 from clipsearch.models.runtime import auto_int8
 from clipsearch.search import hybrid
 from clipsearch.search.embedding import QueryEmbedder
@@ -386,9 +387,9 @@ class Index:
 
         reader = Reader.for_encoder(self.encoder, self.options.max_pixels)
         decoded = [reader(path) for path in list(paths)[: auto_int8.SAMPLE_PHOTOS]]
-        pixels = [np.asarray(d.pixels) for d in decoded if not isinstance(d, str)]
+        pixels = [d.pixels for d in decoded if not isinstance(d, str)]
         if pixels:
-            settle(np.stack(pixels))
+            settle(stack_pixels(pixels))
 
     def record_image_vectors(self) -> None:
         """Record the kind of image vectors the encoder makes (fp32 from any runtime, or
@@ -513,10 +514,12 @@ class Index:
             self.searched_vectors()  # an empty index fails here, before a model is loaded
         asked = query if query is not None else Query.of(text=text, image=image)
         found = hybrid.search(self, asked, how, k, filters, rerankers, explain)
-        if how != "keyword" and frames_of(self.db, [h.id for h in found.hits if h.time is None]):
+        if how != "keyword" and self.searchable.frame_count() > 0:
             # videos the words found that the model's list did not: their moments too
-            vector = self.embed_query(query=hybrid.without_quotes(asked))
-            found = dataclasses.replace(found, hits=self._with_moments(found.hits, vector))
+            hits = self._with_moments(
+                found.hits, lambda: self.embed_query(query=hybrid.without_quotes(asked))
+            )
+            found = dataclasses.replace(found, hits=hits)
         coverage = {i: h.coverage for i, h in found.keyword.items()}
         judged = self.relevance.judge(asked, found.hits, rule, coverage, how != "keyword")
         hits = dated(judged.hits, self.db.dates_for([h.id for h in judged.hits]))
@@ -633,14 +636,19 @@ class Index:
         return hits
 
     def _with_moments(
-        self, hits: list[Hit], query: np.ndarray[Any, Any], store: VectorTable | None = None
+        self,
+        hits: list[Hit],
+        query: np.ndarray[Any, Any] | Callable[[], np.ndarray[Any, Any]],
+        store: VectorTable | None = None,
     ) -> list[Hit]:
-        """The hits, each video among them with its best moment for the query."""
+        """The hits, each video among them that has no moment yet with its best moment for
+        the query (its vector, or a call that makes it: made only when there is such a
+        video)."""
         found = frames_of(self.db, [h.id for h in hits if h.time is None])
         if not found:
             return hits
         store = store or self.image_table()
-        moments = find_moments(query, found, store)
+        moments = find_moments(query() if callable(query) else query, found, store)
         return [
             dataclasses.replace(h, time=moments[h.id].time, span=moments[h.id].span)
             if h.id in moments

@@ -20,7 +20,7 @@ from clipsearch.arrays import Vector
 from clipsearch.errors import ImageDecodeError
 from clipsearch.indexer.decode import DecodedImage, ImageFacts, decode_image
 from clipsearch.indexer.plan import EmbedJob
-from clipsearch.models.base import Encoder
+from clipsearch.models.base import Encoder, stack_pixels
 from clipsearch.storage.db import ImageRecord
 
 #: The stored vector of content with this SHA-256, if some row holds it (None: encode it).
@@ -141,13 +141,7 @@ def stack_decoded(items: Sequence[tuple[EmbedJob, DecodedImage | str]]) -> Decod
     per-image tensors stay behind (each would cost its own shared-memory segment). Numpy
     pixels (an optimised runtime's preprocessing) stack as numpy, without torch."""
     decoded = [(job, d) for job, d in items if isinstance(d, DecodedImage)]
-    pixels = None
-    if decoded and isinstance(decoded[0][1].pixels, np.ndarray):
-        pixels = np.stack([d.pixels for _, d in decoded])
-    elif decoded:
-        import torch
-
-        pixels = torch.stack([d.pixels for _, d in decoded])
+    pixels = stack_pixels([d.pixels for _, d in decoded]) if decoded else None
     return DecodedBatch(
         [(job, d.facts) for job, d in decoded],
         [(job, d) for job, d in items if isinstance(d, str)],

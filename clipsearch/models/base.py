@@ -40,3 +40,16 @@ class Encoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         """N strings -> (N, dim) float32 unit vectors."""
         ...
+
+
+def stack_pixels(pixels: Sequence[Any]) -> Any:
+    """Preprocessed images (at least one) as the batch `encode_images` takes: numpy arrays
+    (an optimised runtime's preprocessing) stack as numpy, without importing torch; torch
+    tensors as a torch tensor."""
+    import numpy as np
+
+    if isinstance(pixels[0], np.ndarray):
+        return np.stack(pixels)
+    import torch
+
+    return torch.stack(list(pixels))

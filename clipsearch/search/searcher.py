@@ -205,13 +205,13 @@ class Searcher:
             candidates = np.broadcast_to(
                 np.asarray(allowed, dtype=np.int64), (len(queries), len(allowed))
             )
+            owner_of = self.owners(np.asarray(allowed).tolist()) if self.owners else None
         else:
-            candidates = self._deep_enough(queries, k, k * self.oversample, allowed)[1]
+            _, candidates, owner_of = self._deep_enough(queries, k, k * self.oversample, allowed)
         wanted = np.unique(candidates[candidates >= 0])
         ids, labels, vectors = self.store.vectors_for(wanted.tolist())
         if not ids:
             return [[] for _ in range(len(queries))]
-        owner_of = self.owners(ids) if self.owners is not None else None
         results = []
         for query, row in zip(queries, candidates, strict=True):
             rows = positions_of(ids, row[row >= 0])
@@ -229,13 +229,14 @@ class Searcher:
 
     def _deep_enough(
         self, queries: np.ndarray[Any, Any], k: int, depth: int, allowed: Any
-    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], dict[int, int] | None]:
         """The index's top `depth` per query, deepened (x4 at a time) while some query's
-        full list holds fewer than k distinct items."""
+        full list holds fewer than k distinct items; with the owners of what it found
+        (None without `owners`)."""
         while True:
             scores, found = self.index.search(queries, depth, allowed)
             if self.owners is None:
-                return scores, found
+                return scores, found, None
             owner_of = self.owners(np.unique(found[found >= 0]).tolist())
             short = any(
                 (row >= 0).sum() >= depth
@@ -243,7 +244,7 @@ class Searcher:
                 for row in found
             )
             if not short:
-                return scores, found
+                return scores, found, owner_of
             depth *= 4
 
     def _search_exact_index(
@@ -252,10 +253,10 @@ class Searcher:
         """The index's own top k, its scores taken as they are; rows deleted since it was
         built (no label any more) are dropped, ties put in id order as `rank_exact` does."""
         depth = k if self.owners is None else k * self.oversample
-        scores, candidates = self._deep_enough(queries, k, depth, allowed)
+        scores, candidates, owners = self._deep_enough(queries, k, depth, allowed)
         found, labels = self.store.labels_for(np.unique(candidates[candidates >= 0]).tolist())
         label_of = dict(zip(found, labels, strict=True))
-        owner_of = self.owners(found) if self.owners is not None else {}
+        owner_of = owners or {}
         results = []
         for row_scores, row_ids in zip(scores, candidates, strict=True):
             best: dict[int, tuple[float, int]] = {}

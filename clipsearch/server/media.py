@@ -103,8 +103,8 @@ def _choices(
     """The candidate answers asked for; without them the tag vocabulary answers, which a
     read-only server can use only if it was embedded into the index before."""
     choices = [a.strip() for a in answers.split(",") if a.strip()] if answers else None
-    vocabulary = service.index.texts.table.source(BUILTIN_VOCABULARY)
-    if settings.read_only and not choices and vocabulary is None:
+    vocabulary = service.index.texts.table
+    if settings.read_only and not choices and vocabulary.source(BUILTIN_VOCABULARY) is None:
         raise ReadOnlyError(
             "answers from the tag vocabulary need it embedded into the index once, and this "
             "server is read-only: give answers=..., or run `clipsearch tag` on the index once"

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Matrix
-from clipsearch.storage.blobs import decode_rows, iter_vectors, labels_for, stored_widths
+from clipsearch.storage.blobs import iter_vectors, labels_for, stored_widths, vectors_for
 from clipsearch.storage.db import Database, chunked
 from clipsearch.storage.keyframes import FRAME_KEY_BASE
 from clipsearch.storage.schema import FrameRow, ImageRow
@@ -89,21 +89,14 @@ class ImageVectors:
         found, labels, matrix = self.db.vectors_for(images)
         if not frames:
             return found, labels, matrix
-        stmt = (
-            select(FrameRow.id, ImageRow.path, FrameRow.vector)
-            .join(ImageRow, ImageRow.id == FrameRow.image_id)
-            .where(FrameRow.id.in_(frames))
-        )
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        if not rows:
-            return found, labels, matrix
-        decoded, ok = decode_rows([r[2] for r in rows], self.db.vector_dtype)
-        kept = [r for r, keep in zip(rows, ok, strict=True) if keep]
+        frame_ids, paths, decoded = vectors_for(
+            self.db.engine, FrameRow.id, _path_of_frame(), FrameRow.vector, frames,
+            self.db.vector_dtype,
+        )  # fmt: skip
         parts = [m for m in (matrix, decoded) if m.shape[0]]
         return (
-            [*found, *(FRAME_KEY_BASE + r[0] for r in kept)],
-            [*labels, *(r[1] for r in kept)],
+            [*found, *(FRAME_KEY_BASE + i for i in frame_ids)],
+            [*labels, *paths],
             np.concatenate(parts) if parts else decoded,
         )
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch.models.base import Encoder
+from clipsearch.models.base import Encoder, stack_pixels
 from clipsearch.storage.keyframes import Keyframes
 from clipsearch.video.decode import Candidate, VideoFacts, VideoReader
 from clipsearch.video.scenes import SceneRules
@@ -37,14 +37,6 @@ class EmbeddedVideo:
     keyframes: Keyframes
     vector: np.ndarray[Any, Any]  # the mean of the keyframes' vectors, unit length
     candidates: int  # keyframes the scene cutter proposed (before duplicates and the cap)
-
-
-def _stack(pixels: Sequence[Any]) -> Any:
-    if isinstance(pixels[0], np.ndarray):
-        return np.stack(pixels)
-    import torch
-
-    return torch.stack(list(pixels))
 
 
 def drop_repeats(
@@ -80,7 +72,7 @@ def embed_video(
 
     def flush() -> None:
         if batch:
-            pixels = _stack([preprocess(c.picture) for c in batch])
+            pixels = stack_pixels([preprocess(c.picture) for c in batch])
             parts.append(np.asarray(encoder.encode_images(pixels), dtype=np.float32))
             times.extend(c.time for c in batch)
             changes.extend(c.change for c in batch)

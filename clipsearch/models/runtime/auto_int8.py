@@ -15,15 +15,14 @@ points (benchmarks/results/runtimes.md).
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from clipsearch.models.runtime.machine import machine
 
 Array = np.ndarray[Any, Any]
 
@@ -31,28 +30,6 @@ SAMPLE_PHOTOS = 16
 MIN_COSINE = (0.999, 0.998)  # mean, least
 MIN_SPEEDUP = 1.2
 RECORD = "int8-choice.json"
-
-
-def machine() -> dict[str, Any]:
-    """What a measurement on this machine depends on: the CPU, its cores, the runtimes."""
-    versions = {}
-    for module in ("torch", "onnxruntime", "openvino"):
-        try:
-            versions[module] = version(module)
-        except PackageNotFoundError:
-            continue
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "versions": versions}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def recorded(folder: Path) -> bool | None:

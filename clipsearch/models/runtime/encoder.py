@@ -58,8 +58,11 @@ class ExportedEncoder:
             if verdict is None:
                 sample = np.ascontiguousarray(np.asarray(sample, dtype=np.float32))
                 fp32 = open_tower(self.runtime, self.folder / "image.onnx")
-                int8 = open_tower(self.runtime, quantized_image_tower(self.folder, "onnx", sample))
+                int8 = open_tower(
+                    self.runtime, quantized_image_tower(self.folder, self.runtime, sample)
+                )
                 verdict = auto_int8.measure(self.folder, fp32, int8, sample)
+                self._image = int8 if verdict else fp32  # the one measured, not opened again
             self.precision = "int8" if verdict else "fp32"
         return self.precision
 

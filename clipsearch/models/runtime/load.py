@@ -25,20 +25,19 @@ import numpy as np
 
 from clipsearch.errors import ModelLoadError, ModelSpecError
 from clipsearch.models.base import Encoder
-from clipsearch.models.runtime.auto_int8 import cpu_name
 from clipsearch.models.runtime.choice import RuntimeChoice
 from clipsearch.models.runtime.export import export_folder, export_model, read_meta
+from clipsearch.models.runtime.machine import RUNTIME_MODULES, machine
 
 log = logging.getLogger(__name__)
 
 TORCH_MARGIN = 0.05
 OPTIMISED = ("onnx", "openvino")
-_MODULES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 TorchLoader = Callable[[], Encoder]
 
 
 def installed(runtime: str) -> bool:
-    return importlib.util.find_spec(_MODULES[runtime]) is not None
+    return importlib.util.find_spec(RUNTIME_MODULES[runtime]) is not None
 
 
 def require_torch(feature: str) -> None:
@@ -134,24 +133,12 @@ def _auto_runtime(
     return best, (folder, meta)
 
 
-def _machine() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for runtime, module in _MODULES.items():
-        try:
-            versions[runtime] = version(module)
-        except PackageNotFoundError:
-            continue
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "versions": versions}
-
-
 def _measured(folder: Path) -> dict[str, float] | None:
     try:
         data = json.loads((folder / "choice.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if data.get("machine") != _machine():
+    if data.get("machine") != machine():
         return None
     return {str(k): float(v) for k, v in data["images_per_second"].items()}
 
@@ -177,7 +164,7 @@ def _measure(folder: Path, meta: dict[str, Any], torch_model: Encoder | None) ->
         run()  # warm up
         best = min(_timed(run) for _ in range(3))
         figures[runtime] = round(len(batch) / best, 2)
-    record = {"machine": _machine(), "images_per_second": figures}
+    record = {"machine": machine(), "images_per_second": figures}
     (folder / "choice.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     log.info("measured image-tower speed of the runtimes: %s", figures)
     return figures
