@@ -44,7 +44,7 @@ from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged, RelevanceJudge
 from clipsearch.search.moments import find_moments
 from clipsearch.search.query import Query
-from clipsearch.search.relevance import MinRelevance, parse_min_relevance
+from clipsearch.search.relevance import MinRelevance, Null, parse_min_relevance
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, Searcher, positions_of
 from clipsearch.search.sorting import Sort, dated, ordered, parse_sort
@@ -529,6 +529,10 @@ class Index:
     def relevance(self) -> RelevanceJudge:
         """Calibrated relevance of this index's hits (`judge` a ranked list)."""
         return RelevanceJudge(self)
+
+    def text_null(self) -> Null:
+        """The model's scores for unrelated text-image pairs in this index (calibrated once)."""
+        return self.relevance.calibration().text
 
     def search_texts(
         self,

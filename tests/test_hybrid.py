@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import clipsearch
 from clipsearch.cli import app
 from clipsearch.errors import QueryError
-from clipsearch.search.hybrid import rrf
+from clipsearch.search.hybrid import KeywordHit, evidence, fuse
 from clipsearch.search.keywords import KeywordQuery
 from clipsearch.storage.keyword_index import fts5_expression
 from clipsearch.storage.words import path_words, split_words
@@ -65,11 +65,25 @@ def test_query_words_phrases_and_stop_words() -> None:
     assert KeywordQuery.parse("").empty
 
 
-def test_rrf_fuses_by_rank_and_keeps_the_semantic_order_alone() -> None:
-    assert rrf([1, 2, 3], []) == [1, 2, 3]
-    # 3 is second in both lists: 2/(60+2) beats 1/(60+1) for 1 or for 9.
-    assert rrf([1, 3, 2], [9, 3])[0] == 3
-    assert rrf([1, 2], [2]) == [2, 1]
+def test_fusion_keeps_the_model_order_alone_and_lifts_words_that_single_out_an_image() -> None:
+    semantic = [(1, 4.0), (2, 3.5), (3, 3.0), (4, 1.0)]
+    assert fuse(semantic, []) == [1, 2, 3, 4]
+    # One image whose words hold the whole query: lifted above the model's best.
+    alone = evidence([KeywordHit(4, 9.0, 1.0)])
+    assert alone == {4: 1.0}
+    assert fuse(semantic, [(4, 1.0, alone[4])])[0] == 4
+    # Twenty images sharing the query's words evenly: each gets a twentieth of the bonus,
+    # too little to pass the model's best, though they still move up among themselves.
+    shared = [KeywordHit(i, 5.0, 0.5) for i in range(10, 30)]
+    weights = evidence(shared)
+    assert all(w == pytest.approx(0.25 / 20) for w in weights.values())
+    fused = fuse(semantic, [(h.id, 1.0, weights[h.id]) for h in shared])
+    assert fused[:3] == [1, 2, 3]
+    # A hit that out-scores the others takes nearly all the evidence.
+    ahead = evidence([KeywordHit(7, 12.0, 1.0), KeywordHit(8, 6.0, 1.0), KeywordHit(9, 6.0, 1.0)])
+    assert ahead[7] > 0.99 and ahead[8] < 0.01
+    # Re-rankers' order holds: the i-th image of the model's list gets the i-th best z.
+    assert fuse([(2, 3.5), (1, 4.0), (3, 3.0)], []) == [2, 1, 3]
 
 
 def test_names_folders_sidecars_keywords_and_camera_are_found(

@@ -3,19 +3,34 @@
 For a text query, `hybrid` (the default) ranks the collection twice: by the model (exact
 cosine, as `semantic` does) and by the words the index holds about each image (`keyword`:
 BM25 over file and folder names, captions and sidecars, XMP keywords, tags, camera, text in
-the photo). Each list goes `DEPTH_PER_HIT` x k deep (at least `MIN_DEPTH`), and the lists are
-fused by reciprocal rank (RRF): an image's fused score is
+the photo). Each list goes `DEPTH_PER_HIT` x k deep (at least `MIN_DEPTH`). A keyword hit
+must hold at least half of the query's words and phrases (`MIN_COVERAGE`), so one common
+word alone does not push a photo up; words that more than half of the images hold
+(`COMMON_SHARE`) count for nothing. With no keyword hit the fused order is the semantic
+order.
 
-    Σ_lists  w_list / (RRF_K + rank in that list)
+The fusion weighs evidence in the model's calibrated units (see `search.relevance`): an
+image's fused score is
 
-with RRF_K = 60 and equal weights (1.0 each), the usual choice: rank fusion needs no common
-scale between BM25 and cosines. A keyword hit must hold at least half of the query's words
-and phrases (`MIN_COVERAGE`), so one common word alone does not push a photo up; words that
-more than half of the images hold (`COMMON_SHARE`) count for nothing. With no
-keyword hit the fused order is the semantic order. "Quoted phrases" must match as phrases:
-a keyword hit must hold every phrase of the query, words in that order (so in `keyword`
-mode only such images come back; in `hybrid` they come first, and the model's ranking
-fills the rest). Image queries have no words: `hybrid` is `semantic` for them.
+    z + KEYWORD_BONUS x share x coverage²
+
+where z is its cosine over the model's null (how many null standard deviations above an
+unrelated pair), `coverage` the share of the query's words its words hold, and `share` its
+part of the keyword evidence: its keyword score to the power `SHARE_POWER` over the sum of
+those of all keyword hits (scale-free, so FTS5's BM25 and PostgreSQL's ts_rank_cd weigh
+alike). Words that single out one image (one keyword hit, or one far ahead of the rest)
+lift it by up to `KEYWORD_BONUS` null deviations, above any semantic hit; words that many
+images share split the bonus and barely reorder the model's ranking. This replaced
+reciprocal-rank fusion (Σ 1/(60 + rank)), under which any keyword hit that also sat in the
+model's list outranked the model's best image even when the words fit dozens of images
+(measured in benchmarks/trust.py: RRF fell below keyword search at Recall@1 and below the
+model on photos without words; the constants here were chosen on one half of the
+validation photos and checked on the other).
+
+"Quoted phrases" must match as phrases: a keyword hit must hold every phrase of the query,
+words in that order (so in `keyword` mode only such images come back; in `hybrid` they come
+first, and the model's ranking fills the rest). Image queries have no words: `hybrid` is
+`semantic` for them.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ import numpy as np
 from clipsearch.errors import QueryError
 from clipsearch.search.keywords import KeywordQuery
 from clipsearch.search.query import Query
+from clipsearch.search.relevance import Null
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit
 from clipsearch.storage.keyword_index import KeywordIndex
@@ -37,9 +53,10 @@ from clipsearch.storage.vectors import VectorTable
 
 Mode = Literal["hybrid", "semantic", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "semantic", "keyword")
-RRF_K = 60
-SEMANTIC_WEIGHT = 1.0
-KEYWORD_WEIGHT = 1.0
+#: The most a keyword hit is lifted, in null standard deviations of the model's scores.
+KEYWORD_BONUS = 12.0
+#: How sharply the keyword evidence goes to the hit that out-scores the others.
+SHARE_POWER = 8
 MIN_COVERAGE = 0.5
 #: A word or phrase held by more than this share of the images counts for no coverage.
 COMMON_SHARE = 0.5
@@ -55,6 +72,8 @@ class HybridHost(Protocol):
     def filter_ids(self, filters: Any) -> np.ndarray[Any, Any] | None: ...
 
     def image_table(self) -> VectorTable: ...
+
+    def text_null(self) -> Null: ...
 
     def embed_query(self, *, query: Query) -> np.ndarray[Any, Any]: ...
 
@@ -122,16 +141,32 @@ def keyword_hits(
     return [h for h in hits if h.coverage >= MIN_COVERAGE]
 
 
-def rrf(semantic: Sequence[int], keyword: Sequence[int]) -> list[int]:
-    """Ids by fused reciprocal-rank score, best first (ties: semantic rank, then keyword)."""
+def evidence(keyword: Sequence[KeywordHit]) -> dict[int, float]:
+    """Each keyword hit's weight: its share of the keyword evidence x its coverage²."""
+    if not keyword:
+        return {}
+    scores = np.array([max(h.bm25, 0.0) for h in keyword], dtype=np.float64)
+    top = scores.max()
+    share = (scores / top) ** SHARE_POWER if top > 0 else np.ones_like(scores)
+    share /= share.sum()
+    return {h.id: float(s) * h.coverage**2 for h, s in zip(keyword, share, strict=True)}
+
+
+def fuse(
+    semantic: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float, float]]
+) -> list[int]:
+    """Ids best first by z + KEYWORD_BONUS x weight. `semantic`: (id, z) in the model's
+    order (re-rankers included: the i-th image gets the i-th best z, so their order holds);
+    `keyword`: (id, z, weight) in keyword order. Ties: semantic rank, then keyword rank."""
+    best_z = sorted((z for _, z in semantic), reverse=True)
     score: dict[int, float] = {}
     first: dict[int, tuple[int, int]] = {}
     never = len(semantic) + len(keyword) + 1
-    for rank, i in enumerate(semantic, 1):
-        score[i] = score.get(i, 0.0) + SEMANTIC_WEIGHT / (RRF_K + rank)
+    for rank, ((i, _), z) in enumerate(zip(semantic, best_z, strict=True), 1):
+        score[i] = z
         first[i] = (rank, never)
-    for rank, i in enumerate(keyword, 1):
-        score[i] = score.get(i, 0.0) + KEYWORD_WEIGHT / (RRF_K + rank)
+    for rank, (i, z, weight) in enumerate(keyword, 1):
+        score[i] = score.get(i, z) + KEYWORD_BONUS * weight
         first[i] = (first.get(i, (never, never))[0], rank)
     return sorted(score, key=lambda i: (-score[i], *first[i], i))
 
@@ -173,16 +208,22 @@ def search(
     if not keyword:
         return Found(semantic[:k], {})
     by_id = {h.id: h for h in semantic}
-    fused = rrf([h.id for h in semantic], [h.id for h in keyword])[:k]
-    missing = [i for i in fused if i not in by_id]
+    missing = [h.id for h in keyword if h.id not in by_id]
     if missing:
         found, labels, vectors = host.image_table().vectors_for(missing)
         scores = np.asarray(vectors, dtype=np.float32) @ vector
         adapter = semantic[0].adapter if semantic else None
         for i, label, score in zip(found, labels, scores, strict=True):
             by_id[i] = Hit(int(i), label, float(score), adapter=adapter)
+    null = host.text_null()
+    z = {i: float(null.z(np.array([h.score]))[0]) for i, h in by_id.items()}
+    weight = evidence(keyword)
+    fused = fuse(
+        [(h.id, z[h.id]) for h in semantic],
+        [(h.id, z[h.id], weight[h.id]) for h in keyword if h.id in by_id],
+    )[:k]
     matched = {h.id: h for h in keyword}
-    hits = [_with_keyword(by_id[i], matched.get(i)) for i in fused if i in by_id]
+    hits = [_with_keyword(by_id[i], matched.get(i)) for i in fused]
     return Found(hits, {i: matched[i] for i in fused if i in matched})
 
 
