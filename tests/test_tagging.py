@@ -180,6 +180,20 @@ def test_reference_model_tags_real_images_with_the_shipped_vocabulary(cifar_inde
     assert right >= 0.7 * len(results), f"{right}/{len(results)} images tagged with their class"
 
 
+def test_every_terms_score_for_many_images_at_once(cifar_index: object) -> None:
+    """256 queries x all 1,890 terms: more hits than SQLite takes as one query's parameters
+    (250,000 in Debian's build)."""
+    idx, _ = cifar_index  # type: ignore[misc]
+    idx.texts.add_builtin_vocabulary()
+    terms = idx.texts.table.count()
+    rows = idx.db.rows()
+    vectors = np.tile(idx.image_vectors([r.id for r in rows]), (8, 1))
+    found = idx.texts.search_vectors(vectors, k=terms)
+    assert len(vectors) * terms > 250_000
+    assert [len(row) for row in found] == [terms] * len(vectors)
+    assert all(len({h.id for h in row}) == terms for row in found)
+
+
 def test_calibrated_tags_clear_each_terms_bar(
     tmp_path: Path, counting_encoder: CountingEncoder
 ) -> None:

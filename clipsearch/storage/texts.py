@@ -175,13 +175,17 @@ class TextTable:
             return removed
 
     def rows(self, ids: Sequence[int]) -> dict[int, tuple[TextRow, TextSource]]:
-        stmt = (
-            select(TextRow, TextSource)
-            .join(TextSource, TextRow.source_id == TextSource.id)
-            .where(TextRow.id.in_(list(ids)))
-        )
+        """The texts with these ids (repeats allowed: many queries' hits) and their sources."""
+        found: dict[int, tuple[TextRow, TextSource]] = {}
         with Session(self.engine, expire_on_commit=False) as session:
-            return {t.id: (t, s) for t, s in session.execute(stmt)}
+            for part in chunked(sorted(set(ids))):
+                stmt = (
+                    select(TextRow, TextSource)
+                    .join(TextSource, TextRow.source_id == TextSource.id)
+                    .where(TextRow.id.in_(part))
+                )
+                found.update({t.id: (t, s) for t, s in session.execute(stmt)})
+        return found
 
     # -- tags on images ------------------------------------------------------------------
 
