@@ -37,21 +37,20 @@ from clipsearch.items import Item, indexed_roots, read_items
 from clipsearch.models import DEFAULT_MODEL, Encoder, ModelInfo, load_encoder, model_identity
 from clipsearch.models.base import stack_pixels
 from clipsearch.models.runtime import auto_int8
-from clipsearch.search import hybrid
+from clipsearch.search import hybrid, pipeline
 from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
 from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged, RelevanceJudge
-from clipsearch.search.moments import find_moments
 from clipsearch.search.query import Query
 from clipsearch.search.relevance import MinRelevance, Null, parse_min_relevance
 from clipsearch.search.rerank import Reranker
-from clipsearch.search.searcher import Hit, Searcher, positions_of
-from clipsearch.search.sorting import Sort, dated, ordered, parse_sort
+from clipsearch.search.searcher import Hit, positions_of
+from clipsearch.search.sorting import Sort, parse_sort
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
-from clipsearch.storage.frames import ImageVectors, frame_keys_of, frames_of
+from clipsearch.storage.frames import ImageVectors
 from clipsearch.storage.keyword_index import Fts5Keywords, KeywordIndex
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
@@ -510,20 +509,11 @@ class Index:
         rule = parse_min_relevance(min_relevance)
         how = hybrid.parse_mode(mode)
         order = parse_sort(sort)
-        if how != "keyword":
-            self.searched_vectors()  # an empty index fails here, before a model is loaded
         asked = query if query is not None else Query.of(text=text, image=image)
-        found = hybrid.search(self, asked, how, k, filters, rerankers, explain)
-        if how != "keyword" and self.searchable.frame_count() > 0:
-            # videos the words found that the model's list did not: their moments too
-            hits = self._with_moments(
-                found.hits, lambda: self.embed_query(query=hybrid.without_quotes(asked))
-            )
-            found = dataclasses.replace(found, hits=hits)
-        coverage = {i: h.coverage for i, h in found.keyword.items()}
-        judged = self.relevance.judge(asked, found.hits, rule, coverage, how != "keyword")
-        hits = dated(judged.hits, self.db.dates_for([h.id for h in judged.hits]))
-        return dataclasses.replace(judged, hits=ordered(hits, order))
+        return pipeline.judged_search(
+            self, asked, k=k, filters=filters, rerankers=rerankers, explain=explain, rule=rule,
+            mode=how, order=order,
+        )  # fmt: skip
 
     @functools.cached_property
     def relevance(self) -> RelevanceJudge:
@@ -612,53 +602,7 @@ class Index:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring;
         `allowed`: only these ids (with `filters`: those of them that match)."""
-        space = self.space()  # read once per search: every read is a query
-        store = space.image_store(self.searchable)
-        vectors = self.searched_vectors(space)
-        videos = self.searchable.frame_count() > 0
-        owners = self.searchable.owners if videos else None
-        searcher = Searcher(store, vectors, rerankers=rerankers, explain=explain, owners=owners)
-        matching = self.filter_ids(filters)
-        if matching is not None and allowed is not None:
-            allowed = np.intersect1d(matching, allowed)
-        elif matching is not None:
-            allowed = matching
-        if videos and allowed is not None:  # a video passes a filter with its keyframes
-            allowed = np.union1d(allowed, frame_keys_of(self.db, allowed.tolist()))
-        queries = np.asarray(queries, dtype=np.float32)
-        matches = searcher.search_many(queries, k, allowed)
-        adapter = space.adapter_label
-        hits = [
-            [
-                Hit(m.id, m.label, m.score, dict(m.explain) if explain else None, adapter)
-                for m in row
-            ]
-            for row in matches
-        ]
-        if videos:
-            hits = [self._with_moments(row, q, store) for row, q in zip(hits, queries, strict=True)]
-        return hits
-
-    def _with_moments(
-        self,
-        hits: list[Hit],
-        query: np.ndarray[Any, Any] | Callable[[], np.ndarray[Any, Any]],
-        store: VectorTable | None = None,
-    ) -> list[Hit]:
-        """The hits, each video among them that has no moment yet with its best moment for
-        the query (its vector, or a call that makes it: made only when there is such a
-        video)."""
-        found = frames_of(self.db, [h.id for h in hits if h.time is None])
-        if not found:
-            return hits
-        store = store or self.image_table()
-        moments = find_moments(query() if callable(query) else query, found, store)
-        return [
-            dataclasses.replace(h, time=moments[h.id].time, span=moments[h.id].span)
-            if h.id in moments
-            else h
-            for h in hits
-        ]
+        return pipeline.vector_search(self, queries, k, filters, rerankers, explain, allowed)
 
     def filter_ids(self, filters: Filter | None) -> np.ndarray[Any, Any] | None:
         """The ids of the images a metadata filter lets through (None: no filter)."""
