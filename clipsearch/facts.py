@@ -65,7 +65,9 @@ class IndexStats:
     directory: str  # the index folder, or the database URL without its password
     store: str  # sqlite | postgresql
     cache_dir: str  # where the FAISS caches are
-    count: int
+    count: int  # items: photos and videos
+    videos: int
+    keyframes: int  # videos' keyframes, each a vector of its own in the search
     texts: int
     model: str | None
     model_identity: str | None

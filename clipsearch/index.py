@@ -50,7 +50,7 @@ from clipsearch.search.sorting import Sort, parse_sort
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
-from clipsearch.storage.frames import ImageVectors
+from clipsearch.storage.frames import ImageVectors, video_count
 from clipsearch.storage.keyword_index import Fts5Keywords, KeywordIndex
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
@@ -650,6 +650,8 @@ class Index:
             store="sqlite" if self.location.is_sqlite else "postgresql",
             cache_dir=str(self.cache_dir),
             count=self.db.count(),
+            videos=video_count(self.db),
+            keyframes=self.searchable.frame_count(),
             texts=self.texts.table.count(),
             model=info.spec if info else None,
             model_identity=info.identity if info else None,

@@ -54,6 +54,7 @@ def test_health_and_stats(client: TestClient) -> None:
                       "model": "tiny-random"}  # fmt: skip
     stats = client.get("/api/stats").json()
     assert stats["count"] == 18 and stats["texts"] == 2 and stats["job"] is None
+    assert stats["videos"] == 0 and stats["keyframes"] == 0
     assert stats["index_type"] == "flat-ip"
 
 

@@ -73,6 +73,8 @@ def test_videos_are_indexed_with_photos_and_found_at_their_moment(
     summary = _index(folder, db)
     assert summary["added"] == 4 and summary["videos"] == 2 and summary["skipped"] == []
     assert 6 <= int(summary["keyframes"]) <= 12  # type: ignore[call-overload]
+    stats = json.loads(_cli("stats", "--db", str(db), "--json"))
+    assert (stats["count"], stats["videos"], stats["keyframes"]) == (4, 2, summary["keyframes"])
 
     for name, seeds in (("a.mp4", [100, 101, 102]), ("b.webm", [200, 201, 202])):
         for scene, seed in enumerate(seeds):
@@ -111,7 +113,8 @@ def test_a_rerun_decodes_nothing_a_moved_video_keeps_its_rows_a_deleted_one_goes
     assert Path(str(hits[0]["path"])).name == "renamed.mp4"
     assert all(Path(str(h["path"])).name != "b.webm" for h in hits)
     stats = json.loads(_cli("stats", "--db", str(db), "--json"))
-    assert stats["count"] == 3
+    assert stats["count"] == 3 and stats["videos"] == 1  # the deleted video's keyframes gone
+    assert 0 < stats["keyframes"] <= 6
 
 
 def test_an_edited_video_is_indexed_again_with_its_new_scenes(

@@ -188,7 +188,9 @@ class QueryBatchingOut(BaseModel):
 
 class StatsOut(BaseModel):
     directory: str
-    count: int
+    count: int = Field(description="items: photos and videos")
+    videos: int
+    keyframes: int = Field(description="videos' keyframes, each searched as a vector")
     texts: int
     model: str | None
     model_identity: str | None

@@ -46,6 +46,13 @@ def frame_keys_of(db: Database, image_ids: Sequence[int]) -> np.ndarray[Any, np.
     return np.asarray(sorted(out), dtype=np.int64)
 
 
+def video_count(db: Database) -> int:
+    """Items that are videos (they have a duration)."""
+    with db.engine.connect() as conn:
+        stmt = select(func.count(ImageRow.id)).where(ImageRow.duration.is_not(None))
+        return int(conn.scalar(stmt) or 0)
+
+
 @dataclass(frozen=True)
 class VideoFrames:
     """A video's keyframes as the search reads them: their keys and times (in time order)
