@@ -117,6 +117,28 @@ def test_a_rerun_decodes_nothing_a_moved_video_keeps_its_rows_a_deleted_one_goes
     assert 0 < stats["keyframes"] <= 6
 
 
+def test_a_copy_of_an_indexed_video_takes_its_keyframes_without_decoding(
+    library: tuple[Path, dict[str, list[Span]]], tmp_path: Path
+) -> None:
+    folder, spans = library
+    db = tmp_path / "db"
+    first = _index(folder, db)
+    shutil.copy(folder / "a.mp4", folder / "copy of a.mp4")
+    again = _index(folder, db)
+    assert again["added"] == 1 and again["videos"] == 1 and again["encoded"] == 0
+    stats = json.loads(_cli("stats", "--db", str(db), "--json"))
+    assert stats["videos"] == 3 and stats["keyframes"] == first["keyframes"] + again["keyframes"]
+    hits = _search_picture(db, 101, tmp_path)
+    both = {Path(str(h["path"])).name: h for h in hits[:2]}
+    assert set(both) == {"a.mp4", "copy of a.mp4"}  # the same scene, at the same moment
+    assert both["a.mp4"]["time"] == both["copy of a.mp4"]["time"]
+    assert spans["a.mp4"][1].holds(float(both["copy of a.mp4"]["time"]))  # type: ignore[arg-type]
+    (folder / "a.mp4").unlink()  # the copy stands on its own
+    _index(folder, db)
+    top = _search_picture(db, 101, tmp_path)[0]
+    assert Path(str(top["path"])).name == "copy of a.mp4"
+
+
 def test_an_edited_video_is_indexed_again_with_its_new_scenes(
     library: tuple[Path, dict[str, list[Span]]], tmp_path: Path
 ) -> None:

@@ -1,8 +1,10 @@
 """Indexing videos: each new or changed video is decoded, its keyframes chosen and embedded
 (`clipsearch.video.keyframes`), and stored with them in one transaction, one video at a
 time in this process (FFmpeg decodes on every core; memory stays that of one batch of
-keyframes however long the video). A video that cannot be read is skipped with the reason,
-and a changed one that no longer reads loses its old entry, as a photo does.
+keyframes however long the video). A copy of a video already indexed (the same content
+hash) takes that video's keyframes without being decoded. A video that cannot be read is
+skipped with the reason, and a changed one that no longer reads loses its old entry, as a
+photo does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from clipsearch.indexer.runners import OnProgress
 from clipsearch.indexer.sinks import EmbedCounts, OnCommit
 from clipsearch.models.base import Encoder
 from clipsearch.storage.db import Database, ImageRecord
-from clipsearch.storage.frames import frame_keys_of
+from clipsearch.storage.frames import frame_keys_of, video_twin
+from clipsearch.video.decode import file_sha256
 from clipsearch.video.keyframes import VideoOptions, embed_video
 
 _DROPPED = " (it was indexed before: its old entry is removed)"
@@ -66,18 +69,26 @@ def _one(
     path = job.file.path
     old = [job.replaces] if job.replaces is not None else []
     try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        return _drop(db, path, old, f"cannot read the file ({exc.strerror or exc})", on_commit,
+                     counts)  # fmt: skip
+    twin = video_twin(db, digest)
+    if twin is not None:  # a copy of an indexed video: its keyframes, not decoded again
+        row = twin.row
+        record = ImageRecord(
+            path=path, size=job.file.size, mtime_ns=job.file.mtime_ns, sha256=digest,
+            width=row.width, height=row.height, format=row.format, taken_at=row.taken_at,
+            vector=twin.vector, camera=row.camera, duration=row.duration, frames=twin.frames,
+        )  # fmt: skip
+        return _store(db, record, old, on_commit, counts)
+    try:
         video = embed_video(
-            path, encoder, settings, batch_size=options.batch_size, max_pixels=options.max_pixels
-        )
+            path, encoder, settings, batch_size=options.batch_size, max_pixels=options.max_pixels,
+            sha256=digest,
+        )  # fmt: skip
     except ImageDecodeError as exc:
-        counts.skipped.append(Skip(path, exc.reason + _DROPPED * bool(old)))
-        if old:
-            dropped = frame_keys_of(db, old)
-            db.write_items([], drop=old)
-            counts.removed += 1
-            on_commit(np.zeros(0, np.int64), np.zeros((0, 0), np.float32),
-                      np.asarray([*old, *dropped], dtype=np.int64))  # fmt: skip
-        return 0
+        return _drop(db, path, old, exc.reason, on_commit, counts)
     facts = video.facts
     record = ImageRecord(
         path=path, size=job.file.size, mtime_ns=job.file.mtime_ns, sha256=facts.sha256,
@@ -85,11 +96,37 @@ def _one(
         vector=video.vector, camera=facts.camera, duration=video.duration,
         frames=video.keyframes,
     )  # fmt: skip
+    counts.encoded += video.candidates
+    return _store(db, record, old, on_commit, counts)
+
+
+def _store(
+    db: Database, record: ImageRecord, old: list[int], on_commit: OnCommit, counts: EmbedCounts
+) -> int:
+    """Write a video and its keyframes (replacing its old entry, if any); the keyframes
+    stored."""
+    frames = record.frames
+    if frames is None:
+        raise ValueError(f"{record.path}: a video's record needs its keyframes")
     written = db.write_items([record])
     ids = np.asarray([*written.ids, *written.frame_keys], dtype=np.int64)
-    vectors = np.vstack([video.vector[None, :], video.keyframes.vectors])
+    vectors = np.vstack([record.vector[None, :], frames.vectors])
     on_commit(ids, vectors, np.asarray([*old, *written.dropped_keys], dtype=np.int64))
     counts.updated += len(old)
     counts.added += 1 - len(old)
-    counts.encoded += video.candidates
-    return len(video.keyframes.times)
+    return len(frames.times)
+
+
+def _drop(
+    db: Database, path: str, old: list[int], reason: str, on_commit: OnCommit,
+    counts: EmbedCounts,
+) -> int:  # fmt: skip
+    """Skip an unreadable video with the reason; a changed one loses its old entry."""
+    counts.skipped.append(Skip(path, reason + _DROPPED * bool(old)))
+    if old:
+        dropped = frame_keys_of(db, old)
+        db.write_items([], drop=old)
+        counts.removed += 1
+        on_commit(np.zeros(0, np.int64), np.zeros((0, 0), np.float32),
+                  np.asarray([*old, *dropped], dtype=np.int64))  # fmt: skip
+    return 0

@@ -19,9 +19,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Matrix
-from clipsearch.storage.blobs import iter_vectors, labels_for, stored_widths, vectors_for
+from clipsearch.storage.blobs import (
+    decode_rows,
+    iter_vectors,
+    labels_for,
+    stored_widths,
+    vectors_for,
+)
 from clipsearch.storage.db import Database, chunked
-from clipsearch.storage.keyframes import FRAME_KEY_BASE
+from clipsearch.storage.keyframes import FRAME_KEY_BASE, Keyframes
 from clipsearch.storage.schema import FrameRow, ImageRow
 
 
@@ -44,6 +50,35 @@ def frame_keys_of(db: Database, image_ids: Sequence[int]) -> np.ndarray[Any, np.
             stmt = select(FrameRow.id).where(FrameRow.image_id.in_(chunk))
             out.extend(FRAME_KEY_BASE + i for i in session.scalars(stmt))
     return np.asarray(sorted(out), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class VideoTwin:
+    """An indexed video with the same content as a file about to be indexed: its row's
+    facts and keyframes, to be stored again for the copy instead of decoding it."""
+
+    row: ImageRow
+    vector: np.ndarray[Any, Any]  # the video's (the mean of its keyframes')
+    frames: Keyframes
+
+
+def video_twin(db: Database, sha256: str) -> VideoTwin | None:
+    """The first indexed video with this content hash and its keyframes, if any."""
+    with Session(db.engine, expire_on_commit=False) as session:
+        stmt = select(ImageRow).where(ImageRow.sha256 == sha256, ImageRow.duration.is_not(None))
+        row = session.scalars(stmt.order_by(ImageRow.id).limit(1)).first()
+        if row is None:
+            return None
+        times, blobs = [], []
+        query = select(FrameRow.time, FrameRow.vector).where(FrameRow.image_id == row.id)
+        for time, blob in session.execute(query.order_by(FrameRow.time)):
+            times.append(float(time))
+            blobs.append(blob)
+        session.expunge(row)
+    vectors, ok = decode_rows([row.vector, *blobs], db.vector_dtype)
+    if not times or not all(ok):
+        return None  # no keyframes, or a damaged vector: no template, the copy is decoded
+    return VideoTwin(row, vectors[0], Keyframes(np.asarray(times, dtype=np.float64), vectors[1:]))
 
 
 def video_count(db: Database) -> int:
