@@ -19,7 +19,8 @@ from tests.conftest import make_image
 
 av = pytest.importorskip("av", reason="videos need PyAV (pip install av)")
 
-from tests.videos import Scene, Span, write_video  # noqa: E402
+from clipsearch.video.decode import picture_at  # noqa: E402
+from tests.videos import Scene, Span, turn_for_display, write_video  # noqa: E402
 
 runner = CliRunner()
 SIZE = (160, 120)
@@ -137,6 +138,31 @@ def test_a_copy_of_an_indexed_video_takes_its_keyframes_without_decoding(
     _index(folder, db)
     top = _search_picture(db, 101, tmp_path)[0]
     assert Path(str(top["path"])).name == "copy of a.mp4"
+
+
+def test_a_phone_video_recorded_upright_is_seen_upright(tmp_path: Path) -> None:
+    """Stored on its side with a display rotation: searched as a player shows it."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    upright = make_image(400, (120, 160))  # portrait, as the person saw it
+    lying = upright.rotate(90, expand=True)  # as the sensor stored it: 160 x 120
+    for name in ("turned.mp4", "unturned.mp4"):
+        write_video(folder / name, [Scene(lying, 2.0)], size=SIZE, fps=10)
+    turn_for_display(folder / "turned.mp4")
+    with av.open(str(folder / "turned.mp4")) as container:  # the marking is what FFmpeg reads
+        assert next(container.decode(video=0)).rotation == -90
+    db = tmp_path / "db"
+    _index(folder, db)
+    query = tmp_path / "upright.png"
+    upright.save(query)
+    hits = json.loads(_cli("search", "--image", str(query), "--db", str(db), "-k", "2", "--json"))
+    assert [Path(str(h["path"])).name for h in hits] == ["turned.mp4", "unturned.mp4"]
+    # What the keyframes and thumbnails are made of: the turned video's frame is the upright
+    # picture (portrait, the same pixels up to compression); the unmarked one stays lying.
+    seen = picture_at(str(folder / "turned.mp4"), 1.0, 160, 10**7)
+    assert seen.size == upright.size
+    assert np.abs(np.asarray(seen, np.float32) - np.asarray(upright, np.float32)).mean() < 8
+    assert picture_at(str(folder / "unturned.mp4"), 1.0, 160, 10**7).size == lying.size
 
 
 def test_an_edited_video_is_indexed_again_with_its_new_scenes(

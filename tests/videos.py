@@ -153,3 +153,22 @@ def repeat_video(source: Path, dest: Path, times: int) -> None:
                     packet.stream = out_stream
                     out.mux(packet)
                 shift += end
+
+
+def turn_for_display(path: Path) -> None:
+    """Mark an MP4 as a phone does when it records upright: the pictures are stored lying
+    on their side and the track header's matrix asks players to turn them 90 degrees
+    clockwise (FFmpeg reads it as a display rotation of -90)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") + 4
+    if data[at] != 0:
+        raise ValueError(f"{path}: expected a version-0 track header")
+    # version+flags, created, modified, track id, reserved, duration, reserved x2, layer,
+    # alternate group, volume, reserved: then the 3x3 matrix (16.16 and 2.30 fixed point).
+    matrix = at + 4 + 4 + 4 + 4 + 4 + 4 + 8 + 2 + 2 + 2 + 2
+    height = struct.unpack(">I", data[matrix + 40 : matrix + 44])[0]  # 16.16 fixed point
+    turned = (0, 1 << 16, 0, -(1 << 16), 0, 0, height, 0, 1 << 30)
+    data[matrix : matrix + 36] = struct.pack(">9i", *turned)
+    path.write_bytes(bytes(data))
