@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import shutil
@@ -106,9 +107,14 @@ def part_cifar() -> dict[str, Any]:
         ids = idx.db.ids_by_path()
         classes = list(datasets.CIFAR_CLASSES)
         started = time.perf_counter()
-        asked = {p: idx.ask(i, "what is in this picture?", answers=classes).best
-                 for p, i in ids.items()}  # fmt: skip
+        full = {p: idx.ask(i, "what is in this picture?", answers=classes, top=len(classes))
+                for p, i in ids.items()}  # fmt: skip
         ask_s = time.perf_counter() - started
+        asked = {p: a.best for p, a in full.items()}
+        confidence = [full[p].answers[0].probability for p in sorted(full)]
+        right = [asked[p] == truth[p] for p in sorted(full)]
+        given = [next(a.probability for a in full[p].answers if a.answer == truth[p])
+                 for p in sorted(full)]  # fmt: skip
         prompts = prompt_vectors(idx.encode_texts, classes)
         order = sorted(ids)
         vectors = idx.image_vectors([ids[p] for p in order])
@@ -121,6 +127,10 @@ def part_cifar() -> dict[str, Any]:
             "zero_shot_accuracy": sum(zero_shot[p] == truth[p] for p in order) / n,
             "agreement": sum(asked[p] == zero_shot[p] for p in order) / n,
             "ms_per_question": 1000 * ask_s / n,
+            "logit_scale": float(getattr(idx.encoder, "logit_scale", 0.0) or 0.0),
+            "mean_confidence": sum(confidence) / n,
+            "ece": expected_calibration_error(confidence, right),
+            "nll": -sum(math.log(max(p, 1e-12)) for p in given) / n,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -204,6 +214,20 @@ def _holds(answer: str, word: str) -> bool:
     return re.search(rf"\b{re.escape(word.lower())}\b", answer.lower()) is not None
 
 
+def expected_calibration_error(confidence: list[float], right: list[bool], bins: int = 10) -> float:
+    """How far the stated probability of the answer given is from how often it is right,
+    averaged over 10 equal-width confidence bins weighted by their share of questions."""
+    total = 0.0
+    for b in range(bins):
+        low, high = b / bins, (b + 1) / bins
+        inside = [n for n, c in enumerate(confidence) if low < c <= high or (b == 0 and c == 0)]
+        if inside:
+            stated = sum(confidence[n] for n in inside) / len(inside)
+            hit = sum(right[n] for n in inside) / len(inside)
+            total += len(inside) / len(confidence) * abs(stated - hit)
+    return total
+
+
 def render(results: dict[str, Any]) -> str:
     parts = []
     if "cifar" in results:
@@ -212,6 +236,13 @@ def render(results: dict[str, Any]) -> str:
             ["photos", "ask accuracy", "zero-shot accuracy", "same answer", "ms / question"],
             [[str(r["photos"]), f"{r['ask_accuracy']:.4f}", f"{r['zero_shot_accuracy']:.4f}",
               f"{r['agreement']:.4f}", f"{r['ms_per_question']:.1f}"]],
+        ) + "\n\nHow far the answers' probabilities can be trusted (softmax at the model's "
+          "trained logit scale; expected calibration error over 10 bins, lower is better):\n\n"
+          + markdown_table(
+            ["logit scale", "mean probability of the answer given", "accuracy", "ECE",
+             "NLL of the right class"],
+            [[f"{r['logit_scale']:.2f}", f"{r['mean_confidence']:.3f}",
+              f"{r['ask_accuracy']:.3f}", f"{r['ece']:.3f}", f"{r['nll']:.3f}"]],
         ))  # fmt: skip
     if "yesno" in results:
         r = results["yesno"]

@@ -4,7 +4,9 @@
   `answers`): each candidate answer is put into statements shaped by the question ("what
   colour is the car?" + "red" -> "a photo of a red car.", "the car is red."), the
   statements' embeddings are ensembled, and the candidates are ranked by cosine to the
-  picture; probabilities are a softmax at `TEMPERATURE`. A question that names no subject
+  picture; probabilities are a softmax at the scale the model was trained with (its
+  `logit_scale`: about 100 for OpenAI's CLIP, 11.6 for clipsearch-mini; `TEMPERATURE` for
+  a model that has none). A question that names no subject
   ("what is in this picture?") uses the zero-shot classification templates
   (`search.prompts.TEMPLATES`), so it answers exactly as zero-shot classification does.
   Without `answers`, the candidates are basic colours for a colour question, numbers for
@@ -39,9 +41,10 @@ from clipsearch.search.tag_tree import shipped as shipped_tree
 from clipsearch.texts import BUILTIN_VOCABULARY, TextCollection
 
 if TYPE_CHECKING:
+    from clipsearch.models import Encoder
     from clipsearch.storage.db import Database
 
-#: Softmax temperature over answer cosines (CLIP's trained logit scale).
+#: Softmax scale over answer cosines for a model that records none (CLIP's trained one).
 TEMPERATURE = 100.0
 YES_Z = 0.5
 YES_SCALE = 0.5
@@ -158,8 +161,8 @@ def yes_no_statement(question: str) -> str:
     return f"a photo of {q}."
 
 
-def _softmax(scores: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    logits = (scores - scores.max()) * TEMPERATURE
+def _softmax(scores: np.ndarray[Any, Any], scale: float) -> np.ndarray[Any, Any]:
+    logits = (scores - scores.max()) * scale
     weights = np.exp(logits)
     return np.asarray(weights / weights.sum())
 
@@ -170,8 +173,10 @@ def answer_choice(
     answers: Sequence[str],
     encode_texts: Callable[[list[str]], np.ndarray[Any, Any]],
     top: int = 5,
+    scale: float = TEMPERATURE,
 ) -> Answers:
-    """Rank candidate answers for a picture (a unit vector in the space of `encode_texts`)."""
+    """Rank candidate answers for a picture (a unit vector in the space of `encode_texts`);
+    probabilities are a softmax of their cosines times `scale`."""
     if not answers:
         raise QueryError("give at least one candidate answer")
     templates = choice_templates(question)
@@ -179,7 +184,7 @@ def answer_choice(
     encoded = np.asarray(encode_texts(statements), dtype=np.float32)
     vectors = np.stack([ensemble(v) for v in encoded.reshape(len(answers), len(templates), -1)])
     scores = vectors @ np.asarray(picture, dtype=np.float32)
-    probabilities = _softmax(scores)
+    probabilities = _softmax(scores, scale)
     order = np.argsort(-scores, kind="stable")[:top]
     ranked = [Answer(answers[i].strip(), float(probabilities[i]), float(scores[i])) for i in order]
     return Answers(question, "choice", ranked, ranked[0].answer, statements[: len(templates)])
@@ -225,6 +230,9 @@ class AskHost(Protocol):
     def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]: ...
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray[Any, Any]: ...
+
+    @property
+    def encoder(self) -> Encoder: ...
 
 
 #: Vocabulary terms nearest to the picture that a question's statements then rank.
@@ -287,4 +295,5 @@ def ask(
         if admitted:
             terms = [t for t in terms if t.lower() in admitted] or terms
         candidates = terms[:VOCABULARY_CANDIDATES]
-    return answer_choice(question, picture, candidates, host.embed_texts, top)
+    scale = getattr(host.encoder, "logit_scale", None) or TEMPERATURE
+    return answer_choice(question, picture, candidates, host.embed_texts, top, float(scale))

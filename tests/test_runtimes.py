@@ -25,6 +25,7 @@ from clipsearch.models.runtime.export import export_folder
 from clipsearch.models.runtime.load import installed
 from clipsearch.models.runtime.pixels import read_transforms
 from clipsearch.models.runtime.tokens import ClipBpe, clean
+from clipsearch.models.spec import MINI_CHECKPOINT
 from tests.conftest import make_image, run_cli_checking_imports, write_images
 
 RUNTIMES = ["onnx", "openvino"]
@@ -120,6 +121,19 @@ def test_top_ten_ids_equal_torchs(runtime: str, tmp_path: Path) -> None:
             like = [h.id for h in idx.search(image=tmp_path / "photos" / "img_0003.jpg", k=10)]
             answers[name] = (texts, like)
     assert answers[runtime] == answers["torch"]
+
+
+@pytest.mark.parametrize("runtime", ["torch", *RUNTIMES])
+def test_every_runtime_carries_the_models_trained_logit_scale(runtime: str) -> None:
+    """What `ask` turns cosines into probabilities with: the model's own scale."""
+    if runtime != "torch":
+        _need(runtime)
+    trained = torch.load(MINI_CHECKPOINT, map_location="cpu", weights_only=False)["logit_scale"]
+    mini = load_encoder("clipsearch-mini", "cpu", RuntimeChoice(runtime))
+    assert mini.logit_scale == pytest.approx(np.exp(trained))  # type: ignore[attr-defined]
+    assert 10 < mini.logit_scale < 13  # type: ignore[attr-defined]
+    tiny = load_encoder("tiny-random", "cpu", RuntimeChoice(runtime))
+    assert tiny.logit_scale == pytest.approx(1 / 0.07)  # type: ignore[attr-defined]
 
 
 def test_export_is_reused_and_rebuilt_when_the_model_changes(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,13 @@ def test_ask_ranks_given_answers_and_answers_yes_no_from_the_collection(
         assert picked.kind == "choice" and {a.answer for a in picked.answers} == {"a", "b", "c"}
         assert abs(sum(a.probability for a in picked.answers) - 1.0) < 1e-5
         assert picked.best == picked.answers[0].answer
+        # a softmax at the scale the model was trained with (clipsearch-mini's: 11.6)
+        best, worst = picked.answers[0], picked.answers[-1]
+        scale = idx.encoder.logit_scale  # type: ignore[attr-defined]
+        assert 10 < scale < 13
+        assert best.probability / worst.probability == pytest.approx(
+            math.exp(scale * (best.score - worst.score)), rel=1e-4
+        )
         yes_no = idx.ask(str(folder / "img_0701.jpg"), "is there a red square?")
         assert yes_no.kind == "yes/no" and yes_no.best in ("yes", "no", "not sure")
         assert abs(sum(a.probability for a in yes_no.answers) - 1.0) < 1e-6

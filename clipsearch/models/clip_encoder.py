@@ -43,6 +43,8 @@ class ClipEncoder:
         with torch.inference_mode():
             dim = int(self.model.encode_text(self.tokenizer(["x"]).to(device)).shape[-1])
         self.info = ModelInfo(spec=spec, identity=identity, dim=dim)
+        #: The softmax scale the model was trained with (exp of its `logit_scale`), if any.
+        self.logit_scale = trained_scale(model)
         self._words: frozenset[str] | None = None
         self._words_read = False
 
@@ -82,3 +84,11 @@ def normalise(features: torch.Tensor) -> np.ndarray[Any, np.dtype[np.float32]]:
     out = features.float()
     out = out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return np.ascontiguousarray(out.cpu().numpy(), dtype=np.float32)
+
+
+def trained_scale(model: Any) -> float | None:
+    """exp(logit_scale) of a CLIP-style model (about 100 for OpenAI's CLIP), or None."""
+    scale = getattr(model, "logit_scale", None)
+    if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
+        return None
+    return float(scale.detach().float().exp())

@@ -37,6 +37,8 @@ class ExportedEncoder:
         self.precision = precision
         self.info = ModelInfo(spec=spec, identity=str(meta["identity"]), dim=int(meta["dim"]))
         self.input_size = int(meta["input_size"])
+        scale = meta.get("logit_scale")
+        self.logit_scale: float | None = None if scale is None else float(scale)
         self.preprocess: Callable[[Image.Image], Any] = ImagePrep.from_dict(meta["pixels"])
         self._image: Tower | None = None
         self._text: Tower | None = None

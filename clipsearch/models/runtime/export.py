@@ -23,8 +23,9 @@ from typing import Any
 from clipsearch.errors import ModelLoadError
 from clipsearch.user_dirs import user_cache
 
-#: Bumped when what an export holds changes; old exports are then made again.
-EXPORT_FORMAT = 1
+#: Bumped when what an export holds changes; old exports are then made again (2: the
+#: model's trained logit scale).
+EXPORT_FORMAT = 2
 META = "meta.json"
 
 
@@ -68,6 +69,7 @@ def export_model(encoder: Any, folder: Path) -> dict[str, Any]:
             "input_size": encoder.input_size,
             "pixels": pixels.to_dict(),
             "tokenizer": tokenizer,
+            "logit_scale": getattr(encoder, "logit_scale", None),
         }
         (work / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         try:
