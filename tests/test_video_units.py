@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from PIL import Image
 
 from clipsearch.asking import (
     answer_yes_no,
@@ -18,6 +19,7 @@ from clipsearch.search.moments import moment_of
 from clipsearch.search.prompts import TEMPLATES
 from clipsearch.storage.frames import VideoFrames
 from clipsearch.video import clock
+from clipsearch.video.keyframes import _means, frame_crops
 from clipsearch.video.scenes import SceneCutter, SceneRules
 from clipsearch.video.select import choose_frames
 
@@ -97,3 +99,19 @@ def test_yes_no_follows_the_contrast_with_the_collection() -> None:
 
     assert answer_yes_no("is there a dog?", statement, others, encode).best == "yes"
     assert answer_yes_no("is there a dog?", -statement, others, encode).best == "no"
+
+
+def test_a_wide_or_tall_frame_is_shown_to_the_model_as_three_squares() -> None:
+    wide = Image.new("RGB", (160, 90))
+    for x in range(160):
+        wide.putpixel((x, 0), (x, 0, 0))  # each column marked by its x
+    crops = frame_crops(wide)
+    assert [c.size for c in crops] == [(90, 90)] * 3
+    assert [c.getpixel((0, 0))[0] for c in crops] == [0, 35, 70]  # start, centre, end
+    assert [c.size for c in frame_crops(Image.new("RGB", (90, 160)))] == [(90, 90)] * 3
+    assert len(frame_crops(Image.new("RGB", (640, 480)))) == 3  # 4:3 too
+    square = Image.new("RGB", (100, 104))
+    assert frame_crops(square) == [square]  # nearly square: as it is
+    vectors = np.array([[1, 0], [1, 0], [0, 1], [3, 4]], dtype=np.float32)
+    np.testing.assert_allclose(_means(vectors, [3, 1]), [[2 / 5**0.5, 1 / 5**0.5], [0.6, 0.8]],
+                               atol=1e-6)  # fmt: skip
