@@ -215,8 +215,9 @@ def search(
         adapter = semantic[0].adapter if semantic else None
         for i, label, score in zip(found, labels, scores, strict=True):
             by_id[i] = Hit(int(i), label, float(score), adapter=adapter)
-    null = host.text_null()
-    z = {i: float(null.z(np.array([h.score]))[0]) for i, h in by_id.items()}
+    scored = list(by_id.values())
+    z = dict(zip(by_id, host.text_null().z(np.array([h.score for h in scored])).tolist(),
+                 strict=True))  # fmt: skip
     weight = evidence(keyword)
     fused = fuse(
         [(h.id, z[h.id]) for h in semantic],

@@ -68,14 +68,13 @@ def frame_crops(picture: Image.Image) -> list[Image.Image]:
     """What the model is shown of a frame: itself if square, else three squares along its
     long side (start, centre, end), so none of it is cut away."""
     width, height = picture.size
-    side = min(width, height)
-    if max(width, height) < CROP_ASPECT * side:
+    side, long = min(width, height), max(width, height)
+    if long < CROP_ASPECT * side:
         return [picture]
+    starts = (0, (long - side) // 2, long - side)
     if width > height:
-        return [
-            picture.crop((x, 0, x + side, side)) for x in (0, (width - side) // 2, width - side)
-        ]
-    return [picture.crop((0, y, side, y + side)) for y in (0, (height - side) // 2, height - side)]
+        return [picture.crop((x, 0, x + side, side)) for x in starts]
+    return [picture.crop((0, y, side, y + side)) for y in starts]
 
 
 def _means(vectors: np.ndarray[Any, Any], counts: Sequence[int]) -> np.ndarray[Any, Any]:
