@@ -274,9 +274,9 @@ def cli_times(spec: str, runs: int) -> dict[str, dict[str, float]]:
 def install_sizes() -> dict[str, float]:
     """MiB of a fresh venv per install (pip takes the packages from its local mirror)."""
     repo = Path(__file__).resolve().parent.parent
-    torch_spec = os.environ.get("CLIPSEARCH_TORCH", "torch==2.14.1 torchvision==0.29.1").split()
+    torch_pins = ["-c", str(repo / "requirements" / "constraints.in")]  # this machine's torch
     installs = {
-        "full (pip install clipsearch)": [[*torch_spec, "-e", str(repo)]],
+        "full (pip install clipsearch)": [[*torch_pins, "-e", str(repo)]],
         "lean (requirements-lean.txt)": [["-r", str(repo / "requirements-lean.txt")],
                                          ["--no-deps", "-e", str(repo)]],
     }  # fmt: skip
