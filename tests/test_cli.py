@@ -12,8 +12,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import clipsearch
 from clipsearch.cli import app
 from tests.conftest import REPO, run_cli_checking_imports, write_images
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 runner = CliRunner()
 
@@ -155,6 +161,22 @@ def test_help_and_stats_do_not_import_torch(tmp_path: Path) -> None:
     for argv in (["--help"], ["stats", "--db", str(tmp_path)], ["search", "--help"]):
         result = run_cli_checking_imports(argv)
         assert result.returncode == 0, f"{argv}: {result.stderr}"
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_prints_the_packages_version(flag: str) -> None:
+    result = run_cli_checking_imports([flag])
+    assert result.returncode == 0, result.stderr
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert result.stdout == f"clipsearch {declared}\n" == f"clipsearch {clipsearch.__version__}\n"
+
+
+def test_short_help_works_for_the_app_and_its_commands() -> None:
+    for argv, expected in ((["-h"], "Commands"), (["search", "-h"], "--image"),
+                           (["texts", "add", "-h"], "Usage: clipsearch texts add")):  # fmt: skip
+        result = run_cli_checking_imports(argv)
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
 
 
 def test_console_script_runs(tmp_path: Path) -> None:
