@@ -2,6 +2,7 @@
 
     python scripts/lock_check.py              # the locks against pyproject.toml
     python scripts/lock_check.py --installed  # ...and this interpreter's packages against them
+    python scripts/lock_check.py --extraneous # the installed packages the lock lacks
 
 For every supported Python on Linux x86-64, each requirement of pyproject.toml (the package's
 dependencies and its `dev` extra) must be pinned exactly once in requirements/dev.lock, at a
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from importlib.metadata import distributions
+from importlib.metadata import Distribution, distributions
 from pathlib import Path
 
 try:
@@ -52,9 +53,17 @@ def read_lock(path: Path) -> list[Requirement]:
     """The pins of a lock written by `uv pip compile` (one `name==version ; marker \\` a
     package, its hashes and comments on the indented lines below)."""
     pins = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line and not line[0].isspace() and not line.startswith(("#", "-")):
-            pins.append(Requirement(line.rstrip(" \\")))
+            text = line.rstrip(" \\")
+            try:
+                req = Requirement(text)
+            except ValueError as exc:
+                raise SystemExit(f"{path.name}:{number}: not a requirement: {exc}") from None
+            specs = list(req.specifier)
+            if req.url or len(specs) != 1 or specs[0].operator != "==":
+                raise SystemExit(f"{path.name}:{number}: not an exact pin: {text}")
+            pins.append(req)
     return pins
 
 
@@ -128,16 +137,51 @@ def check_locks() -> list[str]:
 
 
 def check_installed() -> list[str]:
-    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    """This interpreter's packages against the lock: each locked one installed at its pin,
+    none that the lock lacks, and every requirement of clipsearch[dev] met, extras
+    (psycopg[binary]) and indirect ones included."""
     env = dict(default_environment())
     lock = pins_for(read_lock(LOCKS / "dev.lock"), env, "dev.lock")
+    installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
     problems = []
-    for dist in distributions():
-        name = canonicalize_name(dist.metadata["Name"])
-        if name in lock and dist.version != lock[name]:
-            problems.append(
-                f"{name} {dist.version} is installed, the lock has {lock[name]} (Python {python})"
+    for name, pin in sorted(lock.items()):
+        if name not in installed:
+            problems.append(f"{name}=={pin} is in the lock but not installed")
+        elif installed[name].version != pin:
+            problems.append(f"{name} {installed[name].version} is installed, the lock has {pin}")
+    problems += [f"{n} is installed but not in the lock" for n in extraneous(installed, lock)]
+    problems += unmet_closure(installed, env)
+    return problems
+
+
+def extraneous(installed: dict[str, Distribution], lock: Pins) -> list[str]:
+    return sorted(set(installed) - set(lock) - {"clipsearch", "pip"})
+
+
+def unmet_closure(installed: dict[str, Distribution], env: dict[str, str]) -> list[str]:
+    """Walk clipsearch[dev]'s requirements through the installed metadata."""
+    problems, seen = [], set()
+    todo: list[tuple[str, frozenset[str]]] = [("clipsearch", frozenset({"dev"}))]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen or name not in installed:
+            continue
+        seen.add((name, extras))
+        for line in installed[name].requires or []:
+            req = Requirement(line)
+            applies = req.marker is None or any(
+                req.marker.evaluate({**env, "extra": extra}) for extra in ("", *extras)
             )
+            if not applies:
+                continue
+            dep = canonicalize_name(req.name)
+            found = installed.get(dep)
+            if found is None:
+                problems.append(f"{name} needs {req}, which is not installed")
+            elif not req.specifier.contains(found.version, prereleases=True):
+                problems.append(f"{name} needs {req}, {found.version} is installed")
+            else:
+                todo.append((dep, frozenset(req.extras)))
     return problems
 
 
@@ -150,6 +194,12 @@ def main(argv: list[str]) -> int:
         print("\n".join(f"  {p}" for p in problems), file=sys.stderr)
         print("Run `bash scripts/lock` (README: Development, updating the lock).", file=sys.stderr)
         return 1
+    if "--extraneous" in argv:  # for scripts/setup: what to uninstall from a reused .venv
+        env = dict(default_environment())
+        lock = pins_for(read_lock(LOCKS / "dev.lock"), env, "dev.lock")
+        installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
+        print("\n".join(extraneous(installed, lock)))
+        return 0
     if "--installed" in argv:
         problems = check_installed()
         if problems:

@@ -69,7 +69,9 @@ class OpenVinoTower:
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": "f32",
                 "INFERENCE_NUM_THREADS": threads(),
-                "CACHE_DIR": str(path.parent / "openvino-cache"),
+                # The plugin keys cached blobs by device, not by these settings: a folder of
+                # its own keeps blobs compiled with the bf16 default from being loaded.
+                "CACHE_DIR": str(path.parent / "openvino-cache-f32"),
             },
         )
         self.request = self.compiled.create_infer_request()
