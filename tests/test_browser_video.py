@@ -79,7 +79,10 @@ def test_a_video_hit_shows_its_moment_and_plays_from_it(tmp_path: Path) -> None:
             assert any(r.startswith("bytes=") for r in ranged), "the video was not range-read"
             page.screenshot(path=str(ARTIFACTS / "video-detail.png"))
             page.keyboard.press("Escape")
-            assert video.evaluate("v => v.paused")
+            # The dialog's close event, which pauses, is a task queued after the key: wait for
+            # it (checked at once, it failed under load, issue 27); a video that keeps playing
+            # still fails here, at the wait's timeout.
+            page.wait_for_function("() => document.getElementById('detail-video').paused")
             browser.close()
         assert not errors, f"JavaScript errors on the page: {errors}"
     finally:
