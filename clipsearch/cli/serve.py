@@ -63,7 +63,7 @@ def serve(
     import uvicorn
 
     from clipsearch.server import ServerSettings, create_app
-    from clipsearch.server.protocol import uvicorn_options
+    from clipsearch.server.protocol import exit_when_stuck, uvicorn_options
     from clipsearch.server.service import SearchService
     from clipsearch.storage.location import locate
 
@@ -105,4 +105,5 @@ def serve(
             **uvicorn_options(header_timeout),
         )  # fmt: skip
     finally:
+        exit_when_stuck()
         service.close()

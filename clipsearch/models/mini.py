@@ -14,6 +14,7 @@ spec as any open_clip model (`clipsearch-mini`, or `clipsearch-mini:/path/to/ret
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,9 +145,13 @@ class TrimmedTokenizer:
 
         self.inner = HFTokenizer(text_model_path(), context_length=CONTEXT_LENGTH)
         self.pad_id = int(self.inner.tokenizer.pad_token_id)
+        # transformers sets the Rust tokenizer's truncation on every call, which fails
+        # ("Already borrowed") when another thread is encoding with it (issue 28).
+        self._lock = threading.Lock()
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        tokens: torch.Tensor = self.inner(texts)
+        with self._lock:
+            tokens: torch.Tensor = self.inner(texts)
         used = (tokens != self.pad_id).any(dim=0).nonzero()
         width = int(used.max()) + 1 if len(used) else 1
         return tokens[:, :width]

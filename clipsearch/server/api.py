@@ -23,6 +23,7 @@ from clipsearch.search.filters import Filter
 from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import parse_min_relevance
+from clipsearch.server import liveness
 from clipsearch.server.errors import NotFoundError, ReadOnlyError, UploadTooLargeError
 from clipsearch.server.schemas import (
     ISO_DATE,
@@ -158,12 +159,16 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 @router.get("/health", response_model=HealthOut, summary="Liveness, and what is indexed")
-def health(service: Service) -> HealthOut:
-    info = service.index.model_info
-    return HealthOut(
-        status="ok", version=__version__, images=service.index.count(),
-        model=info.spec if info else None,
-    )  # fmt: skip
+async def health(service: Service) -> HealthOut:
+    """Needs no worker thread: answers while all of them are busy (`liveness`)."""
+
+    def read() -> tuple[int, str | None]:
+        info = service.index.model_info
+        return service.index.count(), info.spec if info else None
+
+    nothing: tuple[int, str | None] = (0, None)
+    images, model = await liveness.read_within(id(service), read, nothing)
+    return HealthOut(status="ok", version=__version__, images=images, model=model)
 
 
 @router.get("/stats", response_model=StatsOut, summary="Index statistics and the running job")

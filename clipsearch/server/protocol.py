@@ -10,12 +10,20 @@ complete; past that the connection is closed.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 #: Seconds a client has to send a complete request line and headers.
 HEADER_TIMEOUT = 10.0
+#: Seconds a stopping server (SIGTERM, Ctrl-C) lets requests in flight finish; then they are
+#: cancelled (a thread still computing one is left behind, see `exit_when_stuck`).
+GRACEFUL_SECONDS = 5.0
+#: Seconds the process may then take to close the index and exit before it is ended.
+EXIT_SECONDS = 3.0
 
 
 def timely_protocol(header_timeout: float = HEADER_TIMEOUT) -> type[H11Protocol]:
@@ -59,4 +67,28 @@ def timely_protocol(header_timeout: float = HEADER_TIMEOUT) -> type[H11Protocol]
 
 
 def uvicorn_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
-    return {"http": timely_protocol(header_timeout)}
+    return {
+        "http": timely_protocol(header_timeout),
+        "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+    }
+
+
+def exit_when_stuck(seconds: float = EXIT_SECONDS) -> None:
+    """End the process `seconds` from now unless it has ended by itself: a worker thread
+    still inside a model call or a query cannot be interrupted, and the interpreter would
+    wait for it at exit, so a stopped server could outlive its SIGTERM (issue 28)."""
+
+    def end() -> None:
+        others = [t for t in threading.enumerate() if t is not threading.main_thread()]
+        busy = [t.name for t in others if not t.daemon and t.is_alive()]
+        print(
+            f"clipsearch serve: {len(busy)} thread(s) still busy {seconds:.0f} s after the "
+            f"server stopped ({', '.join(busy)}); exiting without them",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(0)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()

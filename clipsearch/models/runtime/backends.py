@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,10 +75,16 @@ class OpenVinoTower:
                 "CACHE_DIR": str(path.parent / "openvino-cache-f32"),
             },
         )
-        self.request = self.compiled.create_infer_request()
+        # One infer request per thread: a request runs one inference at a time, and one
+        # shared by a server's threads failed ("Infer Request is busy") or, worse, handed a
+        # thread another thread's output (issue 28). The compiled model itself is shared.
+        self._requests = threading.local()
 
     def __call__(self, inputs: Array) -> Array:
-        result = self.request.infer({0: inputs})
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        result = request.infer({0: inputs})  # copies the output out of the request
         return np.asarray(result[self.compiled.output(0)])
 
 

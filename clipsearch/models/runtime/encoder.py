@@ -7,6 +7,7 @@ batches when torch is installed) is read as an array.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class ExportedEncoder:
         self._text: Tower | None = None
         self._tokenizer: Tokenizer | None = None
         self._words: frozenset[str] | None = None
+        # Towers and the tokenizer open on first use, which may come from several threads
+        # at once (a server's): one opens each, the others wait for it (issue 28).
+        self._opening = threading.RLock()
 
     @property
     def vectors_kind(self) -> str:
@@ -55,6 +59,10 @@ class ExportedEncoder:
     def settle_precision(self, sample: np.ndarray[Any, Any]) -> str:
         """Decide `auto` (int8 or fp32) on `sample`, preprocessed photos of the collection,
         unless a verdict for this machine is kept; returns the precision."""
+        with self._opening:
+            return self._settle_precision(sample)
+
+    def _settle_precision(self, sample: np.ndarray[Any, Any]) -> str:
         if self.precision == "auto":
             verdict = auto_int8.recorded(self.folder)
             if verdict is None:
@@ -72,23 +80,29 @@ class ExportedEncoder:
         """The image tower, opened on first use (an int8 one made first if needed, from
         `sample`, the batch about to be encoded, where the runtime calibrates)."""
         if self._image is None:
-            self.vectors_kind  # noqa: B018 - settles `auto` from the kept verdict, or fp32
-            path = self.folder / "image.onnx"
-            if self.precision == "int8":
-                path = quantized_image_tower(self.folder, self.runtime, sample)
-            self._image = open_tower(self.runtime, path)
+            with self._opening:
+                if self._image is None:
+                    self.vectors_kind  # noqa: B018 - settles `auto` from the kept verdict
+                    path = self.folder / "image.onnx"
+                    if self.precision == "int8":
+                        path = quantized_image_tower(self.folder, self.runtime, sample)
+                    self._image = open_tower(self.runtime, path)
         return self._image
 
     @property
     def text_tower(self) -> Tower:
         if self._text is None:
-            self._text = open_tower(self.runtime, self.folder / "text.onnx")
+            with self._opening:
+                if self._text is None:
+                    self._text = open_tower(self.runtime, self.folder / "text.onnx")
         return self._text
 
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.folder, self.meta["tokenizer"])
+            with self._opening:
+                if self._tokenizer is None:
+                    self._tokenizer = load_tokenizer(self.folder, self.meta["tokenizer"])
         return self._tokenizer
 
     def knows_word(self, word: str) -> bool | None:

@@ -10,6 +10,7 @@ import html
 import itertools
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,15 +137,31 @@ class HuggingFaceTokens:
     and padded only as far as the longest text in the batch (the text tower masks padding)."""
 
     def __init__(self, path: Path, context_length: int, pad_id: int) -> None:
+        self.path = path
+        self.context_length = context_length
+        self.pad_id = pad_id
+        # One tokenizer per thread: a Rust tokenizer shared by threads can fail ("Already
+        # borrowed", huggingface/tokenizers #537), and a server's threads shared one when
+        # its text queries hung (issue 28). Loading one takes milliseconds.
+        self._per_thread = threading.local()
+        self.inner = self._load()
+
+    def _load(self) -> Any:
         from tokenizers import Tokenizer as FastTokenizer
 
-        self.inner = FastTokenizer.from_file(str(path))
-        self.inner.no_padding()
-        self.inner.enable_truncation(context_length)
-        self.pad_id = pad_id
+        inner = FastTokenizer.from_file(str(self.path))
+        inner.no_padding()
+        inner.enable_truncation(self.context_length)
+        return inner
+
+    def _mine(self) -> Any:
+        inner = getattr(self._per_thread, "inner", None)
+        if inner is None:
+            inner = self._per_thread.inner = self._load()
+        return inner
 
     def __call__(self, texts: list[str]) -> Tokens:
-        encoded = self.inner.encode_batch([clean(t, lower=False) for t in texts])
+        encoded = self._mine().encode_batch([clean(t, lower=False) for t in texts])
         width = max((len(e.ids) for e in encoded), default=1)
         out = np.full((len(texts), max(1, width)), self.pad_id, dtype=np.int64)
         for row, e in enumerate(encoded):

@@ -1,0 +1,40 @@
+"""Every runtime's encoder is safe to share between threads (a server's workers do): 16
+threads mixing texts and images get what one thread alone gets, and no error."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from clipsearch.models import RuntimeChoice, load_encoder
+from clipsearch.models.runtime.load import installed
+from tests.conftest import make_image
+
+THREADS = 16
+CALLS = 320
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx", "openvino"])
+@pytest.mark.parametrize("spec", ["tiny-random", "clipsearch-mini"])  # CLIP BPE; HF tokens
+def test_sixteen_threads_get_what_one_thread_gets(spec: str, runtime: str) -> None:
+    if not installed(runtime):
+        pytest.skip(f"{runtime} is not installed")
+    encoder = load_encoder(spec, "cpu", RuntimeChoice(runtime, "fp32"))
+    texts = [f"{i} dogs running on beach number {i * 7}, café" for i in range(64)]
+    pixels = np.stack([np.asarray(encoder.preprocess(make_image(i, (120, 90)))) for i in range(32)])
+    alone_texts = [encoder.encode_texts(texts[i : i + 3]) for i in range(0, 62)]
+    alone_images = [encoder.encode_images(pixels[i : i + 2]) for i in range(0, 31)]
+
+    def call(n: int) -> float:
+        if n % 2:
+            i = n % 62
+            return float(np.abs(encoder.encode_texts(texts[i : i + 3]) - alone_texts[i]).max())
+        i = n % 31
+        return float(np.abs(encoder.encode_images(pixels[i : i + 2]) - alone_images[i]).max())
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        differences = list(pool.map(call, range(CALLS)))  # an error in any call raises here
+    assert len(differences) == CALLS
+    assert max(differences) <= 1e-5
