@@ -198,7 +198,8 @@ def main(argv: list[str]) -> int:
         env = dict(default_environment())
         lock = pins_for(read_lock(LOCKS / "dev.lock"), env, "dev.lock")
         installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
-        print("\n".join(extraneous(installed, lock)))
+        for name in extraneous(installed, lock):
+            print(name)
         return 0
     if "--installed" in argv:
         problems = check_installed()
