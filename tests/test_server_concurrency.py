@@ -69,7 +69,17 @@ def mini_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     yield root / "db", root
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnx", "openvino"])
+#: Issue 28, still open: about one run in ten, a request to the OpenVINO server never gets
+#: its answer (seen twice in some twenty runs, once on an idle machine). Only that hang is
+#: expected; an error status, a wrong count or a traceback in the log still fail the case.
+OPENVINO_HANG = pytest.mark.xfail(
+    raises=httpx.ReadTimeout, strict=False, reason="issue 28: intermittent hang on OpenVINO"
+)
+
+
+@pytest.mark.parametrize(
+    "runtime", ["torch", "onnx", pytest.param("openvino", marks=OPENVINO_HANG)]
+)
 def test_concurrent_image_and_new_text_queries_all_answer(
     mini_index: tuple[Path, Path], runtime: str
 ) -> None:
@@ -84,11 +94,11 @@ def test_concurrent_image_and_new_text_queries_all_answer(
         def image(i: int) -> int:
             with (root / f"query-{i}.jpg").open("rb") as photo:
                 files = {"file": ("q.jpg", photo, "image/jpeg")}
-                return httpx.post(f"{base}/api/search/image", files=files, timeout=120).status_code
+                return httpx.post(f"{base}/api/search/image", files=files, timeout=60).status_code
 
         def text(i: int) -> int:
             query = f"{runtime} query {i}: a {i} coloured shape on a plain background"
-            return httpx.get(f"{base}/api/search", params={"q": query}, timeout=120).status_code
+            return httpx.get(f"{base}/api/search", params={"q": query}, timeout=60).status_code
 
         with ThreadPoolExecutor(IMAGE_QUERIES + TEXT_QUERIES) as pool:
             images = [pool.submit(image, i) for i in range(IMAGE_QUERIES)]
