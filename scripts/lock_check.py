@@ -136,13 +136,19 @@ def check_locks() -> list[str]:
     return problems
 
 
+def this_environment() -> tuple[dict[str, str], Pins, dict[str, Distribution]]:
+    """This interpreter's markers, dev.lock's pins for it, and its installed packages."""
+    env = dict(default_environment())
+    lock = pins_for(read_lock(LOCKS / "dev.lock"), env, "dev.lock")
+    installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
+    return env, lock, installed
+
+
 def check_installed() -> list[str]:
     """This interpreter's packages against the lock: each locked one installed at its pin,
     none that the lock lacks, and every requirement of clipsearch[dev] met, extras
     (psycopg[binary]) and indirect ones included."""
-    env = dict(default_environment())
-    lock = pins_for(read_lock(LOCKS / "dev.lock"), env, "dev.lock")
-    installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
+    env, lock, installed = this_environment()
     problems = []
     for name, pin in sorted(lock.items()):
         if name not in installed:
@@ -195,9 +201,7 @@ def main(argv: list[str]) -> int:
         print("Run `bash scripts/lock` (README: Development, updating the lock).", file=sys.stderr)
         return 1
     if "--extraneous" in argv:  # for scripts/setup: what to uninstall from a reused .venv
-        env = dict(default_environment())
-        lock = pins_for(read_lock(LOCKS / "dev.lock"), env, "dev.lock")
-        installed = {canonicalize_name(d.metadata["Name"]): d for d in distributions()}
+        _, lock, installed = this_environment()
         for name in extraneous(installed, lock):
             print(name)
         return 0

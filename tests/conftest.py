@@ -102,6 +102,20 @@ def images(tmp_path: Path) -> Callable[..., list[Path]]:
     return make
 
 
+def need_runtime(runtime: str) -> None:
+    """Skip where `runtime` (torch, onnx, openvino) is not installed; in CI, fail instead:
+    CI installs all of them (bash scripts/setup)."""
+    from clipsearch.models.runtime.load import installed
+
+    if not installed(runtime):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{runtime} must be installed in CI (bash scripts/setup)")
+        package = {"onnx": "onnxruntime", "openvino": "'clipsearch[openvino]'"}.get(
+            runtime, runtime
+        )
+        pytest.skip(f"{runtime} is not installed: pip install {package}")
+
+
 def run_cli_checking_imports(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run `clipsearch ARGV` in a fresh interpreter that fails if torch or open_clip got
     imported on the way (commands that need no model must stay light)."""

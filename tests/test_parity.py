@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ import clipsearch
 from clipsearch.models import load_encoder
 from clipsearch.models.openclip import register_configs
 from clipsearch.models.runtime import auto_int8
-from clipsearch.models.runtime.load import installed
-from tests.conftest import write_images
+from tests.conftest import need_runtime, write_images
 
 
 def _reference_model() -> tuple[torch.nn.Module, object, object]:
@@ -58,10 +56,7 @@ def test_image_and_text_vectors_match_open_clip(tmp_path: Path, runtime: str) ->
     """Every runtime in fp32, through the whole indexing path. The runtime and precision are
     stated: left to `auto`, which is measured (the fastest runtime; int8 where it is 1.2x as
     fast), the vectors depended on the machine's load that moment (issue 27)."""
-    if not installed(runtime):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{runtime} must be installed in CI (bash scripts/setup)")
-        pytest.skip(f"{runtime} is not installed")
+    need_runtime(runtime)
     # On the CPU: torch on a GPU runs fp16 (autocast), another comparison
     ours_images, ref_images, ours_text, ref_text, kind = _indexed_and_reference(
         tmp_path, runtime=runtime, precision="fp32", device="cpu"

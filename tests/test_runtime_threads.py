@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from clipsearch.models import RuntimeChoice, load_encoder
-from clipsearch.models.runtime.load import installed
-from tests.conftest import make_image
+from tests.conftest import make_image, need_runtime
 
 THREADS = 16
 CALLS = 320
@@ -19,8 +18,7 @@ CALLS = 320
 @pytest.mark.parametrize("runtime", ["torch", "onnx", "openvino"])
 @pytest.mark.parametrize("spec", ["tiny-random", "clipsearch-mini"])  # CLIP BPE; HF tokens
 def test_sixteen_threads_get_what_one_thread_gets(spec: str, runtime: str) -> None:
-    if not installed(runtime):
-        pytest.skip(f"{runtime} is not installed")
+    need_runtime(runtime)
     encoder = load_encoder(spec, "cpu", RuntimeChoice(runtime, "fp32"))
     texts = [f"{i} dogs running on beach number {i * 7}, café" for i in range(64)]
     pixels = np.stack([np.asarray(encoder.preprocess(make_image(i, (120, 90)))) for i in range(32)])

@@ -4,7 +4,6 @@ the runtime and precision an index records, and a text query that never imports 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from clipsearch.models.runtime.load import installed
 from clipsearch.models.runtime.pixels import read_transforms
 from clipsearch.models.runtime.tokens import ClipBpe, clean
 from clipsearch.models.spec import MINI_CHECKPOINT
-from tests.conftest import make_image, run_cli_checking_imports, write_images
+from tests.conftest import make_image, need_runtime, run_cli_checking_imports, write_images
 from tests.ranking import SCORE_TOLERANCE, assert_same_ranking
 
 RUNTIMES = ["onnx", "openvino"]
@@ -38,14 +37,6 @@ TEXTS = [
     "",
     "日本語のテキスト",
 ]
-
-
-def _need(runtime: str) -> None:
-    if not installed(runtime):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{runtime} must be installed in CI (pip install -e '.[dev]')")
-        package = "onnxruntime" if runtime == "onnx" else "'clipsearch[openvino]'"
-        pytest.skip(f"{runtime} is not installed: pip install {package}")
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -110,7 +101,7 @@ def _close_to(ours: np.ndarray, reference: np.ndarray, runtime: str) -> None:
 def test_runtime_embeddings_match_torch(
     spec: str, runtime: str, request: pytest.FixtureRequest
 ) -> None:
-    _need(runtime)
+    need_runtime(runtime)
     reference = request.getfixturevalue("torch_tiny" if spec == "tiny-random" else "torch_mini")
     ours = load_encoder(spec, "cpu", RuntimeChoice(runtime))
     assert ours.runtime == runtime  # type: ignore[attr-defined]
@@ -140,7 +131,7 @@ def test_the_ranking_check_fails_on_a_real_reordering() -> None:
 def test_top_ten_ids_match_torchs_up_to_ties(runtime: str, tmp_path: Path) -> None:
     """Text and image queries on fp32 indexes built by torch and by the runtime: the same
     top ten, but for hits whose scores tie within `SCORE_TOLERANCE`."""
-    _need(runtime)
+    need_runtime(runtime)
     write_images(tmp_path / "photos", 40)
     queries = ["a red square", "blue circles on green", "something yellow"]
     like = tmp_path / "photos" / "img_0003.jpg"
@@ -162,7 +153,7 @@ def test_top_ten_ids_match_torchs_up_to_ties(runtime: str, tmp_path: Path) -> No
 def test_every_runtime_carries_the_models_trained_logit_scale(runtime: str) -> None:
     """What `ask` turns cosines into probabilities with: the model's own scale."""
     if runtime != "torch":
-        _need(runtime)
+        need_runtime(runtime)
     trained = torch.load(MINI_CHECKPOINT, map_location="cpu", weights_only=False)["logit_scale"]
     mini = load_encoder("clipsearch-mini", "cpu", RuntimeChoice(runtime))
     assert mini.logit_scale == pytest.approx(np.exp(trained))  # type: ignore[attr-defined]
@@ -172,7 +163,7 @@ def test_every_runtime_carries_the_models_trained_logit_scale(runtime: str) -> N
 
 
 def test_export_is_reused_and_rebuilt_when_the_model_changes(tmp_path: Path) -> None:
-    _need("onnx")
+    need_runtime("onnx")
     register_configs()
     torch.manual_seed(1)
     model = open_clip.create_model("clipsearch-tiny")
@@ -200,7 +191,7 @@ def test_export_is_reused_and_rebuilt_when_the_model_changes(tmp_path: Path) -> 
 
 
 def test_auto_measures_the_runtimes_once_and_keeps_the_figures() -> None:
-    _need("onnx")
+    need_runtime("onnx")
     encoder = load_encoder("tiny-random", "cpu")
     folder = export_folder(encoder.info.identity)
     figures = json.loads((folder / "choice.json").read_text())["images_per_second"]
@@ -223,7 +214,7 @@ def test_a_new_index_measures_int8_on_its_first_photos(
 ) -> None:
     """`auto` precision: int8 exactly when the first photos show it as close and as fast as
     the bars ask; the verdict is kept, and the index keeps the kind it recorded."""
-    _need("onnx")
+    need_runtime("onnx")
     write_images(tmp_path / "photos", 20)
     monkeypatch.setenv("CLIPSEARCH_MODEL_CACHE", str(tmp_path / "models"))
     kind, verdict = _settled(tmp_path / "as-measured", tmp_path / "photos")
@@ -267,7 +258,7 @@ def test_a_new_index_measures_int8_on_its_first_photos(
 
 
 def test_int8_is_recorded_kept_and_enforced(tmp_path: Path) -> None:
-    _need("onnx")
+    need_runtime("onnx")
     photos = tmp_path / "photos"
     write_images(photos, 12)
     db = tmp_path / "db"
@@ -290,7 +281,7 @@ def test_int8_is_recorded_kept_and_enforced(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_int8_embeddings_stay_close_to_fp32(runtime: str, torch_mini: object) -> None:
-    _need(runtime)
+    need_runtime(runtime)
     ours = load_encoder("clipsearch-mini", "cpu", RuntimeChoice(runtime, "int8"))
     images = [make_image(i, (96, 96)) for i in range(16)]
     cosines = _cosines(
@@ -307,7 +298,7 @@ def test_int8_embeddings_stay_close_to_fp32(runtime: str, torch_mini: object) ->
 
 
 def test_fp32_vectors_of_any_runtime_mix(tmp_path: Path) -> None:
-    _need("onnx")
+    need_runtime("onnx")
     write_images(tmp_path / "a", 4)
     write_images(tmp_path / "b", 4, start=4)
     with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0, runtime="torch") as idx:
@@ -334,7 +325,7 @@ def test_cli_rejects_an_unknown_runtime(tmp_path: Path) -> None:
 
 
 def test_a_new_text_query_and_an_image_query_never_import_torch(tmp_path: Path) -> None:
-    _need("onnx")
+    need_runtime("onnx")
     write_images(tmp_path / "photos", 10)
     db = str(tmp_path / "db")
     with clipsearch.open(db, model="clipsearch-mini", workers=0, runtime="onnx") as idx:
@@ -353,7 +344,7 @@ def test_a_new_text_query_and_an_image_query_never_import_torch(tmp_path: Path) 
 
 
 def test_image_file_query_matches_torch_on_the_same_index(tmp_path: Path) -> None:
-    _need("onnx")
+    need_runtime("onnx")
     photo = tmp_path / "q.png"
     make_image(99, (300, 200)).save(photo)
     write_images(tmp_path / "photos", 8)
@@ -368,7 +359,7 @@ def test_image_file_query_matches_torch_on_the_same_index(tmp_path: Path) -> Non
 
 def test_indexing_with_an_optimised_runtime_never_imports_torch(tmp_path: Path) -> None:
     """Decoding workers and the model both run without torch (the lean install's path)."""
-    _need("onnx")
+    need_runtime("onnx")
     load_encoder("clipsearch-mini", "cpu", RuntimeChoice("onnx"))  # the export, made once
     write_images(tmp_path / "photos", 70)
     db = str(tmp_path / "db")

@@ -14,9 +14,8 @@ import httpx
 import pytest
 
 import clipsearch
-from clipsearch.models.runtime.load import installed
 from clipsearch.server import create_app
-from tests.conftest import make_image, write_images
+from tests.conftest import make_image, need_runtime, write_images
 from tests.serving import Collection, LocalClient, make_service, serve, stop_server
 
 IMAGE_QUERIES = 12
@@ -85,8 +84,7 @@ def test_concurrent_image_and_new_text_queries_all_answer(
 ) -> None:
     """12 image uploads and 16 never-seen texts at once, each request encoding on its own
     (no query batching): the shape that failed on OpenVINO (500s, then a deadlock)."""
-    if not installed(runtime):
-        pytest.skip(f"{runtime} is not installed")
+    need_runtime(runtime)
     db, root = mini_index
     process, base = serve(str(db), root, "--runtime", runtime, "--no-batch-queries")
     try:

@@ -144,7 +144,7 @@ class HuggingFaceTokens:
         # borrowed", huggingface/tokenizers #537), and a server's threads shared one when
         # its text queries hung (issue 28). Loading one takes milliseconds.
         self._per_thread = threading.local()
-        self.inner = self._load()
+        self.inner = self._per_thread.inner = self._load()  # the creating thread's
 
     def _load(self) -> Any:
         from tokenizers import Tokenizer as FastTokenizer
