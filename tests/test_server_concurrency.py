@@ -68,8 +68,8 @@ def mini_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     yield root / "db", root
 
 
-#: Issue 28, still open: about one run in ten, a request to the OpenVINO server never gets
-#: its answer (seen twice in some twenty runs, once on an idle machine). Only that hang is
+#: Issue 28, still open: now and then a request to the OpenVINO server never gets its
+#: answer (seen 3 times in about 22 runs, twice on an idle machine). Only that hang is
 #: expected; an error status, a wrong count or a traceback in the log still fail the case.
 OPENVINO_HANG = pytest.mark.xfail(
     raises=httpx.ReadTimeout, strict=False, reason="issue 28: intermittent hang on OpenVINO"
