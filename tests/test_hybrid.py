@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,22 @@ def test_titles_and_keywords_embedded_in_the_file_are_words(tmp_path: Path) -> N
         assert _names(idx.search("alfama", k=3, mode="keyword")) == ["xmp_inside.jpg"]
         assert _names(idx.search("lighthouse", k=3, mode="keyword")) == ["iptc_inside.jpg"]
         assert _names(idx.search('"cabo da roca"', k=3, mode="keyword")) == ["iptc_inside.jpg"]
+
+
+def test_the_first_keyword_searches_from_many_threads_at_once_all_answer(
+    photos: Path, store: Callable[..., str]
+) -> None:
+    """The keyword index is made on the first search; 16 threads making it at once once
+    raced (UNIQUE constraint failed: state.key) and answered 500 from the server."""
+    threads = 16
+    with clipsearch.open(store(), model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        start = threading.Barrier(threads)
+
+        def first_search(_: int) -> list[str]:
+            start.wait(timeout=30)
+            return sorted(_names(idx.search("golden gate", k=3, mode="keyword")))
+
+        with ThreadPoolExecutor(threads) as pool:
+            found = list(pool.map(first_search, range(threads)))
+    assert found == [["gate_golden.jpg", "golden_gate-bridgeAtNight.jpg"]] * threads

@@ -106,20 +106,27 @@ class Fts5Keywords:
             self._ready = True
 
     def _create(self, conn: sqlite3.Connection) -> None:
+        """Make the tables, or empty them when written by an older recipe: in one write
+        transaction, as many threads and processes reach here at once on first search."""
         conn.execute("PRAGMA journal_mode=WAL")
         columns = ", ".join(FIELDS)
-        conn.executescript(
-            f"""
-            CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
-            CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, digest TEXT);
-            CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
-                {columns}, tokenize='porter unicode61 remove_diacritics 2');
-            """
-        )
-        recipe = conn.execute("SELECT value FROM state WHERE key='recipe'").fetchone()
-        if recipe is None or recipe[0] != _RECIPE:
-            conn.executescript("DELETE FROM docs; DELETE FROM fts; DELETE FROM state;")
-            conn.execute("INSERT INTO state VALUES ('recipe', ?)", (_RECIPE,))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute("CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, digest TEXT)")
+            conn.execute(
+                f"CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5("
+                f"{columns}, tokenize='porter unicode61 remove_diacritics 2')"
+            )
+            recipe = conn.execute("SELECT value FROM state WHERE key='recipe'").fetchone()
+            if recipe is None or recipe[0] != _RECIPE:
+                for table in ("docs", "fts", "state"):
+                    conn.execute(f"DELETE FROM {table}")
+                conn.execute("INSERT INTO state VALUES ('recipe', ?)", (_RECIPE,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def refresh(self) -> int:
         """Bring the file in step with the store; returns how many documents changed."""

@@ -11,6 +11,7 @@ so that one process does it at a time.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -49,6 +50,10 @@ class PostgresKeywords:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._ready = False
+        # One thread of this process brings the table in step; the others wait here, not
+        # on the advisory lock holding a pooled connection each: 15 such waiters once left
+        # the writer none to read the documents with (QueuePool limit reached).
+        self._writing = threading.Lock()
 
     def _ensure(self, conn: Connection) -> None:
         if self._ready:
@@ -75,7 +80,7 @@ class PostgresKeywords:
             with self.db.engine.connect() as conn:
                 if conn.execute(held).scalar() == current:
                     return 0
-        with self.db.engine.begin() as conn:
+        with self._writing, self.db.engine.begin() as conn:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
             self._ensure(conn)
             if conn.execute(held).scalar() == current:
