@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,90 @@ def test_names_that_are_not_utf8_are_skipped_and_the_rest_indexed(tmp_path: Path
     code, out, _ = _run("search", "lines", "--db", str(db), "-k", "10")
     assert code == 0 and len(out.splitlines()) == 5  # header + 4 hits, one line each
     assert f"{photos}/two\\nlines.jpg" in out
+
+
+def test_a_name_that_is_not_utf8_on_the_command_line_is_skipped_and_the_rest_indexed(
+    tmp_path: Path,
+) -> None:
+    """It used to stop the whole run before the other paths given were read."""
+    photos, more = tmp_path / "photos", tmp_path / "more"
+    write_images(photos, 2)
+    write_images(more, 2, start=10)
+    bad = os.fsencode(photos) + b"/caf\xe9.jpg"
+    make_image(50).save(bad, "JPEG")
+    db = tmp_path / "db"
+    code, out, err = _run(*_index_args(more, db, "--json"), os.fsdecode(bad), str(photos))
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["added"] == 4
+    assert [s["path"] for s in summary["skipped"]] == [f"{photos}/caf\\xe9.jpg"]
+
+
+SPECIAL_FILES_RUN = 120  # seconds: the bar is a minute on the default runtime
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_pipes_and_devices_in_a_folder_are_skipped_without_blocking(tmp_path: Path) -> None:
+    """A FIFO named pipe.jpg blocked the indexer in open() forever; a link to /dev/zero
+    named zero.jpg grew to 11.7 GB. Now each is skipped with what it is, in a real CLI
+    process on the default runtime."""
+    photos = tmp_path / "photos"
+    write_images(photos, 3)
+    os.mkfifo(photos / "pipe.jpg")
+    os.mkfifo(photos / "pipe.mp4")
+    os.mkfifo(photos / "img_0000.txt")  # a sidecar beside a real photo
+    os.symlink("/dev/zero", photos / "zero.jpg")
+    os.symlink("/dev/urandom", photos / "random.png")
+    named = tmp_path / "named.jpg"
+    os.mkfifo(named)  # named on the command line itself
+    done = subprocess.run(
+        [sys.executable, "-m", "clipsearch.cli", "index", str(photos), str(named), "--db",
+         str(tmp_path / "db"), "--model", "clipsearch-mini", "--json", "-q"],
+        capture_output=True, text=True, timeout=SPECIAL_FILES_RUN,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["added"] == 3
+    skipped = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    pipe, device = (
+        "not a regular file but a named pipe (FIFO)",
+        "not a regular file but a character device",
+    )
+    assert skipped == {"pipe.jpg": pipe, "pipe.mp4": pipe, "named.jpg": pipe,
+                       "zero.jpg": device, "random.png": device}  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_the_readers_refuse_a_pipe_or_device_at_once(tmp_path: Path) -> None:
+    """A file that turns into a pipe after the scan: each reader checks the opened
+    descriptor (opened without blocking) and reads no more than its declared size."""
+    from clipsearch.errors import ImageDecodeError, TextSourceError
+    from clipsearch.indexer.decode import load_upright
+    from clipsearch.indexer.text_sources import read_bytes
+    from clipsearch.regular_files import NotRegularFile, read_regular, sha256_regular
+
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"x" * 11)
+    results: list[str] = []
+
+    def attack() -> None:
+        for path in (str(pipe), "/dev/zero", "/dev/urandom"):
+            with pytest.raises(ImageDecodeError, match="not a regular file"):
+                load_upright(path, 224)
+            with pytest.raises(TextSourceError, match="not a regular file"):
+                read_bytes(Path(path))
+            with pytest.raises(NotRegularFile):
+                sha256_regular(path)
+        with pytest.raises(OSError, match="too large"):
+            read_regular(big, limit=10)
+        results.append("done")
+
+    reader = threading.Thread(target=attack, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert results == ["done"], "a reader blocked on a pipe or kept reading a device"
 
 
 def test_a_binary_query_is_one_clear_error(tmp_path: Path) -> None:

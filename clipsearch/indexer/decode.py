@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, IptcImagePlugin, UnidentifiedImageError
 
 from clipsearch.errors import ImageDecodeError
 from clipsearch.indexer.text_sources import xmp_fields
+from clipsearch.regular_files import read_regular
 
 if TYPE_CHECKING:
     import torch
@@ -72,10 +73,11 @@ def register_heif() -> None:
     register_heif_opener()
 
 
-def read_file(path: str) -> bytes:
+def read_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of an image file: a regular file no larger than an uncompressed 16-bit
+    RGBA image at the pixel limit (8 bytes a pixel) could be."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_regular(path, limit=max(max_pixels, 1 << 20) * 8)
     except OSError as exc:
         raise ImageDecodeError(path, f"unreadable: {exc.strerror or exc}") from exc
     if not data:
@@ -104,7 +106,7 @@ def load_upright(
     """An image file decoded to RGB the right way up (EXIF orientation applied), JPEGs at
     the smallest DCT scale still at least `draft_size` on each side; every way it can fail
     is an `ImageDecodeError` with a reason."""
-    data = read_file(path)
+    data = read_file(path, max_pixels)
     sha256 = hashlib.sha256(data).hexdigest()
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels  # the caller asked for more than Pillow's default

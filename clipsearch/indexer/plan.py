@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from clipsearch.facts import Skip
 from clipsearch.indexer.scan import FileStat
+from clipsearch.regular_files import sha256_regular
 from clipsearch.storage.db import Move, StoredFile
 
 
@@ -37,11 +37,6 @@ class WorkPlan:
     removed: list[int] = field(default_factory=list)
     unchanged: int = 0
     skipped: list[Skip] = field(default_factory=list)
-
-
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -91,7 +86,7 @@ def make_plan(
 def _plan_known(plan: WorkPlan, f: FileStat, old: StoredFile) -> None:
     if (old.size, old.mtime_ns) == (f.size, f.mtime_ns):
         plan.unchanged += 1
-    elif f.size == old.size and file_sha256(f.path) == old.sha256:
+    elif f.size == old.size and sha256_regular(f.path) == old.sha256:
         plan.touched.append(Move(old.id, f.path, f.size, f.mtime_ns))
     else:
         plan.embed.append(EmbedJob(f, replaces=old.id))
@@ -107,5 +102,5 @@ def _find_move_source(
     ]
     if not candidates:
         return None
-    digest = file_sha256(f.path)
+    digest = sha256_regular(f.path)
     return next((c for c in candidates if c.sha256 == digest), None)

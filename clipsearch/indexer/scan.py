@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipsearch.facts import Skip
 from clipsearch.names import is_text, readable
+from clipsearch.regular_files import kind_of
 from clipsearch.video.decode import NO_PYAV, VIDEO_EXTENSIONS, pyav_available
 
 IMAGE_EXTENSIONS = frozenset(
@@ -50,7 +52,8 @@ def scan(roots: Iterable[Path]) -> ScanResult:
     """Every image and video file under `roots` (files or folders), recursively, by path.
 
     Symlinked files are followed; symlinked folders are not (no cycles, no escaping the tree).
-    A file that cannot be stat'ed is reported as skipped with the reason.
+    A file that cannot be stat'ed, or is no regular file (a named pipe, a link to a device),
+    is reported as skipped with the reason.
     """
     result = ScanResult()
     heif = heif_available()
@@ -86,6 +89,11 @@ def scan(roots: Iterable[Path]) -> ScanResult:
                 if not is_sidecar:
                     result.skipped.append(Skip(path, f"unreadable: {exc.strerror or exc}"))
                 continue
+            kind = kind_of(st.st_mode)
+            if kind is not None:  # a pipe would block the reader, a device never end
+                if not is_sidecar:
+                    result.skipped.append(Skip(path, f"not a regular file but {kind}"))
+                continue
             found = FileStat(path, st.st_size, st.st_mtime_ns)
             (result.sidecars if is_sidecar else result.files).append(found)
     result.files.sort(key=lambda f: f.path)
@@ -95,11 +103,14 @@ def scan(roots: Iterable[Path]) -> ScanResult:
 
 def _walk(root: Path, result: ScanResult) -> Iterable[str]:
     root = Path(os.path.abspath(root.expanduser()))
-    if root.is_file():
-        yield str(root)
+    try:
+        is_folder = stat.S_ISDIR(os.stat(root).st_mode)
+    except OSError as exc:
+        reason = "no such file or folder" if isinstance(exc, FileNotFoundError) else exc.strerror
+        result.skipped.append(Skip(str(root), f"{reason}"))
         return
-    if not root.is_dir():
-        result.skipped.append(Skip(str(root), "no such file or folder"))
+    if not is_folder:  # a file named on the command line: any kind, `scan` tells them apart
+        yield str(root)
         return
 
     def on_error(exc: OSError) -> None:

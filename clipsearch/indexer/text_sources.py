@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 
 from clipsearch.errors import TextSourceError
 from clipsearch.names import is_text
+from clipsearch.regular_files import read_regular
 
 CAPTIONS, JSONL, VOCABULARY, SIDECAR = "captions", "jsonl", "vocabulary", "sidecar"
 KINDS = (CAPTIONS, JSONL, VOCABULARY)
@@ -56,7 +57,7 @@ def file_digest(data: bytes) -> str:
 
 def read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except OSError as exc:
         raise TextSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
 

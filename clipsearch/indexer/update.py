@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from clipsearch.errors import ConfigError, IndexNotFoundError
-from clipsearch.facts import IndexSummary, Progress, SidecarSummary
+from clipsearch.errors import IndexNotFoundError
+from clipsearch.facts import IndexSummary, Progress, SidecarSummary, Skip
 from clipsearch.indexer.plan import EmbedJob, make_plan
 from clipsearch.indexer.scan import NOT_UTF8, scan
 from clipsearch.indexer.text_sources import SIDECAR
@@ -100,11 +100,12 @@ def add_paths(
     missing = [str(r) for r in roots if not r.exists()]
     if missing:
         raise IndexNotFoundError(f"no such file or folder: {', '.join(missing)}")
-    for root in roots:
-        if not is_text(str(root)):
-            raise ConfigError(f"{readable(str(root))}: {NOT_UTF8}")
+    # A path the store cannot hold is skipped like one inside a folder; the others go on.
+    unnamed = [Skip(readable(str(r)), NOT_UTF8) for r in roots if not is_text(str(r))]
+    roots = [r for r in roots if is_text(str(r))]
     report(Progress("scanning"))
     scanned = scan(roots)
+    scanned.skipped[:0] = [s for s in unnamed if s not in scanned.skipped]
     record_roots(index.db, roots)
     plan = make_plan(
         scanned.files,

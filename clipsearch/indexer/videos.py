@@ -22,9 +22,9 @@ from clipsearch.indexer.plan import EmbedJob
 from clipsearch.indexer.runners import OnProgress
 from clipsearch.indexer.sinks import EmbedCounts, OnCommit
 from clipsearch.models.base import Encoder
+from clipsearch.regular_files import sha256_regular
 from clipsearch.storage.db import Database, ImageRecord
 from clipsearch.storage.frames import frame_keys_of, video_twin
-from clipsearch.video.decode import file_sha256
 from clipsearch.video.keyframes import VideoOptions, embed_video
 
 _DROPPED = " (it was indexed before: its old entry is removed)"
@@ -69,7 +69,7 @@ def _one(
     path = job.file.path
     old = [job.replaces] if job.replaces is not None else []
     try:
-        digest = file_sha256(path)
+        digest = sha256_regular(path)
     except OSError as exc:
         return _drop(db, path, old, f"cannot read the file ({exc.strerror or exc})", on_commit,
                      counts)  # fmt: skip

@@ -10,7 +10,6 @@ duration is refused with the reason (`ImageDecodeError`), and nothing of it is s
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ImageDecodeError
+from clipsearch.regular_files import sha256_regular
 from clipsearch.video.scenes import SIGNATURE_SIZE, SceneCutter, SceneRules
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi"})
@@ -64,11 +64,6 @@ class Candidate:
     change: float  # its thumbnail's distance from the previous candidate's (1.0: the first)
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _taken_at(metadata: dict[str, str]) -> str | None:
     raw = metadata.get("creation_time") or metadata.get("com.apple.quicktime.creationdate")
     if not raw or len(raw) < 19 or raw.startswith("1970") or raw.startswith("1904"):
@@ -94,11 +89,17 @@ class VideoReader:
             raise ImageDecodeError(path, NO_PYAV) from exc
         self.path = path
         try:
+            # Hashed first: that refuses a pipe or device at once, which FFmpeg would block
+            # on or read forever.
+            sha256 = sha256 or sha256_regular(path)
+        except OSError as exc:
+            raise ImageDecodeError(path, f"unreadable: {exc.strerror or exc}") from exc
+        try:
             self.container: Any = av.open(path)
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
             raise ImageDecodeError(path, f"not a readable video ({_short(exc)})") from exc
         try:
-            self.facts = self._facts(sha256 or file_sha256(path), max_pixels)
+            self.facts = self._facts(sha256, max_pixels)
         except BaseException:
             self.container.close()
             raise
