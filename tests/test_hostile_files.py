@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ def _run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _index_args(photos: Path, db: Path, *extra: str) -> list[str]:
+def _index_args(photos: Path, db: Path | str, *extra: str) -> list[str]:
     return ["index", str(photos), "--db", str(db), "--model", "tiny-random", "-q",
             "--workers", "0", *extra]  # fmt: skip
 
@@ -312,3 +312,33 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
         assert _run("verify", "--db", str(db))[0] == 0
         with clipsearch.open(db, create=False) as idx:
             assert idx.db.count() == 250
+
+
+def test_nul_in_sidecars_exif_and_text_sources_indexes_on_both_stores(
+    tmp_path: Path, store: Callable[..., str]
+) -> None:
+    """PostgreSQL cannot hold NUL in text: a sidecar or EXIF field with one aborted
+    `clipsearch index` there with a traceback, on every re-run. Now NUL is dropped (with a
+    warning) on either store, and the rest of the text is kept."""
+    photos = tmp_path / "photos"
+    write_images(photos, 2)
+    (photos / "img_0000.txt").write_text("a red\x00 bicycle")
+    exif = Image.Exif()
+    exif[271], exif[272] = "Fuji\x00film", "X-T30"
+    make_image(9).save(photos / "exif.jpg", exif=exif)
+    captions = tmp_path / "captions.csv"
+    captions.write_text(f"image,caption\n{photos / 'img_0001.jpg'},a green\x00 tram\n")
+    db = store()
+    for _again in range(2):
+        code, out, err = _run(*_index_args(photos, db, "--json"))
+        assert code == 0, err
+        assert json.loads(out)["skipped"] == []
+    with clipsearch.open(db, create=False) as idx:
+        assert idx.db.count() == 3
+        idx.texts.add(captions)
+        texts = {h.text for h in idx.search_texts("bicycle", k=5)}
+        assert {"a red bicycle", "a green tram"} <= texts
+        found = idx.search("bicycle", k=1, mode="keyword")
+        assert [Path(h.path).name for h in found] == ["img_0000.jpg"]
+        cameras = {Path(i.path).name: i.camera for i in idx.items(list(range(1, 4)))}
+        assert all("\x00" not in (c or "") for c in cameras.values())

@@ -37,6 +37,10 @@ class QueryPart:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.kind == "text" and "\x00" in str(self.value):
+            # Searched without them, as the stores keep texts (`storage.dialect.without_nul`):
+            # then the model and the query cache see the same words.
+            object.__setattr__(self, "value", str(self.value).replace("\x00", ""))
         if not np.isfinite(self.weight) or self.weight <= 0:
             raise QueryError(
                 f"weights must be positive numbers, got {self.weight} for {self.value!r}"

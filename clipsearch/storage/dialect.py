@@ -7,11 +7,16 @@ connection settings), the upsert statement, path globs (SQLite's GLOB, a regular
 on PostgreSQL), id sequences after rows are copied in with their ids, the size on disk, the
 SQL of the writer lock (an advisory lock on PostgreSQL; SQLite uses a file lock), and the
 translation of each one's errors into clipsearch's typed ones.
+
+And what one cannot hold: PostgreSQL refuses NUL in text. Every statement on either store
+has NUL dropped from its string parameters (`without_nul`), so a query, filter, caption or
+EXIF field with one is searched or stored the same way on both, without it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -51,6 +56,7 @@ from clipsearch.errors import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("clipsearch.storage")
 
 # -- engines ------------------------------------------------------------------------------
 
@@ -72,6 +78,7 @@ def sqlite_engine(path: Path, read_only: bool = False) -> Engine:
     engine = create_engine(url)
     event.listen(engine, "connect", _pragmas(path, READER_PRAGMAS if read_only else WRITER_PRAGMAS))
     event.listen(engine, "handle_error", _typed_errors(lambda m, _s: _sqlite_error(m, path)))
+    event.listen(engine, "before_cursor_execute", without_nul, retval=True)
     return engine
 
 
@@ -90,7 +97,46 @@ def postgres_engine(url: str, label: str) -> Engine:
         connect_args={"application_name": _process_name(), "connect_timeout": 10},
     )
     event.listen(engine, "handle_error", _typed_errors(lambda m, s: _postgres_error(m, s, label)))
+    event.listen(engine, "before_cursor_execute", without_nul, retval=True)
     return engine
+
+
+def without_nul(
+    _conn: Connection, _cursor: Any, statement: str, parameters: Any, _context: Any, many: bool
+) -> tuple[str, Any]:
+    """A statement's parameters with NUL dropped from every string (an engine hook), and
+    one warning naming how many went: PostgreSQL cannot hold them in text (a 500 and an
+    aborted run, once), and SQLite holds what PostgreSQL holds, so both stores agree."""
+    rows = parameters if many else [parameters]
+    if not any(_has_nul(row) for row in rows):
+        return statement, parameters  # the usual case: nothing copied
+    dropped = sum(_count_nul(row) for row in rows)
+    log.warning("dropped %d NUL character(s) from text a store cannot hold", dropped)
+    cleaned = [_strip_nul(row) for row in rows]
+    return statement, cleaned if many else cleaned[0]
+
+
+def _values(row: Any) -> Any:
+    return row.values() if isinstance(row, dict) else row if isinstance(row, (list, tuple)) else ()
+
+
+def _has_nul(row: Any) -> bool:
+    return any(isinstance(v, str) and "\x00" in v for v in _values(row))
+
+
+def _count_nul(row: Any) -> int:
+    return sum(v.count("\x00") for v in _values(row) if isinstance(v, str))
+
+
+def _strip_nul(row: Any) -> Any:
+    def clean(value: Any) -> Any:
+        return value.replace("\x00", "") if isinstance(value, str) else value
+
+    if isinstance(row, dict):
+        return {k: clean(v) for k, v in row.items()}
+    if isinstance(row, (list, tuple)):
+        return type(row)(clean(v) for v in row)
+    return row
 
 
 def _process_name() -> str:
