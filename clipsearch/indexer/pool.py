@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from clipsearch.indexer.decode import register_heif
+from clipsearch.indexer.lifeline import die_with_parent
 from clipsearch.indexer.plan import EmbedJob
 from clipsearch.indexer.stages import DecodedBatch, Reader, read_batch
 
@@ -22,7 +23,8 @@ from clipsearch.indexer.stages import DecodedBatch, Reader, read_batch
 PREFETCH = 4
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    die_with_parent(parent)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"  # the model's threads own the cores; decoding is per-process
     register_heif()
@@ -40,7 +42,8 @@ def pooled_batches(
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                             initargs=(os.getpid(),)) as pool:  # fmt: skip
         waiting = iter(chunks)
         pending: deque[Future[DecodedBatch]] = deque()
         for chunk in waiting:

@@ -3,13 +3,16 @@ preprocessing gives tensors; on a GPU the batches go to pinned memory)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clipsearch.indexer.decode import DecodedImage, register_heif
+from clipsearch.indexer.lifeline import die_with_parent
 from clipsearch.indexer.plan import EmbedJob
 from clipsearch.indexer.stages import DecodedBatch, Reader, stack_decoded
 
@@ -26,7 +29,8 @@ class _ReadDataset(Dataset[tuple[EmbedJob, DecodedImage | str]]):
         return self.jobs[i], self.reader(self.jobs[i].file.path)
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(_worker_id: int, parent: int) -> None:
+    die_with_parent(parent)
     torch.set_num_threads(1)  # the model's threads own the cores; decoding is per-process
     register_heif()
 
@@ -41,7 +45,7 @@ def loader_batches(
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=stack_decoded,
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=partial(_worker_init, parent=os.getpid()) if workers else None,
         prefetch_factor=4 if workers else None,
         pin_memory=getattr(device, "type", "cpu") == "cuda",
     )

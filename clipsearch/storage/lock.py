@@ -8,6 +8,10 @@ run: for an SQLite index an exclusive `flock` on `<index>/write.lock` (the file 
 owner's pid, so a second writer can say who is busy), for a PostgreSQL one a session-level
 advisory lock (its connection carries the owner's pid and host). Either is dropped when its
 process dies, so a killed run never leaves the index locked. Searches take no lock.
+
+Only the process that took a lock holds its descriptor: a forked child (a decoding worker)
+finds /dev/null in its place, so a worker orphaned by a killed run cannot keep the lock
+file's flock or the advisory lock's connection alive.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from clipsearch.errors import IndexBusyError, ReadOnlyIndexError
 from clipsearch.storage import dialect
 
 LOCK_FILENAME = "write.lock"
+#: Descriptors of the locks this process holds (a lock file, a lock's connection socket).
+_HELD: set[int] = set()
 #: How often a waiting writer retries.
 POLL_SECONDS = 0.1
 
@@ -58,6 +64,23 @@ else:  # pragma: no cover - no flock on Windows; the lock is then advisory only
 
     def _unlock(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _blank_in_child() -> None:
+    """After a fork, in the child: /dev/null in place of every held lock's descriptor."""
+    if not _HELD:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in _HELD:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_blank_in_child)
 
 
 def lock_owner(directory: Path) -> str | None:
@@ -93,6 +116,7 @@ class FileLock:
             return False
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        _HELD.add(self._fd)
         return True
 
     def _open(self) -> int:
@@ -111,6 +135,7 @@ class FileLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
+            _HELD.discard(fd)
             with contextlib.suppress(OSError):
                 _unlock(fd)
             os.close(fd)
@@ -128,6 +153,7 @@ class AdvisoryLock:
         self.shared = shared
         self.key = key
         self._conn: Connection | None = None
+        self._socket: int | None = None
 
     def try_acquire(self) -> bool:
         conn = self.engine.connect()
@@ -141,12 +167,18 @@ class AdvisoryLock:
             conn.close()
             return False
         self._conn = conn
+        self._socket = _socket_of(conn)
+        if self._socket is not None:
+            _HELD.add(self._socket)
         return True
 
     def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        if self._socket is not None:
+            _HELD.discard(self._socket)
+            self._socket = None
         try:
             dialect.advisory_unlock(conn, self.shared, self.key)
             conn.commit()
@@ -156,6 +188,15 @@ class AdvisoryLock:
     def owner(self) -> str | None:
         with self.engine.connect() as conn:
             return dialect.advisory_holder(conn, self.key)
+
+
+def _socket_of(conn: Connection) -> int | None:
+    """The descriptor of a connection's socket, where its driver tells it."""
+    fileno = getattr(conn.connection.dbapi_connection, "fileno", None)
+    try:
+        return int(fileno()) if fileno is not None else None
+    except Exception:  # a closed or driver-specific connection: nothing to blank
+        return None
 
 
 class WriterLock:
