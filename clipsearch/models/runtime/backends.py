@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
+import queue
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,6 +57,11 @@ def openvino_core() -> Any:
     return ov.Core()
 
 
+#: Infer requests per OpenVINO tower: threads beyond wait for one. Each inference already
+#: runs on every core (the LATENCY hint), so more at once only queue inside the plugin.
+REQUESTS = 2
+
+
 class OpenVinoTower:
     def __init__(self, path: Path) -> None:
         # Compiled blobs are cached beside the export: the second load skips compilation.
@@ -75,17 +80,32 @@ class OpenVinoTower:
                 "CACHE_DIR": str(path.parent / "openvino-cache-f32"),
             },
         )
-        # One infer request per thread: a request runs one inference at a time, and one
-        # shared by a server's threads failed ("Infer Request is busy") or, worse, handed a
-        # thread another thread's output (issue 28). The compiled model itself is shared.
-        self._requests = threading.local()
+        # A few infer requests, made and run once here, on one thread, then lent out: a
+        # request runs one inference at a time (one shared by a server's threads failed with
+        # "Infer Request is busy" or handed a thread another's output), and a request made
+        # or first run while other threads infer could deadlock the process (a thread in
+        # create_infer_request, another in pybind11's first-use set-up of numpy under
+        # std::call_once: the server hang of issue 28). The compiled model is shared.
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        warm_up = _zeros_for(self.compiled.input(0))
+        for _ in range(REQUESTS):
+            request = self.compiled.create_infer_request()
+            request.infer({0: warm_up})
+            self._idle.put(request)
 
     def __call__(self, inputs: Array) -> Array:
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
-        result = request.infer({0: inputs})  # copies the output out of the request
+        request = self._idle.get()  # waits while all are busy (each uses every core anyway)
+        try:
+            result = request.infer({0: inputs})  # copies the output out of the request
+        finally:
+            self._idle.put(request)
         return np.asarray(result[self.compiled.output(0)])
+
+
+def _zeros_for(port: Any) -> Array:
+    """An input of the port's type, its dynamic dimensions (batch, text length) set to 1."""
+    dims = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+    return np.zeros(dims, dtype=port.get_element_type().to_dtype())
 
 
 def open_tower(runtime: str, path: Path) -> Tower:
