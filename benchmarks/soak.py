@@ -1,6 +1,8 @@
-"""Soak: `clipsearch serve` for 10 minutes with 20 clients searching, while the server indexes
-10,000 new photos through its own jobs (one folder of 1,000 a minute). Counts every request
-that is not a 200 (or fails to connect), and samples the server's resident memory every 10 s.
+"""Soak: `clipsearch serve` for 10 minutes with 20 clients, while the server indexes 10,000
+new photos through its own jobs (one folder of 1,000 a minute). The clients mix never-seen
+texts, image uploads, item lookups and more (`MIX`) on the server's default runtime. Counts
+every request that is not a 200 (or fails to connect), times each (p50, p99 by kind), and
+samples the server's resident memory every 10 s.
 
 The index starts with 2,000 photos; the model is the shipped clipsearch-mini. Photos are
 generated once into the data cache.
@@ -51,29 +53,74 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def client(base: str, stop: threading.Event, tally: dict[str, int], lock: threading.Lock) -> None:
+#: What each client asks, with its share of requests: never-seen texts (each one encoded),
+#: repeated texts, image uploads (encoded too), item lookups, similar items, thumbnails, stats.
+MIX = (("unique text", 0.35), ("repeated text", 0.1), ("image upload", 0.15),
+       ("item", 0.15), ("similar", 0.1), ("thumbnail", 0.1), ("stats", 0.05))  # fmt: skip
+
+
+def upload_bodies(count: int = 8) -> list[bytes]:
+    import io
+
+    from tests.conftest import make_image
+
+    bodies = []
+    for seed in range(count):
+        buffer = io.BytesIO()
+        make_image(90_000 + seed, (640, 480)).save(buffer, "JPEG", quality=90)
+        bodies.append(buffer.getvalue())
+    return bodies
+
+
+def ask(http: httpx.Client, kind: str, rng: random.Random, uploads: list[bytes]) -> httpx.Response:
+    item = rng.randint(1, 2000)
+    if kind == "unique text":
+        words = " ".join(rng.sample(WORDS, 3))
+        return http.get("/api/search", params={"q": f"a {words} {rng.getrandbits(40):x}", "k": 20})
+    if kind == "repeated text":
+        return http.get("/api/search", params={"q": rng.choice(WORDS)})
+    if kind == "image upload":
+        files = {"file": ("q.jpg", rng.choice(uploads), "image/jpeg")}
+        return http.post("/api/search/image", files=files, params={"k": 20})
+    if kind == "item":
+        return http.get(f"/api/items/{item}")
+    if kind == "similar":
+        return http.get(f"/api/items/{item}/similar")
+    if kind == "thumbnail":
+        return http.get(f"/api/items/{item}/thumbnail?size={rng.choice([128, 256])}")
+    return http.get("/api/stats")
+
+
+def client(
+    base: str, stop: threading.Event, tally: dict[str, int], lock: threading.Lock,
+    latencies: dict[str, list[float]], uploads: list[bytes],
+) -> None:  # fmt: skip
     rng = random.Random(threading.get_ident())
+    kinds, weights = zip(*MIX, strict=True)
     with httpx.Client(base_url=base, timeout=60) as http:
         while not stop.is_set():
-            choice = rng.random()
+            kind = rng.choices(kinds, weights)[0]
+            started = time.perf_counter()
             try:
-                if choice < 0.5:  # unique-ish text queries
-                    words = " ".join(rng.sample(WORDS, 3))
-                    response = http.get("/api/search", params={"q": f"a {words}", "k": 20})
-                elif choice < 0.7:  # repeated queries
-                    response = http.get("/api/search", params={"q": rng.choice(WORDS)})
-                elif choice < 0.85:
-                    response = http.get(f"/api/items/{rng.randint(1, 2000)}/similar")
-                elif choice < 0.95:
-                    size = rng.choice([128, 256])
-                    response = http.get(f"/api/items/{rng.randint(1, 2000)}/thumbnail?size={size}")
-                else:
-                    response = http.get("/api/stats")
-                key = "ok" if response.status_code == 200 else f"status {response.status_code}"
+                response = ask(http, kind, rng, uploads)
+                key = "ok" if response.status_code == 200 else f"{kind}: {response.status_code}"
             except httpx.HTTPError as exc:
-                key = f"error {type(exc).__name__}"
+                key = f"{kind}: {type(exc).__name__}"
+            took = time.perf_counter() - started
             with lock:
                 tally[key] = tally.get(key, 0) + 1
+                latencies.setdefault(kind, []).append(took)
+
+
+def latency_rows(latencies: dict[str, list[float]]) -> list[list[str]]:
+    import numpy as np
+
+    rows = []
+    for kind, _share in MIX:
+        took = np.asarray(latencies.get(kind, [0.0])) * 1000
+        rows.append([kind, f"{len(took):,}", f"{np.percentile(took, 50):.0f}",
+                     f"{np.percentile(took, 99):.0f}", f"{took.max():.0f}"])  # fmt: skip
+    return rows
 
 
 def main() -> None:
@@ -110,7 +157,9 @@ def main() -> None:
             time.sleep(0.2)
     stop, lock = threading.Event(), threading.Lock()
     tally: dict[str, int] = {}
-    threads = [threading.Thread(target=client, args=(base, stop, tally, lock))
+    latencies: dict[str, list[float]] = {}
+    uploads = upload_bodies()
+    threads = [threading.Thread(target=client, args=(base, stop, tally, lock, latencies, uploads))
                for _ in range(args.clients)]  # fmt: skip
     samples: list[tuple[float, float, int]] = []
     jobs: list[dict[str, Any]] = []
@@ -160,6 +209,8 @@ def main() -> None:
                          f"{samples[0][1]:.0f} / {max(s[1] for s in samples):.0f} / "
                          f"{samples[-1][1]:.0f}",
                          f"{min(s[1] for s in late):.0f}-{max(s[1] for s in late):.0f}"]]),
+        "Latency by request kind (ms, as each client saw it):\n\n"
+        + markdown_table(["kind", "requests", "p50", "p99", "max"], latency_rows(latencies)),
         "Server RSS over time:\n\n" + markdown_table(["second", "RSS MiB", "images"], rows),
     ])  # fmt: skip
     print(body)
