@@ -104,7 +104,11 @@ def test_kill_9_then_resume_equals_a_clean_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (apt-get install strace)")
-@pytest.mark.parametrize(("syscall", "nth"), [("pwrite64", 2), ("pwrite64", 6), ("rename", 1)])
+@pytest.mark.parametrize(
+    ("syscall", "nth"),
+    [("pwrite64", 2), ("pwrite64", 6), ("pwrite64", 30), ("rename", 1), ("fsync", 1),
+     ("fdatasync", 1), ("ftruncate", 1), ("unlink", 1)],
+)  # fmt: skip
 def test_killed_while_creating_the_index_then_resumed(
     tmp_path: Path, syscall: str, nth: int
 ) -> None:

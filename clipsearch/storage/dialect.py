@@ -77,7 +77,7 @@ def sqlite_engine(path: Path, read_only: bool = False) -> Engine:
     url = f"sqlite:///{read_only_uri(path)}&uri=true" if read_only else f"sqlite:///{path}"
     engine = create_engine(url)
     event.listen(engine, "connect", _pragmas(path, READER_PRAGMAS if read_only else WRITER_PRAGMAS))
-    event.listen(engine, "handle_error", _typed_errors(lambda m, _s: _sqlite_error(m, path)))
+    event.listen(engine, "handle_error", _typed_errors(lambda m, _s: sqlite_error(m, path)))
     event.listen(engine, "before_cursor_execute", without_nul, retval=True)
     return engine
 
@@ -153,7 +153,7 @@ def _pragmas(path: Path, statements: Sequence[str]) -> Any:
             for statement in statements:
                 cur.execute(statement)
         except sqlite3.DatabaseError as exc:
-            raise _sqlite_error(str(exc), path) or exc from None
+            raise sqlite_error(str(exc), path) or exc from None
         finally:
             cur.close()
 
@@ -389,7 +389,7 @@ def _typed_errors(translate: Any) -> Any:
     return hook
 
 
-def _sqlite_error(message: str, path: Path) -> ClipsearchError | None:
+def sqlite_error(message: str, path: Path) -> ClipsearchError | None:
     """The typed error for an SQLite error message a user can act on, or None."""
     folder = path.parent
     if any(words in message for words in _DAMAGE):

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clipsearch.errors import ClipsearchError, IndexDamagedError
+from clipsearch.storage import dialect
 from clipsearch.storage.db import Database
 from clipsearch.storage.words import FIELDS, changed_documents, documents, stamp
 
@@ -94,11 +96,22 @@ class Fts5Keywords:
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        """A connection to the cache file; its errors a user can act on (a full disk, a
+        damaged file) come out typed, with one line saying what to do."""
         try:
-            yield conn
-        finally:
-            conn.close()
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            try:
+                yield conn
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            typed = dialect.sqlite_error(str(exc), self.path)
+            if isinstance(typed, IndexDamagedError):
+                typed = IndexDamagedError(
+                    f"the keyword cache {self.path} is damaged ({exc}); delete it, and the "
+                    "next search rebuilds it from the index"
+                )
+            raise (typed or ClipsearchError(f"keyword cache {self.path}: {exc}")) from None
 
     def _ensure(self, conn: sqlite3.Connection) -> None:
         if not self._ready:
