@@ -122,6 +122,30 @@ def test_truncated_database_salvages_the_readable_rows(broken: Path) -> None:
     assert report["salvaged"]["images"] + report["lost"]["images"] >= N_IMAGES
 
 
+def test_a_zeroed_header_is_rebuilt_and_every_row_saved(broken: Path) -> None:
+    """The 100-byte header holds nothing the pages behind it cannot tell again: repair used
+    to save nothing here and report no loss."""
+    _zero_header(broken)
+    code, out, err = _run("repair", "--db", str(broken), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["header_rebuilt"] == 4096
+    assert report["salvaged"]["images"] == N_IMAGES and report["lost"] == {}
+    assert report["unreadable"] == []
+    assert not list(broken.glob(".*header-rebuilt*"))
+    code, out, _ = _run("search", "a red square", "--db", str(broken), "--json", "-k", "500")
+    assert code == 0 and len(json.loads(out)) == N_IMAGES
+
+
+def test_an_unreadable_file_says_its_loss_is_unknown(broken: Path) -> None:
+    path = broken / "clipsearch.db"
+    path.write_bytes(np.random.default_rng(1).bytes(path.stat().st_size))
+    code, out, err = _run("repair", "--db", str(broken))
+    assert code == 0, err
+    assert "could not read images at all: how many rows it held is unknown" in out
+    assert "run `clipsearch index` on your folders again" in out
+
+
 def test_corrupt_vector_row(broken: Path) -> None:
     with sqlite3.connect(broken / "clipsearch.db") as conn:
         conn.execute("UPDATE images SET vector = x'01020304' WHERE id = 7")

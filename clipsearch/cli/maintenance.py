@@ -74,9 +74,16 @@ def repair(db: str | None = DbOption, wait: bool = WaitOption, as_json: bool = J
             saved = ", ".join(f"{t} {n}" for t, n in report.salvaged.items() if n)
             typer.echo(f"salvaged rows into a fresh database: {saved or 'none'}")
             typer.echo(f"the damaged file is kept as {report.kept_aside}")
+        if report.header_rebuilt:
+            typer.echo(
+                f"rebuilt the damaged file header (page size {report.header_rebuilt:,}) "
+                "to read the pages behind it"
+            )
         for table, count in report.lost.items():
             typer.echo(f"could not save up to {count} rows of {table}")
-        if report.lost.get("images"):
+        for table in report.unreadable:
+            typer.echo(f"could not read {table} at all: how many rows it held is unknown")
+        if report.lost.get("images") or "images" in report.unreadable:
             typer.echo("run `clipsearch index` on your folders again to embed the lost images")
         if report.quarantined:
             typer.echo(

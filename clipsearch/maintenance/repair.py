@@ -3,7 +3,8 @@
 1. A database SQLite cannot read, or whose integrity check fails, is salvaged: every row that
    can still be read, table by table and row by row, goes into a fresh database; the damaged
    file is kept beside it as `clipsearch.db.damaged-<time>`. A 0-byte file is kept aside and
-   a new, empty database started.
+   a new, empty database started. A damaged or zeroed 100-byte header is rebuilt first, on
+   a copy (`maintenance.header`), so the pages behind it are read.
 2. Rows whose vector is damaged (wrong length, NaN, all zeros) are quarantined: written to
    `quarantine.jsonl` in the index folder and deleted, so the next `clipsearch index` of
    their folder embeds those files again.
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipsearch.maintenance.header import header_is_damaged, rebuilt_copy, remove_copy
 from clipsearch.maintenance.verify import TABLES, vector_fault, verify
 from clipsearch.storage.db import DB_FILENAME
 from clipsearch.storage.lock import WriterLock
@@ -40,7 +42,10 @@ class RepairReport:
     salvaged: dict[str, int] = field(default_factory=dict)  # table -> rows saved
     #: table -> rows that could not be read (at most this many where the count was unreadable)
     lost: dict[str, int] = field(default_factory=dict)
+    #: Tables of which nothing, not even a count, could be read: an unknown number lost.
+    unreadable: list[str] = field(default_factory=list)
     kept_aside: str | None = None  # the damaged file, renamed
+    header_rebuilt: int | None = None  # the page size of a rebuilt header
     quarantined: int = 0
     orphans_removed: int = 0
     caches_rebuilt: list[str] = field(default_factory=list)
@@ -78,14 +83,23 @@ def _salvage(path: Path, report: RepairReport) -> None:
     fresh = path.with_name(f".{path.name}.salvage.tmp")
     fresh.unlink(missing_ok=True)
     _create_schema(fresh)
+    source, rebuilt = path, None
+    if path.stat().st_size > 0 and header_is_damaged(path):
+        rebuilt = rebuilt_copy(path, TABLES)
+        if rebuilt is not None:
+            source, report.header_rebuilt = rebuilt
     if path.stat().st_size > 0:
         with contextlib.closing(sqlite3.connect(fresh)) as target:
             for table in TABLES:
-                saved, lost = _copy_table(path, target, table)
+                saved, lost = _copy_table(source, target, table)
                 report.salvaged[table] = saved
-                if lost:
+                if lost is None:
+                    report.unreadable.append(table)
+                elif lost:
                     report.lost[table] = lost
             target.commit()
+    if rebuilt is not None:
+        remove_copy(rebuilt[0])
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
         if side.exists():
@@ -110,9 +124,10 @@ def _create_schema(path: Path) -> None:
     engine.dispose()
 
 
-def _copy_table(path: Path, target: sqlite3.Connection, table: str) -> tuple[int, int]:
-    """(rows saved, rows lost) of one table. Reads in rowid order; where a read fails, steps
-    over the damage one rowid at a time, then in growing strides, up to the largest rowid."""
+def _copy_table(path: Path, target: sqlite3.Connection, table: str) -> tuple[int, int | None]:
+    """(rows saved, rows lost) of one table; lost is None when nothing told how many rows
+    it held. Reads in rowid order; where a read fails, steps over the damage one rowid at a
+    time, then in growing strides, up to the largest rowid."""
     columns = [str(r[1]) for r in target.execute(f"PRAGMA table_info({table})")]
     names = ", ".join(columns)
     insert = f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
@@ -123,7 +138,7 @@ def _copy_table(path: Path, target: sqlite3.Connection, table: str) -> tuple[int
         source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         source.execute("PRAGMA writable_schema=ON")  # read past a damaged schema entry
     except sqlite3.DatabaseError:
-        return 0, 0
+        return 0, None
     with contextlib.closing(source):
         claimed = _scalar(source, f"SELECT count(*) FROM {table}")
         top = _scalar(source, f"SELECT max(rowid) FROM {table}")
@@ -150,6 +165,8 @@ def _copy_table(path: Path, target: sqlite3.Connection, table: str) -> tuple[int
             target.executemany(insert, [r[1:] for r in rows])
             saved += len(rows)
             last = int(rows[-1][0])
+    if claimed is None and top is None and not saved:
+        return 0, None  # the table (or the whole file) unreadable: how many is unknown
     # Without a count, the largest id bounds the rows there were (ids may have gaps).
     expected = claimed if claimed is not None else top or 0
     return saved, max(0, expected - saved)
