@@ -152,6 +152,20 @@ def test_postgres_index_from_the_cli(
         assert Path(stats["cache_dir"]).parent == cache
         assert (Path(stats["cache_dir"]) / "vectors.faiss").exists()
         assert stats["database_bytes"] > 0
+        # Every command that builds or reads the FAISS caches takes --cache-dir (reindex
+        # once refused it).
+        captions = tmp_path / "captions.csv"
+        captions.write_text(f"image,caption\n{tmp_path / 'photos' / 'img_0000.jpg'},a red dog\n")
+        for command in (
+            ["reindex", "--index-type", "flat"],
+            ["texts", "add", str(captions)],
+            ["texts", "list"],
+            ["tag", str(tmp_path / "photos" / "img_0001.jpg"), "-k", "2"],
+            ["adapters", "list"],
+        ):
+            result = runner.invoke(app, [*command, "--cache-dir", str(cache)])
+            assert result.exit_code == 0, (command, result.output)
+        assert list(Path(stats["cache_dir"]).glob("*texts*")), "texts cached elsewhere"
     finally:
         postgres.drop(url)
 

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from clipsearch.cli.common import (
+    CacheDirOption,
     DbOption,
     DeviceOption,
     JsonOption,
@@ -43,6 +44,7 @@ def tune(
     seed: int = typer.Option(0, "--seed", help="Seed of the split and the training."),
     force: bool = typer.Option(False, "--force", help="Keep the adapter even if it is worse."),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
@@ -64,7 +66,7 @@ def tune(
         raise typer.Exit(code=1) from None
     result = _with_index(
         lambda idx: idx.tune(pairs, settings, images=images, force=force),
-        db=db, create=False, model=model, device=device, wait=wait,
+        db=db, cache_dir=cache_dir, create=False, model=model, device=device, wait=wait,
     )  # fmt: skip
     if as_json:
         _print_json(result.to_dict())
@@ -95,9 +97,11 @@ app.add_typer(adapters_app, name="adapters")
 
 
 @adapters_app.command("list")
-def adapters_list(db: str | None = DbOption, as_json: bool = JsonOption) -> None:
+def adapters_list(
+    db: str | None = DbOption, cache_dir: Path | None = CacheDirOption, as_json: bool = JsonOption
+) -> None:
     """Every adapter of the index, with its metrics; * marks the active one."""
-    infos = _with_index(lambda idx: idx.adapters.infos(), db=db, create=False)
+    infos = _with_index(lambda idx: idx.adapters.infos(), db=db, cache_dir=cache_dir, create=False)
     if as_json:
         _print_json([i.__dict__ for i in infos])
         return
@@ -126,11 +130,14 @@ def _summary(metrics: dict[str, Any]) -> str:
 def adapters_use(
     adapter: str = typer.Argument(..., help="An adapter id, or 'none' for the raw space."),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     wait: bool = WaitOption,
 ) -> None:
     """Make an adapter the one applied to every search (the FAISS index is rebuilt)."""
     adapter_id = None if adapter.lower() == "none" else _parse_id(adapter)
-    _with_index(lambda idx: idx.use_adapter(adapter_id), db=db, create=False, wait=wait)
+    _with_index(
+        lambda idx: idx.use_adapter(adapter_id), db=db, cache_dir=cache_dir, create=False, wait=wait
+    )
     typer.echo(f"active adapter: {adapter}")
 
 
@@ -138,12 +145,19 @@ def adapters_use(
 def adapters_remove(
     adapter: str = typer.Argument(..., help="An adapter id."),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     wait: bool = WaitOption,
 ) -> None:
     """Delete an adapter (removing the active one returns the index to the raw space)."""
 
     adapter_id = _parse_id(adapter)
-    _with_index(lambda idx: idx.remove_adapter(adapter_id), db=db, create=False, wait=wait)
+    _with_index(
+        lambda idx: idx.remove_adapter(adapter_id),
+        db=db,
+        cache_dir=cache_dir,
+        create=False,
+        wait=wait,
+    )
     typer.echo(f"removed adapter {adapter}")
 
 
@@ -152,11 +166,16 @@ def adapters_pca(
     dims: int = typer.Option(..., "--dims", help="Dimensions to keep, e.g. 128."),
     whiten: bool = typer.Option(False, "--whiten", help="Scale each component to unit variance."),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     wait: bool = WaitOption,
 ) -> None:
     """Reduce the index to fewer dimensions with PCA (a rectangular adapter)."""
     adapter = _with_index(
-        lambda idx: idx.reduce(dims, whiten=whiten), db=db, create=False, wait=wait
+        lambda idx: idx.reduce(dims, whiten=whiten),
+        db=db,
+        cache_dir=cache_dir,
+        create=False,
+        wait=wait,
     )
     typer.echo(f"saved and activated adapter {adapter.label} ({adapter.in_dim}→{adapter.out_dim})")
 

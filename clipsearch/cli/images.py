@@ -210,6 +210,7 @@ def reindex(
         None, "--vector-dtype", help="Convert the stored vectors to float32 or float16."
     ),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     as_json: bool = JsonOption,
     wait: bool = WaitOption,
 ) -> None:
@@ -221,7 +222,7 @@ def reindex(
             idx.store_vectors_as(vector_dtype)
         return idx.reindex(index_type, nprobe)
 
-    built = _with_index(rebuild, db=db, create=False, wait=wait)
+    built = _with_index(rebuild, db=db, cache_dir=cache_dir, create=False, wait=wait)
     facts = {"index_type": built.kind, "vectors": built.ntotal,
              "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
     if as_json:

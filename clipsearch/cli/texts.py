@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from clipsearch.cli.common import (
+    CacheDirOption,
     DbOption,
     DeviceOption,
     JsonOption,
@@ -34,6 +35,7 @@ def tag(
         False, "--store", help="Keep the tags of indexed images, for `search --tag`."
     ),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
@@ -45,7 +47,8 @@ def tag(
         lambda idx: idx.tag(
             paths, top=top, vocabulary=vocabulary, store=store, calibrated=not every
         ),
-        db=db, create=True, model=model, device=device, wait=wait, progress=not quiet,
+        db=db, cache_dir=cache_dir, create=True, model=model, device=device, wait=wait,
+        progress=not quiet,
     )  # fmt: skip
     if as_json:
         _print_json([r.to_dict() for r in results])
@@ -71,6 +74,7 @@ def texts_add(
         None, "--kind", help="captions, jsonl or vocabulary [from the file name]."
     ),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     images: Path | None = typer.Option(
@@ -83,7 +87,8 @@ def texts_add(
     """Add texts; re-adding a changed file replaces its texts, an unchanged one is skipped."""
     summaries = _with_index(
         lambda idx: [idx.texts.add(f, kind=kind, images=images) for f in files],
-        db=db, create=True, model=model, device=device, wait=wait, progress=not quiet,
+        db=db, cache_dir=cache_dir, create=True, model=model, device=device, wait=wait,
+        progress=not quiet,
     )  # fmt: skip
     for s in summaries:
         if s.missing_images:
@@ -102,9 +107,13 @@ def texts_add(
 
 
 @texts_app.command("list")
-def texts_list(db: str | None = DbOption, as_json: bool = JsonOption) -> None:
+def texts_list(
+    db: str | None = DbOption, cache_dir: Path | None = CacheDirOption, as_json: bool = JsonOption
+) -> None:
     """The text sources in the index, with how many texts each holds."""
-    sources = _with_index(lambda idx: idx.texts.table.sources(), db=db, create=False)
+    sources = _with_index(
+        lambda idx: idx.texts.table.sources(), db=db, cache_dir=cache_dir, create=False
+    )
     if as_json:
         _print_json([{"kind": s.kind, "source": s.path, "texts": s.texts} for s in sources])
         return
@@ -116,8 +125,11 @@ def texts_list(db: str | None = DbOption, as_json: bool = JsonOption) -> None:
 def texts_remove(
     source: str = typer.Argument(..., help="A source as `texts list` shows it."),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     wait: bool = WaitOption,
 ) -> None:
     """Drop a text source and its texts."""
-    _with_index(lambda idx: idx.texts.remove(source), db=db, create=False, wait=wait)
+    _with_index(
+        lambda idx: idx.texts.remove(source), db=db, cache_dir=cache_dir, create=False, wait=wait
+    )
     typer.echo(f"removed {source}")

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipsearch.cli.common import DbOption, JsonOption, ModelOption, _print_json, _with_index, app
+from clipsearch.cli.common import (
+    CacheDirOption,
+    DbOption,
+    JsonOption,
+    ModelOption,
+    _print_json,
+    _with_index,
+    app,
+)
 from clipsearch.names import readable
 from clipsearch.video import clock
 
@@ -32,6 +40,7 @@ def summarize(
         None, "--sheet", help="Also write a contact sheet of the frames (JPEG) here."
     ),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -43,7 +52,7 @@ def summarize(
         made = contact_sheet(summary, sheet, idx.options.max_pixels) if sheet else None
         return summary, made
 
-    summary, made = _with_index(run, db=db, model=model, create=False)
+    summary, made = _with_index(run, db=db, cache_dir=cache_dir, model=model, create=False)
     data = summary.to_dict()
     if made is not None:
         data["sheet"] = str(made)
@@ -70,6 +79,7 @@ def ask(
     ),
     top: int = typer.Option(5, "--top", help="Answers shown."),
     db: str | None = DbOption,
+    cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -79,7 +89,7 @@ def ask(
     def run(idx: Index) -> Answers:
         return idx.ask(_video_or_id(image), question, answers=choices, top=top)
 
-    found = _with_index(run, db=db, model=model, create=False)
+    found = _with_index(run, db=db, cache_dir=cache_dir, model=model, create=False)
     if as_json:
         _print_json(found.to_dict())
         return
