@@ -12,8 +12,12 @@ and an indexer running beside `clipsearch serve` while clients search.
   No row lost, none twice, the cache holding exactly the rows (`verify`).
 - serve: a real server answers searches from 4 clients while another process indexes a new
   folder, 20 times: no error or 500, and after each run the server finds every row.
+- special, orphans, concurrency, nul, creation: the hostile conditions of issue 28, in
+  `benchmarks/hostile.py` (pipes and devices in a folder; workers after kill -9 while
+  embedding, both stores; every runtime under concurrent queries; NUL on both stores; a
+  first run killed at every system call of creating the database).
 
-    .venv/bin/python benchmarks/reliability.py [--only kill|writers|serve] [--trials 20]
+    .venv/bin/python benchmarks/reliability.py [--only NAME] [--trials 20]
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from benchmarks import hostile
 from benchmarks._common import RESULTS, markdown_table, write_result
 
 PY = sys.executable
+HOSTILE = ("special", "orphans", "concurrency", "nul", "creation")
+RUNTIMES = ["torch", "onnx", "openvino"]
 QUERIES = ("a red square", "a blue circle", "green")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -518,7 +525,8 @@ def serve_matrix(trials: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", choices=["kill", "kill-two-writers", "writers", "serve"])
+    parser.add_argument("--only", choices=["kill", "kill-two-writers", "writers", "serve",
+                                           *HOSTILE])  # fmt: skip
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     if shutil.which("strace") is None:
@@ -533,6 +541,16 @@ def main() -> None:
         fresh["writers"] = writers_matrix(args.trials)
     if args.only in (None, "serve"):
         fresh["serve"] = serve_matrix(args.trials)
+    stores = ["sqlite", "postgresql"] if hostile.postgres_reachable() else ["sqlite"]
+    for name in HOSTILE:
+        if args.only in (None, name):
+            fresh[name] = {
+                "special": lambda: hostile.special_files(),
+                "orphans": lambda: hostile.orphans(stores),
+                "concurrency": lambda: hostile.concurrency(RUNTIMES, args.trials // 2),
+                "nul": lambda: hostile.nul(stores),
+                "creation": lambda: hostile.creation_kills(),
+            }[name]()
     # Read only now: another invocation (--only something else) may have written meanwhile.
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     results.update(fresh)
@@ -600,7 +618,32 @@ def report(results: dict[str, Any]) -> str:
                 ],
             )
         )
+    parts += [_hostile_table(name, results[name]) for name in HOSTILE if name in results]
     return "\n\n".join(parts)
+
+
+#: Per class of issue 28: its heading and the columns shown (keys of its rows).
+_HOSTILE_TABLES = {
+    "special": ("Pipes and devices in a folder (default runtime)",
+                ["case", "rc", "seconds", "peak_rss_mib"]),
+    "orphans": ("kill -9 while embedding 1,600 photos (default runtime), then the same command",
+                ["store", "killed_after_s", "workers", "orphans_after_5s", "rerun_rc"]),
+    "concurrency": ("12 image uploads and 16 new texts at once on a fresh server",
+                    ["runtime", "trial", "answers", "seconds", "health_s"]),
+    "nul": ("NUL on both stores", ["store", "case", "result"]),
+    "creation": ("A first run killed at every system call of creating the database",
+                 ["kill", "killed", "equal"]),
+}  # fmt: skip
+
+
+def _hostile_table(name: str, rows: list[dict[str, Any]]) -> str:
+    title, columns = _HOSTILE_TABLES[name]
+    ok = sum(bool(r.get("ok", r.get("equal"))) for r in rows)
+    table = markdown_table([*columns, "ok"], [
+        [str(r.get(c)) for c in columns] + ["yes" if r.get("ok", r.get("equal")) else "NO"]
+        for r in rows
+    ])  # fmt: skip
+    return f"## {title} ({ok} of {len(rows)} ok)\n\n{table}"
 
 
 if __name__ == "__main__":
