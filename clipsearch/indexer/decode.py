@@ -7,20 +7,21 @@ change and move detection) and decoded.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from xml.etree import ElementTree
 
-from PIL import Image, ImageOps, IptcImagePlugin, UnidentifiedImageError
+from PIL import Image, IptcImagePlugin, UnidentifiedImageError
 
 from clipsearch.errors import ImageDecodeError
+from clipsearch.indexer import png_strips
 from clipsearch.indexer.text_sources import xmp_fields
-from clipsearch.regular_files import read_regular
+from clipsearch.regular_files import open_regular
 
 if TYPE_CHECKING:
     import torch
@@ -73,18 +74,6 @@ def register_heif() -> None:
     register_heif_opener()
 
 
-def read_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """The bytes of an image file: a regular file no larger than an uncompressed 16-bit
-    RGBA image at the pixel limit (8 bytes a pixel) could be."""
-    try:
-        data = read_regular(path, limit=max(max_pixels, 1 << 20) * 8)
-    except OSError as exc:
-        raise ImageDecodeError(path, f"unreadable: {exc.strerror or exc}") from exc
-    if not data:
-        raise ImageDecodeError(path, "empty file (0 bytes)")
-    return data
-
-
 def decode_image(
     path: str,
     preprocess: Callable[[Image.Image], torch.Tensor],
@@ -103,31 +92,57 @@ def decode_image(
 def load_upright(
     path: str, draft_size: int, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[Image.Image, ImageFacts]:
-    """An image file decoded to RGB the right way up (EXIF orientation applied), JPEGs at
-    the smallest DCT scale still at least `draft_size` on each side; every way it can fail
-    is an `ImageDecodeError` with a reason."""
-    data = read_file(path, max_pixels)
-    sha256 = hashlib.sha256(data).hexdigest()
+    """An image file decoded to RGB the right way up (EXIF orientation applied) and no
+    larger than it needs to be: JPEGs at the smallest DCT scale, other large images reduced
+    by a whole factor (PNGs strip by strip), never below `draft_size` on the short side.
+    Every way it can fail is an `ImageDecodeError` with a reason. The file is read as it is
+    hashed and then decoded from the file, never held whole in memory."""
+    try:
+        with open_regular(path) as (f, size):
+            if size == 0:
+                raise ImageDecodeError(path, "empty file (0 bytes)")
+            # No more bytes than an uncompressed 16-bit RGBA image at the limit could take.
+            limit = max(max_pixels, 1 << 20) * 8
+            if size > limit:
+                raise ImageDecodeError(
+                    path, f"unreadable: too large to read ({size:,} bytes, the limit is "
+                    f"{limit:,}); raise --max-pixels to read it"
+                )  # fmt: skip
+            sha256 = _sha256(f, size)
+            f.seek(0)
+            return _decode(path, f, sha256, draft_size, max_pixels)
+    except OSError as exc:
+        raise ImageDecodeError(path, f"unreadable: {exc.strerror or exc}") from exc
+
+
+def _sha256(f: BinaryIO, size: int) -> str:
+    digest = hashlib.sha256()
+    left = size
+    while left > 0 and (chunk := f.read(min(1 << 20, left))):
+        digest.update(chunk)
+        left -= len(chunk)
+    return digest.hexdigest()
+
+
+def _decode(
+    path: str, f: BinaryIO, sha256: str, draft_size: int, max_pixels: int
+) -> tuple[Image.Image, ImageFacts]:
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels  # the caller asked for more than Pillow's default
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(f)
         width, height = image.size
         if width * height > max_pixels:
             raise ImageDecodeError(path, _too_large(width, height, max_pixels))
-        exif = image.getexif()
-        if exif.get(_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
+        exif = _exif(image)
+        orientation = exif.get(_ORIENTATION)
+        if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         fmt = image.format
-        if fmt == "JPEG":
-            # Decode straight from the DCT at 1/2, 1/4 or 1/8 scale when the photo is much
-            # larger than the target, never below the target itself (so what follows still
-            # only shrinks). 1x rather than a 2x margin: a 3000x2000 photo for a 224 model
-            # then decodes at 1/8 instead of 1/4, which is cheaper again.
-            image.draft("RGB", (draft_size, draft_size))
-        upright = ImageOps.exif_transpose(image).convert("RGB")
+        embedded = embedded_words(image)
+        upright = _transposed(_small(image, f, draft_size), orientation).convert("RGB")
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
@@ -141,12 +156,61 @@ def load_upright(
         ) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, zlib.error) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
-    facts = ImageFacts(
-        sha256, width, height, fmt, _taken_at(exif), _camera(exif), embedded_words(image)
-    )
+    facts = ImageFacts(sha256, width, height, fmt, _taken_at(exif), _camera(exif), embedded)
     return upright, facts
+
+
+#: Above this many pixels, an image other than a JPEG is reduced right after decoding (a
+#: PNG while decoding), before any copy: the copies, not the decode, made a 144 MP PNG
+#: peak at 1.6 GB.
+REDUCE_ABOVE = 16_000_000
+_REDUCIBLE = frozenset({"L", "RGB", "RGBA", "I", "F"})
+
+
+def _small(image: Image.Image, f: BinaryIO, draft_size: int) -> Image.Image:
+    """The image decoded at the smallest size at least `draft_size` on the short side that
+    its format allows cheaply."""
+    if image.format == "JPEG":
+        # Decode straight from the DCT at 1/2, 1/4 or 1/8 scale when the photo is much
+        # larger than the target, never below the target itself (so what follows still
+        # only shrinks). 1x rather than a 2x margin: a 3000x2000 photo for a 224 model
+        # then decodes at 1/8 instead of 1/4, which is cheaper again.
+        image.draft("RGB", (draft_size, draft_size))
+        return image
+    factor = min(image.size) // max(draft_size, 1)
+    if factor < 2 or image.size[0] * image.size[1] <= REDUCE_ABOVE:
+        return image
+    if image.format == "PNG":
+        strips = png_strips.reduced(f, factor)
+        if strips is not None:
+            return strips
+    image.load()
+    return image.reduce(factor) if image.mode in _REDUCIBLE else image
+
+
+def _exif(image: Image.Image) -> Image.Exif:
+    """The image's EXIF, without decoding a large PNG's pixels to find an eXIf chunk placed
+    after them (Pillow would, for 432 MB at 144 MP); one before them is read."""
+    large = image.size[0] * image.size[1] > REDUCE_ABOVE
+    if image.format == "PNG" and large and "exif" not in image.info:
+        return Image.Exif()
+    return image.getexif()
+
+
+#: EXIF orientation -> the transpose that makes the picture upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # fmt: skip
+
+
+def _transposed(image: Image.Image, orientation: object) -> Image.Image:
+    method = _UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image if method is None else image.transpose(method)
 
 
 def central_strip(image: Image.Image, max_aspect: int = MAX_ASPECT) -> Image.Image:
