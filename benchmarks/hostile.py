@@ -105,20 +105,35 @@ def _alive(pids: set[int]) -> set[int]:
 
 
 def orphans(stores: list[str], points: int = 10) -> list[dict[str, Any]]:
+    """Kill points one second into embedding and then spread over a clean run's embedding
+    time (measured first, per store), so that every one lands."""
     from benchmarks import datasets
 
-    photos = _photos(datasets.cache_dir() / "hostile-1600", 1600)
+    photos = _photos(datasets.cache_dir() / "hostile-1600-vga", 1600, size=(640, 480))
     rows = []
     for store in stores:
-        for point in range(points):
-            delay = 1.0 + 0.5 * point  # seconds into embedding
+        with _store(store) as db:
+            command = _cli("index", str(photos), "--db", db, "--model", MODEL, "-q")
+            embedding = _embedding_seconds(command)
+        delays = [1.0, *(embedding * (i + 1) / points for i in range(points - 1))]
+        for delay in delays:
             with _store(store) as db:
                 command = _cli("index", str(photos), "--db", db, "--model", MODEL, "-q")
                 row = _kill_while_embedding(command, delay)
-                row.update(store=store, killed_after_s=delay)
+                row.update(store=store, killed_after_s=round(delay, 1))
                 rows.append(row)
                 print("orphans", row, flush=True)
     return rows
+
+
+def _embedding_seconds(command: list[str]) -> float:
+    """From the first decoding worker to the end of a clean run."""
+    run = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while run.poll() is None and not _children(run.pid):
+        time.sleep(0.02)
+    started = time.monotonic()
+    run.wait()
+    return time.monotonic() - started
 
 
 def _kill_while_embedding(command: list[str], delay: float) -> dict[str, Any]:
