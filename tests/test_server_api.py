@@ -1,6 +1,6 @@
 """The HTTP API through httpx against the app, over a real index (tiny-random model, real
-SQLite and PostgreSQL, real FAISS, real files): every endpoint answers what the Python API
-answers."""
+SQLite and PostgreSQL, real FAISS, real files), on each runtime (torch, ONNX Runtime,
+OpenVINO): every endpoint answers what the Python API answers."""
 
 from __future__ import annotations
 
@@ -16,22 +16,37 @@ import clipsearch
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.server import create_app
 from clipsearch.server.service import SearchService
-from tests.serving import Collection, build_collection
+from tests.conftest import need_runtime
+from tests.serving import Collection, build_collection, make_service
 from tests.serving import LocalClient as TestClient
+
+
+@pytest.fixture(scope="module", params=["torch", "onnx", "openvino"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    """Every API test runs on each runtime too (issue 28: the suite once per runtime)."""
+    need_runtime(request.param)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
 def collection(
-    tmp_path_factory: pytest.TempPathFactory, module_store: Callable[..., str]
+    tmp_path_factory: pytest.TempPathFactory, module_store: Callable[..., str], runtime: str
 ) -> Collection:
-    """This module's collection, indexed into SQLite and into PostgreSQL in turn: every API
-    test runs on both stores."""
-    return build_collection(tmp_path_factory.mktemp("served"), module_store("index"))
+    """This module's collection, indexed into SQLite and into PostgreSQL in turn, afresh
+    for each runtime (tests change it): every API test runs on both stores."""
+    return build_collection(tmp_path_factory.mktemp("served"), module_store(f"index-{runtime}"))
 
 
 @pytest.fixture(scope="module")
-def client(collection: Collection, service: SearchService) -> Iterator[TestClient]:
-    with TestClient(create_app(collection.settings(), service)) as client:
+def service(collection: Collection, runtime: str) -> Iterator[SearchService]:
+    service = make_service(collection, runtime=runtime)
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def client(collection: Collection, service: SearchService, runtime: str) -> Iterator[TestClient]:
+    with TestClient(create_app(collection.settings(runtime=runtime), service)) as client:
         yield client
 
 
