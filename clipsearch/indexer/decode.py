@@ -141,8 +141,8 @@ def _decode(
         if orientation in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         fmt = image.format
-        embedded = embedded_words(image)
         upright = _transposed(_small(image, f, draft_size), orientation).convert("RGB")
+        embedded = embedded_words(image)  # after decoding: a PNG's text may follow its pixels
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as exc:
