@@ -209,3 +209,42 @@ def test_files_missing_or_changed_on_disk(broken: Path, pristine: Path, tmp_path
     assert code == 1
     assert (str(photos / "img_0001.jpg"), "missing on disk") in problems
     assert (str(photos / "img_0002.jpg"), "changed on disk since it was indexed") in problems
+
+
+def test_a_server_notices_its_database_emptied_or_replaced(pristine: Path, tmp_path: Path) -> None:
+    """A server kept answering from what its connections had read after its database file
+    was truncated to 0 bytes; now that is a 503 saying what to do, and a file put in its
+    place (as `repair` does) is read from the next request on."""
+    from clipsearch.server import create_app
+    from clipsearch.server.service import SearchService
+    from clipsearch.server.settings import ServerSettings
+    from tests.serving import LocalClient
+
+    db = tmp_path / "db"
+    shutil.copytree(pristine / "db", db)
+    smaller = tmp_path / "smaller"
+    write_images(tmp_path / "few", 3)
+    assert _run("index", str(tmp_path / "few"), "--db", str(smaller), "--model",
+                "tiny-random", "-q", "--workers", "0")[0] == 0  # fmt: skip
+    settings = ServerSettings(db=str(db), workers=0)
+    service = SearchService(settings)
+    try:
+        with LocalClient(create_app(settings, service)) as client:
+            assert client.get("/api/health").json()["images"] == N_IMAGES
+            kept = db / "kept.db"
+            shutil.copy(db / "clipsearch.db", kept)
+            os.truncate(db / "clipsearch.db", 0)
+            for path in ("/api/search?q=red", "/api/stats"):
+                response = client.get(path)
+                assert response.status_code == 503, response.text
+                assert "clipsearch repair --db" in response.json()["error"]
+            with sqlite3.connect(smaller / "clipsearch.db") as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for side in ("-wal", "-shm"):  # another file in its place, as repair does it
+                (db / f"clipsearch.db{side}").rename(tmp_path / f"aside{side}")
+            os.replace(smaller / "clipsearch.db", db / "clipsearch.db")
+            stats = client.get("/api/stats")
+            assert stats.status_code == 200, stats.text
+            assert stats.json()["count"] == 3
+    finally:
+        service.close()

@@ -12,6 +12,7 @@ too long, a server that cannot be reached) come out as the typed errors of
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Vector
-from clipsearch.errors import ConfigError
+from clipsearch.errors import ConfigError, IndexDamagedError
 from clipsearch.storage import dialect
 from clipsearch.storage.blobs import (
     VECTOR_DTYPES,
@@ -130,6 +131,16 @@ def chunked(values: Sequence[int], size: int = 10_000) -> Iterator[list[int]]:
         yield list(values[start : start + size])
 
 
+def _file_identity(path: Path | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Database:
     """An index's metadata store (SQLite or PostgreSQL). Open it with `Database.open`."""
 
@@ -141,6 +152,7 @@ class Database:
         self._dim: int | None = None  # the model's, read from the meta table once known
         #: The image generation this object's last write produced (None before any).
         self.written_generation: int | None = None
+        self._file = _file_identity(self.path)
 
     @classmethod
     def open(
@@ -206,6 +218,7 @@ class Database:
 
     def get_meta(self) -> dict[str, str]:
         # Plain SQL: a search reads the meta table several times, and the ORM costs 3x here.
+        self.check_file()
         with self.engine.connect() as conn:
             return {str(k): str(v) for k, v in conn.exec_driver_sql("SELECT key, value FROM meta")}
 
@@ -227,8 +240,34 @@ class Database:
                 for key, value in list(values.items())[1:]:
                     put_meta(session, key, value)
 
+    def check_file(self) -> None:
+        """For an SQLite store: raise `IndexDamagedError` if the database file was deleted
+        or emptied while open (its connections would go on answering from what they had
+        read, as a server did), and reconnect if another file took its place (`repair`
+        swaps one in). One stat, on every generation read."""
+        path = self.path
+        if path is None:
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise IndexDamagedError(
+                f"the index database {path} was deleted while in use; restore it from a "
+                f"backup, or index again into {path.parent}"
+            ) from None
+        if st.st_size == 0:
+            raise IndexDamagedError(
+                f"the index database {path} was emptied (0 bytes) while in use; run "
+                f"`clipsearch repair --db {path.parent}` to start it afresh, or restore it"
+            )
+        if (st.st_dev, st.st_ino) != self._file:
+            self._file = (st.st_dev, st.st_ino)
+            self._count = None
+            self.engine.dispose()  # new connections open the file now at the path
+
     def generation(self, key: str = "generation") -> int:
         """The write counter of the images (or, with `key`, of another table)."""
+        self.check_file()
         with self.engine.connect() as conn:
             found = conn.scalar(text("SELECT value FROM meta WHERE key = :key"), {"key": key})
         return int(found or 0)
