@@ -112,6 +112,17 @@ def client(
                 latencies.setdefault(kind, []).append(took)
 
 
+def auto_choice() -> str:
+    """What `--runtime auto` took on this machine (the fastest image tower it timed)."""
+    import os
+
+    cache = Path(os.environ.get("CLIPSEARCH_MODEL_CACHE", ""))
+    for record in cache.glob("clipsearch-mini-*/choice.json"):
+        speeds = json.loads(record.read_text())["images_per_second"]
+        return f": {max(speeds, key=speeds.get)}, timed {json.dumps(speeds)}"
+    return ""
+
+
 def latency_rows(latencies: dict[str, list[float]]) -> list[list[str]]:
     import numpy as np
 
@@ -129,6 +140,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--photos", type=int, default=10_000)
     parser.add_argument("--model", default="clipsearch-mini")
+    parser.add_argument("--runtime", default="auto", help="the server's (auto: its default)")
     args = parser.parse_args()
     from tests.serving import free_port
 
@@ -147,7 +159,7 @@ def main() -> None:
     log = open(datasets.cache_dir() / "soak-server.log", "w")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "clipsearch.cli", "serve", "--db", str(db), "--port", str(port),
-         "--log-level", "warning"], env=env, stdout=log, stderr=log,
+         "--log-level", "warning", "--runtime", args.runtime], env=env, stdout=log, stderr=log,
     )  # fmt: skip
     for _ in range(600):
         try:
@@ -190,6 +202,7 @@ def main() -> None:
         server.wait(timeout=60)
         log.close()
     seconds = time.monotonic() - started
+    chosen = auto_choice() if args.runtime == "auto" else ""
     requests = sum(tally.values())
     errors = {k: v for k, v in tally.items() if k != "ok"}
     late = [s for s in samples if s[0] >= seconds / 2]
@@ -198,8 +211,8 @@ def main() -> None:
     ]
     body = "\n\n".join([
         f"{args.clients} clients for {seconds / 60:.1f} min against a server indexing "
-        f"{args.photos:,} new photos in {len(jobs)} jobs (model {args.model}; the index "
-        f"started at 2,000 photos).",
+        f"{args.photos:,} new photos in {len(jobs)} jobs (model {args.model}, runtime "
+        f"{args.runtime}{chosen}; the index started at 2,000 photos).",
         markdown_table(["requests", "req/s", "not 200", "jobs done", "images at the end",
                         "RSS first / max / last MiB", "RSS range in the second half MiB"],
                        [[f"{requests:,}", f"{requests / seconds:.1f}",
@@ -214,8 +227,9 @@ def main() -> None:
         "Server RSS over time:\n\n" + markdown_table(["second", "RSS MiB", "images"], rows),
     ])  # fmt: skip
     print(body)
-    write_result("soak", "Soak: serving while indexing", body)
-    (RESULTS / "soak.json").write_text(
+    name = "soak" if args.runtime == "auto" else f"soak_{args.runtime}"
+    write_result(name, f"Soak: serving while indexing (runtime {args.runtime})", body)
+    (RESULTS / f"{name}.json").write_text(
         json.dumps({"tally": tally, "samples": samples, "jobs": final}, indent=2)
     )
 

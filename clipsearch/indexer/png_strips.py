@@ -95,9 +95,10 @@ def _paste_strip(
     png = _png(header, count + 1, b"\x00" + above + rows)
     with Image.open(png) as strip:
         strip.load()
-        raw = strip.tobytes()
-        last = raw[len(raw) - header.row_bytes :]
-        pixels = strip.crop((0, 1, header.width, count + 1)).convert(mode)
+        last = strip.crop((0, count, header.width, count + 1)).tobytes()
+        pixels = strip.crop((0, 1, header.width, count + 1))
+    if pixels.mode != mode:
+        pixels = pixels.convert(mode)
     result.paste(pixels.reduce(factor), (0, top // factor))
     return last
 
