@@ -72,6 +72,25 @@ def read_regular(path: str | os.PathLike[str], limit: int | None = None) -> byte
         return f.read(size)
 
 
+def read_named(path: str | os.PathLike[str], limit: int) -> bytes:
+    """A file the user named on the command line: a regular file, or a pipe or character
+    device (`<(cmd)`, `/dev/stdin`) read to its end; more than `limit` bytes raise
+    `OSError(EFBIG)`. Opened blocking: a named pipe's writer is the user's own command."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode):
+            return f.read(st.st_size)
+        if not (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)):
+            raise NotRegularFile(os.fspath(path), kind_of(st.st_mode) or "a special file")
+        chunks, total = [], 0
+        while chunk := f.read(_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                raise OSError(errno.EFBIG, f"more than {limit:,} bytes came through it")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
 def sha256_regular(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a regular file's first `size` bytes (its size when opened)."""
     digest = hashlib.sha256()

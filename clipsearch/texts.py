@@ -128,7 +128,7 @@ class TextCollection:
         no existing file."""
         source_path = Path(os.path.abspath(Path(path).expanduser()))
         kind = kind or ts.detect_kind(source_path)
-        data = ts.read_bytes(source_path)
+        data = ts.read_source(source_path)
         st = source_path.stat()
         base = Path(os.path.abspath(Path(images).expanduser())) if images is not None else None
         # The image folder is part of what was read: a re-add with another one is a change.

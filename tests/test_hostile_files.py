@@ -398,3 +398,20 @@ def _fill(filler: Path) -> Path:
             f.write(b"\0" * 4096)
             f.flush()
     return filler
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_a_text_source_named_by_the_user_may_be_a_pipe(tmp_path: Path) -> None:
+    """`clipsearch texts add <(cmd)` reads the pipe to its end (files found in folders are
+    regular files only); a device that never ends stops at the limit."""
+    from clipsearch.regular_files import read_named
+
+    pipe = tmp_path / "captions.csv"
+    os.mkfifo(pipe)
+    text = "image,caption\n/x/a.jpg,a red bicycle\n" * 1000
+    writer = threading.Thread(target=lambda: pipe.write_text(text), daemon=True)
+    writer.start()
+    assert read_named(pipe, limit=1 << 20).decode() == text
+    writer.join(10)
+    with pytest.raises(OSError, match="more than 1,000 bytes"):
+        read_named("/dev/zero", limit=1000)

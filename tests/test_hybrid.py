@@ -243,3 +243,17 @@ def test_the_first_keyword_searches_from_many_threads_at_once_all_answer(
         with ThreadPoolExecutor(threads) as pool:
             found = list(pool.map(first_search, range(threads)))
     assert found == [["gate_golden.jpg", "golden_gate-bridgeAtNight.jpg"]] * threads
+
+
+def test_a_deleted_keyword_cache_is_made_again_by_the_next_search(
+    photos: Path, tmp_path: Path
+) -> None:
+    """A damaged cache's error says to delete it; an open index (a server) then made no new
+    one ("no such table") until restarted."""
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        first = _names(idx.search("golden gate", k=3, mode="keyword"))
+        cache = next((tmp_path / "db").rglob("keywords.sqlite"))
+        for leftover in cache.parent.glob("keywords.sqlite*"):
+            leftover.unlink()
+        assert _names(idx.search("golden gate", k=3, mode="keyword")) == first

@@ -55,7 +55,7 @@ def test_strips_give_pillows_pixels(mode: str, factor: int) -> None:
     got = png_strips.reduced(io.BytesIO(data), factor)
     assert got is not None
     whole = Image.open(io.BytesIO(data))
-    want = whole.convert(got.mode).reduce(factor)
+    want = whole.convert("RGB").reduce(factor)  # alpha dropped first, as before strips
     assert got.size == want.size == (-(-1203 // factor), -(-917 // factor))
     assert np.array_equal(np.asarray(got), np.asarray(want))
 
@@ -105,3 +105,35 @@ def test_a_144_megapixel_png_decodes_in_bounded_memory(tmp_path: Path) -> None:
         [sys.executable, "-c", STRIP_PEAK, str(path)], capture_output=True, text=True, check=True
     )
     assert int(done.stdout) < 150, f"peak grew by {done.stdout.strip()} MB"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_data_after_the_end_of_the_image_stream_is_ignored() -> None:
+    """Trailing IDAT data after a complete zlib stream (crafted: it made every later piece
+    pile up, quadratic in time and memory) is left unread, as Pillow leaves it."""
+    data = _png(_photo((600, 400)))
+    end = data.rindex(b"IEND") - 4
+    crafted = data[:end] + _chunk(b"IDAT", bytes(4 << 20)) + data[end:]
+    got = png_strips.reduced(io.BytesIO(crafted), 4)
+    assert got is not None
+    want = Image.open(io.BytesIO(data)).convert("RGB").reduce(4)
+    assert np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_large_png_with_a_long_header_chunk_decodes_or_is_one_error(tmp_path: Path) -> None:
+    """An IHDR one byte longer than 13: Pillow reads it; the strip reader once raised a raw
+    struct.error that stopped the whole indexing run."""
+    from clipsearch.indexer.decode import load_upright
+
+    data = _png(Image.new("L", (4100, 4100), 128), compress_level=1)
+    ihdr_end = 8 + 8 + 13
+    ihdr = data[16:ihdr_end] + b"\x00"
+    crafted = data[:8] + _chunk(b"IHDR", ihdr) + data[ihdr_end + 4 :]
+    assert Image.open(io.BytesIO(crafted)).size == (4100, 4100)
+    path = tmp_path / "long-ihdr.png"
+    path.write_bytes(crafted)
+    image, facts = load_upright(str(path), 224)
+    assert (facts.width, facts.height) == (4100, 4100) and min(image.size) >= 224

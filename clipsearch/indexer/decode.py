@@ -7,7 +7,9 @@ change and move detection) and decoded.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import struct
 import warnings
 import zlib
 from collections.abc import Callable
@@ -108,11 +110,23 @@ def load_upright(
                     path, f"unreadable: too large to read ({size:,} bytes, the limit is "
                     f"{limit:,}); raise --max-pixels to read it"
                 )  # fmt: skip
+            if size <= READ_WHOLE:  # one read feeds the hash and the decode, as photos are
+                data = f.read(size)
+                return _decode(path, io.BytesIO(data), _sha256_of(data), draft_size, max_pixels)
             sha256 = _sha256(f, size)
             f.seek(0)
             return _decode(path, f, sha256, draft_size, max_pixels)
     except OSError as exc:
         raise ImageDecodeError(path, f"unreadable: {exc.strerror or exc}") from exc
+
+
+#: Files up to this size are read once into memory, hashed and decoded from there (every
+#: photo); larger ones are hashed as they are read, then decoded from the file.
+READ_WHOLE = 64 << 20
+
+
+def _sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sha256(f: BinaryIO, size: int) -> str:
@@ -156,7 +170,7 @@ def _decode(
         ) from None
     except UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image (unrecognised format)") from None
-    except (OSError, ValueError, SyntaxError, EOFError, zlib.error) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, zlib.error, struct.error) as exc:
         raise ImageDecodeError(path, f"corrupt or truncated image data: {exc}") from exc
     facts = ImageFacts(sha256, width, height, fmt, _taken_at(exif), _camera(exif), embedded)
     return upright, facts
@@ -166,7 +180,9 @@ def _decode(
 #: PNG while decoding), before any copy: the copies, not the decode, made a 144 MP PNG
 #: peak at 1.6 GB.
 REDUCE_ABOVE = 16_000_000
-_REDUCIBLE = frozenset({"L", "RGB", "RGBA", "I", "F"})
+#: Modes reduced as they are; others go to RGB first (reducing RGBA premultiplies by alpha:
+#: transparent areas would turn black, where dropping alpha keeps their colour).
+_REDUCIBLE = frozenset({"L", "RGB"})
 
 
 def _small(image: Image.Image, f: BinaryIO, draft_size: int) -> Image.Image:
@@ -187,7 +203,9 @@ def _small(image: Image.Image, f: BinaryIO, draft_size: int) -> Image.Image:
         if strips is not None:
             return strips
     image.load()
-    return image.reduce(factor) if image.mode in _REDUCIBLE else image
+    if image.mode not in _REDUCIBLE:
+        image = image.convert("RGB")  # alpha dropped before reducing, as before
+    return image.reduce(factor)
 
 
 def _exif(image: Image.Image) -> Image.Exif:

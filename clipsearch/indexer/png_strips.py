@@ -31,7 +31,7 @@ _PIECE = 1 << 20  # compressed bytes read at a time
 class _Header:
     def __init__(self, ihdr: bytes, carried: list[tuple[bytes, bytes]]) -> None:
         (self.width, self.height, self.depth, self.colour, _compression, _filter,
-         self.interlace) = struct.unpack(">IIBBBBB", ihdr)  # fmt: skip
+         self.interlace) = struct.unpack(">IIBBBBB", ihdr[:13])  # fmt: skip
         self.ihdr = ihdr
         self.carried = carried
 
@@ -43,20 +43,17 @@ class _Header:
     def row_bytes(self) -> int:
         return int(self.width) * _SAMPLES[self.colour]
 
-    @property
-    def alpha(self) -> bool:
-        return self.colour in (4, 6) or any(kind == b"tRNS" for kind, _ in self.carried)
-
 
 def reduced(f: BinaryIO, factor: int) -> Image.Image | None:
-    """The PNG in `f`, reduced `factor` times each way (RGB, or RGBA with transparency), or
-    None when it is not one this module reads (then decode it whole). Raises `ValueError`
-    for truncated or corrupt data."""
+    """The PNG in `f`, reduced `factor` times each way, in RGB (alpha dropped before
+    reducing, as a whole decode's `convert("RGB")` drops it), or None when it is not one
+    this module reads (then decode it whole). Raises `ValueError` for truncated or corrupt
+    data."""
     f.seek(0)
     header = _read_header(f)
     if header is None or not header.streamable:
         return None
-    mode = "RGBA" if header.alpha else "RGB"
+    mode = "RGB"
     result = Image.new(mode, (-(-header.width // factor), -(-header.height // factor)))
     rows_per_strip = factor * max(1, _STRIP_ROWS // factor)
     stride = 1 + header.row_bytes
@@ -65,8 +62,10 @@ def reduced(f: BinaryIO, factor: int) -> Image.Image | None:
     pending = bytearray()
     inflate = zlib.decompressobj()
     for piece in _image_data(f):
+        if inflate.eof:
+            break  # data after the end of the zlib stream: ignored, as Pillow does
         data = piece
-        while data:
+        while data and not inflate.eof:
             wanted = rows_per_strip * stride - len(pending)
             pending += inflate.decompress(data, wanted)
             data = inflate.unconsumed_tail
@@ -130,7 +129,7 @@ def _read_header(f: BinaryIO) -> _Header | None:
         length, kind = struct.unpack(">I", head[:4])[0], head[4:]
         if kind == b"IDAT":
             f.seek(-8, 1)
-            return None if ihdr is None else _Header(ihdr, carried)
+            return None if ihdr is None or len(ihdr) < 13 else _Header(ihdr, carried)
         data = f.read(length)
         f.read(4)  # the CRC: Pillow checks it on each strip's copy
         if kind == b"IHDR":

@@ -19,7 +19,7 @@ from xml.etree import ElementTree
 
 from clipsearch.errors import TextSourceError
 from clipsearch.names import is_text
-from clipsearch.regular_files import read_regular
+from clipsearch.regular_files import read_named, read_regular
 
 CAPTIONS, JSONL, VOCABULARY, SIDECAR = "captions", "jsonl", "vocabulary", "sidecar"
 KINDS = (CAPTIONS, JSONL, VOCABULARY)
@@ -55,9 +55,22 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+#: At most this much text is read from a pipe named as a source (`<(cmd)`).
+MAX_PIPED = 1 << 30
+
+
 def read_bytes(path: Path) -> bytes:
+    """A file found in a folder (a sidecar): a regular file only."""
     try:
         return read_regular(path)
+    except OSError as exc:
+        raise TextSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def read_source(path: Path) -> bytes:
+    """A file the user named: a regular file, or a pipe such as `<(cmd)`."""
+    try:
+        return read_named(path, MAX_PIPED)
     except OSError as exc:
         raise TextSourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -111,7 +124,7 @@ def parse_captions(path: Path, content: str) -> list[tuple[str, str]]:
 
 def read_captions(path: Path) -> list[tuple[str, str]]:
     """(image, caption) rows of a CSV with an `image,caption` header; bad rows are an error."""
-    return parse_captions(path, decode_utf8(path, read_bytes(path)))
+    return parse_captions(path, decode_utf8(path, read_source(path)))
 
 
 def _jsonl(path: Path, content: str, base: Path) -> list[TextEntry]:

@@ -51,32 +51,37 @@ def header(page_size: int, pages: int, wal: bool) -> bytes:
 
 def rebuilt_copy(path: Path, tables: tuple[str, ...]) -> tuple[Path, int] | None:
     """A copy of `path` beside it with a rebuilt header, and the page size chosen: the one
-    at which most of `tables` can be counted; None when no page size reads any."""
+    at which most of `tables` can be counted; None when no page size reads any. The file is
+    copied once; each page size tried rewrites only the copy's first 100 bytes."""
     size = path.stat().st_size
     wal = path.with_name(path.name + "-wal")
     copy = path.with_name(f".{path.name}.header-rebuilt")
-    best: tuple[int, int] | None = None  # (tables readable, page size)
-    for page_size in PAGE_SIZES:
-        if size % page_size:
-            continue
-        _write_copy(path, copy, header(page_size, size // page_size, wal.exists()), wal)
-        readable = _readable_tables(copy, tables)
-        if readable and (best is None or readable > best[0]):
-            best = (readable, page_size)
-    if best is None:
+    remove_copy(copy)
+    try:
+        shutil.copyfile(path, copy)
+        if wal.exists():
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+        best: tuple[int, int] | None = None  # (tables readable, page size)
+        for page_size in PAGE_SIZES:
+            if size % page_size == 0:
+                _write_header(copy, header(page_size, size // page_size, wal.exists()))
+                readable = _readable_tables(copy, tables)
+                if readable and (best is None or readable > best[0]):
+                    best = (readable, page_size)
+        if best is None:
+            remove_copy(copy)
+            return None
+        _write_header(copy, header(best[1], size // best[1], wal.exists()))
+    except BaseException:
         remove_copy(copy)
-        return None
-    _write_copy(path, copy, header(best[1], size // best[1], wal.exists()), wal)
+        raise
     return copy, best[1]
 
 
-def _write_copy(path: Path, copy: Path, head: bytes, wal: Path) -> None:
-    remove_copy(copy)
-    shutil.copyfile(path, copy)
+def _write_header(copy: Path, head: bytes) -> None:
     with copy.open("r+b") as f:
         f.write(head)
-    if wal.exists():
-        shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+    copy.with_name(copy.name + "-shm").unlink(missing_ok=True)  # the last try's WAL index
 
 
 def _readable_tables(path: Path, tables: tuple[str, ...]) -> int:

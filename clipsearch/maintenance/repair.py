@@ -63,11 +63,19 @@ def repair(directory: str | os.PathLike[str], *, wait: float | None = 0.0) -> Re
         from clipsearch.errors import IndexNotFoundError
 
         raise IndexNotFoundError(f"no clipsearch index at {root} (expected {path})")
-    with WriterLock(root, wait):
-        first = verify(root, files=False)
-        if any(p.kind == "database" for p in first.problems):
-            _salvage(path, report)
-        _quarantine_and_clean(root, report)
+    try:
+        with WriterLock(root, wait):
+            first = verify(root, files=False)
+            if any(p.kind == "database" for p in first.problems):
+                _salvage(path, report)
+            _quarantine_and_clean(root, report)
+    except OSError as exc:  # a full disk while copying, say: one line, not a traceback
+        from clipsearch.errors import ClipsearchError
+
+        raise ClipsearchError(
+            f"repair stopped: {exc.strerror or exc} ({exc.filename or root}); free space or "
+            "fix access, then run it again (the database in place is left as it was)"
+        ) from None
     _rebuild_caches(root, report)  # needs no lock: caches are stamped with what they hold
     after = verify(root, files=False)
     report.remaining += [f"{p.kind}: {p.where}: {p.detail}" for p in after.problems]

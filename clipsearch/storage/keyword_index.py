@@ -72,6 +72,13 @@ class KeywordIndex(Protocol):
         ...
 
 
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """Undo the open transaction, if any is left: a COMMIT that failed (a full disk) has
+    already rolled it back, and a second ROLLBACK would hide that error behind its own."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
 def fts5_part(part: str) -> str:
     """A word or phrase as an FTS5 string (a phrase query when it has several words)."""
     return '"' + part.replace('"', '""') + '"'
@@ -97,7 +104,10 @@ class Fts5Keywords:
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection to the cache file; its errors a user can act on (a full disk, a
-        damaged file) come out typed, with one line saying what to do."""
+        damaged file) come out typed, with one line saying what to do. A file deleted since
+        (as a damaged one's error says to do) is made again by the next `_ensure`."""
+        if not self.path.exists():
+            self._ready = False
         try:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             try:
@@ -138,7 +148,7 @@ class Fts5Keywords:
                 conn.execute("INSERT INTO state VALUES ('recipe', ?)", (_RECIPE,))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _roll_back(conn)
             raise
 
     def refresh(self) -> int:
@@ -157,7 +167,7 @@ class Fts5Keywords:
                 conn.execute("INSERT OR REPLACE INTO state VALUES ('stamp', ?)", (current,))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _roll_back(conn)
                 raise
         return changed
 
