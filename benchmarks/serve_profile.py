@@ -69,13 +69,18 @@ def profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def stages(raw: Path) -> Counter[str]:
-    """Busy samples (py-spy leaves out threads it sees waiting) by stage."""
+def stages(raw: Path) -> tuple[Counter[str], Counter[str]]:
+    """Busy samples (py-spy leaves out threads it sees waiting) by stage, and by the
+    innermost clipsearch function on the stack (where in our code the time starts)."""
     busy: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         busy[stage_of(stack)] += int(count)
-    return busy
+        inner = [f for f in stack.split(";") if "clipsearch/" in f]
+        if inner:
+            ours[inner[-1].split(" (")[0] + " (" + inner[-1].rsplit("/", 1)[-1]] += int(count)
+    return busy, ours
 
 
 async def clients(base: str, count: int, seconds: float) -> tuple[list[float], list[float]]:
@@ -114,7 +119,7 @@ def scenario(db: Path, args: argparse.Namespace, job: Path | None) -> dict[str, 
             spy = profile(server.process.pid, args.seconds, raw)
             latencies, inside = asyncio.run(clients(server.base, args.clients, args.seconds))
             spy.wait(timeout=120)
-            busy = stages(raw)
+            busy, ours = stages(raw)
         stats = httpx.get(f"{server.base}/api/stats", timeout=30).json()
     finally:
         server.stop()
@@ -124,6 +129,7 @@ def scenario(db: Path, args: argparse.Namespace, job: Path | None) -> dict[str, 
         "req_s": len(lat) / args.seconds, "p50": float(np.percentile(lat, 50)),
         "p99": float(np.percentile(lat, 99)), "inside_p50": float(np.percentile(ins, 50)),
         "inside_p99": float(np.percentile(ins, 99)), "busy": dict(busy),
+        "ours": dict(ours.most_common(12)),
         "threads_busy": sum(busy.values()) / (100 * args.seconds),
         "batching": stats.get("query_batching"),
     }  # fmt: skip
@@ -161,6 +167,16 @@ def main() -> None:
         f"`{args.db.name}`; py-spy at 100 Hz over every thread (busy = not waiting).\n\n"
         + markdown_table(headers, rows)
     )
+    for r in runs:
+        ours = r["ours"]
+        assert isinstance(ours, dict)
+        total = max(1, sum(r["busy"].values()))  # type: ignore[union-attr]
+        body += (
+            f"\n\nInnermost clipsearch function of the busy samples, "
+            f"{'idle' if r['job'] is None else 'during a job'} (top 12):\n\n"
+            + markdown_table(["function", "share"],
+                             [[f"`{k}`", f"{v / total:.0%}"] for k, v in ours.items()])
+        )  # fmt: skip
     print(body)
     write_result("serve_profile", "Where a search's time goes under load", body)
     (RESULTS / "serve_profile.json").write_text(json.dumps(runs, indent=2))
