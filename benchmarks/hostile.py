@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tests.processes import alive, children
+
 PY = sys.executable
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 MODEL = "clipsearch-mini"  # the shipped model; its runtime is the default, `auto`
@@ -85,25 +87,6 @@ def special_files() -> list[dict[str, Any]]:
 # -- orphans after kill -9 --------------------------------------------------------------------
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(stat.parent.name))
-    return found
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError):
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.add(pid)
-    return alive
-
-
 def orphans(stores: list[str], points: int = 10) -> list[dict[str, Any]]:
     """Kill points one second into embedding and then spread over a clean run's embedding
     time (measured first, per store), so that every one lands."""
@@ -129,7 +112,7 @@ def orphans(stores: list[str], points: int = 10) -> list[dict[str, Any]]:
 def _embedding_seconds(command: list[str]) -> float:
     """From the first decoding worker to the end of a clean run."""
     run = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while run.poll() is None and not _children(run.pid):
+    while run.poll() is None and not children(run.pid):
         time.sleep(0.02)
     started = time.monotonic()
     run.wait()
@@ -141,17 +124,17 @@ def _kill_while_embedding(command: list[str], delay: float) -> dict[str, Any]:
     workers: set[int] = set()
     deadline = time.monotonic() + 300
     while run.poll() is None and not workers and time.monotonic() < deadline:
-        workers = _children(run.pid)
+        workers = children(run.pid)
         time.sleep(0.05)
     time.sleep(delay)
-    workers |= _children(run.pid)
+    workers |= children(run.pid)
     landed = run.poll() is None
     run.kill()
     run.wait()
     gone_by = time.monotonic() + 5
-    while _alive(workers) and time.monotonic() < gone_by:
+    while alive(workers) and time.monotonic() < gone_by:
         time.sleep(0.05)
-    left = _alive(workers)
+    left = alive(workers)
     for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, 9)

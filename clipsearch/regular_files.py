@@ -93,13 +93,16 @@ def read_named(path: str | os.PathLike[str], limit: int) -> bytes:
 
 def sha256_regular(path: str | os.PathLike[str]) -> str:
     """The SHA-256 of a regular file's first `size` bytes (its size when opened)."""
-    digest = hashlib.sha256()
     with open_regular(path) as (f, size):
-        left = size
-        while left > 0:
-            chunk = f.read(min(_CHUNK, left))
-            if not chunk:
-                break
-            digest.update(chunk)
-            left -= len(chunk)
+        return sha256_of(f, size)
+
+
+def sha256_of(f: BinaryIO, size: int) -> str:
+    """The SHA-256 of the next `size` bytes of an open file (fewer if it ends first), read
+    a chunk at a time."""
+    digest = hashlib.sha256()
+    left = size
+    while left > 0 and (chunk := f.read(min(_CHUNK, left))):
+        digest.update(chunk)
+        left -= len(chunk)
     return digest.hexdigest()

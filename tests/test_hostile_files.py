@@ -296,11 +296,7 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path: Path) -> None:
         db = fs / "db"
         code, _, err = _run(*_index_args(tmp_path / "photos", db, "--batch-size", "8"))
         assert code == 0, err
-        filler = fs / "filler"
-        with contextlib.suppress(OSError), filler.open("wb") as f:
-            while True:  # fill every byte that is left
-                f.write(b"\0" * 4096)
-                f.flush()
+        filler = _fill(fs / "filler")
         code, _, err = _run(*_index_args(tmp_path / "more", db, "--batch-size", "8"))
         assert code == 1 and err.count("\n") == 1 and "full" in err, err
         assert not [p.name for p in db.iterdir() if p.name.endswith(".tmp")]

@@ -23,7 +23,7 @@ from PIL import Image, IptcImagePlugin, UnidentifiedImageError
 from clipsearch.errors import ImageDecodeError
 from clipsearch.indexer import png_strips
 from clipsearch.indexer.text_sources import xmp_fields
-from clipsearch.regular_files import open_regular
+from clipsearch.regular_files import open_regular, sha256_of
 
 if TYPE_CHECKING:
     import torch
@@ -97,8 +97,9 @@ def load_upright(
     """An image file decoded to RGB the right way up (EXIF orientation applied) and no
     larger than it needs to be: JPEGs at the smallest DCT scale, other large images reduced
     by a whole factor (PNGs strip by strip), never below `draft_size` on the short side.
-    Every way it can fail is an `ImageDecodeError` with a reason. The file is read as it is
-    hashed and then decoded from the file, never held whole in memory."""
+    Every way it can fail is an `ImageDecodeError` with a reason. A file of up to
+    `READ_WHOLE` bytes is read once for its hash and its pixels; a larger one is hashed as
+    it is read, then decoded from the file, never held whole in memory."""
     try:
         with open_regular(path) as (f, size):
             if size == 0:
@@ -112,8 +113,9 @@ def load_upright(
                 )  # fmt: skip
             if size <= READ_WHOLE:  # one read feeds the hash and the decode, as photos are
                 data = f.read(size)
-                return _decode(path, io.BytesIO(data), _sha256_of(data), draft_size, max_pixels)
-            sha256 = _sha256(f, size)
+                sha256 = hashlib.sha256(data).hexdigest()
+                return _decode(path, io.BytesIO(data), sha256, draft_size, max_pixels)
+            sha256 = sha256_of(f, size)
             f.seek(0)
             return _decode(path, f, sha256, draft_size, max_pixels)
     except OSError as exc:
@@ -123,19 +125,6 @@ def load_upright(
 #: Files up to this size are read once into memory, hashed and decoded from there (every
 #: photo); larger ones are hashed as they are read, then decoded from the file.
 READ_WHOLE = 64 << 20
-
-
-def _sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256(f: BinaryIO, size: int) -> str:
-    digest = hashlib.sha256()
-    left = size
-    while left > 0 and (chunk := f.read(min(1 << 20, left))):
-        digest.update(chunk)
-        left -= len(chunk)
-    return digest.hexdigest()
 
 
 def _decode(

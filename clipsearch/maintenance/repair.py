@@ -91,23 +91,15 @@ def _salvage(path: Path, report: RepairReport) -> None:
     fresh = path.with_name(f".{path.name}.salvage.tmp")
     fresh.unlink(missing_ok=True)
     _create_schema(fresh)
-    source, rebuilt = path, None
-    if path.stat().st_size > 0 and header_is_damaged(path):
-        rebuilt = rebuilt_copy(path, TABLES)
-        if rebuilt is not None:
-            source, report.header_rebuilt = rebuilt
     if path.stat().st_size > 0:
-        with contextlib.closing(sqlite3.connect(fresh)) as target:
-            for table in TABLES:
-                saved, lost = _copy_table(source, target, table)
-                report.salvaged[table] = saved
-                if lost is None:
-                    report.unreadable.append(table)
-                elif lost:
-                    report.lost[table] = lost
-            target.commit()
-    if rebuilt is not None:
-        remove_copy(rebuilt[0])
+        rebuilt = rebuilt_copy(path, TABLES) if header_is_damaged(path) else None
+        if rebuilt is not None:
+            report.header_rebuilt = rebuilt[1]
+        try:
+            _copy_tables(rebuilt[0] if rebuilt else path, fresh, report)
+        finally:
+            if rebuilt is not None:
+                remove_copy(rebuilt[0])
     for suffix in ("-wal", "-shm"):
         side = path.with_name(path.name + suffix)
         if side.exists():
@@ -115,6 +107,18 @@ def _salvage(path: Path, report: RepairReport) -> None:
     os.replace(path, aside)
     os.replace(fresh, path)
     report.kept_aside = str(aside)
+
+
+def _copy_tables(source: Path, fresh: Path, report: RepairReport) -> None:
+    with contextlib.closing(sqlite3.connect(fresh)) as target:
+        for table in TABLES:
+            saved, lost = _copy_table(source, target, table)
+            report.salvaged[table] = saved
+            if lost is None:
+                report.unreadable.append(table)
+            elif lost:
+                report.lost[table] = lost
+        target.commit()
 
 
 def _create_schema(path: Path) -> None:

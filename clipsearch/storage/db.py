@@ -244,7 +244,7 @@ class Database:
         """For an SQLite store: raise `IndexDamagedError` if the database file was deleted
         or emptied while open (its connections would go on answering from what they had
         read, as a server did), and reconnect if another file took its place (`repair`
-        swaps one in). One stat, on every generation read."""
+        swaps one in). One stat, on every read of the meta table or the write counter."""
         path = self.path
         if path is None:
             return
