@@ -143,6 +143,7 @@ class Index:
         self.close()
 
     def close(self) -> None:
+        self.queries.cache.flush()
         self.db.close()
 
     @contextlib.contextmanager
@@ -454,9 +455,12 @@ class Index:
         would have to run through the model."""
         return self.queries.cached(texts)[1]
 
-    def cache_query_texts(self, vectors: dict[str, np.ndarray[Any, Any]]) -> None:
-        """Keep model embeddings of query texts (as `encoder.encode_texts` gives them)."""
-        self.queries.remember(vectors)
+    def cache_query_texts(
+        self, vectors: dict[str, np.ndarray[Any, Any]], later: bool = False
+    ) -> None:
+        """Keep model embeddings of query texts (as `encoder.encode_texts` gives them);
+        `later`: in memory now, in the database with the others of the next second."""
+        self.queries.remember(vectors, later)
 
     def embed_image_file(self, path: Path) -> np.ndarray[Any, Any]:
         """An image file (indexed or not) as a vector in the search space."""
@@ -510,10 +514,11 @@ class Index:
         how = hybrid.parse_mode(mode)
         order = parse_sort(sort)
         asked = query if query is not None else Query.of(text=text, image=image)
-        return pipeline.judged_search(
-            self, asked, k=k, filters=filters, rerankers=rerankers, explain=explain, rule=rule,
-            mode=how, order=order,
-        )  # fmt: skip
+        with self.db.snapshot():  # one read of the facts and counters for the whole search
+            return pipeline.judged_search(
+                self, asked, k=k, filters=filters, rerankers=rerankers, explain=explain,
+                rule=rule, mode=how, order=order,
+            )  # fmt: skip
 
     @functools.cached_property
     def relevance(self) -> RelevanceJudge:
@@ -540,9 +545,10 @@ class Index:
         `texts.add`) restrict which texts; `distinct`: repeated texts appear once."""
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        self.texts.vector_index()  # no texts: fails here, before a model is loaded
-        vector = self.embed_query(text, image, query=query)
-        return self.texts.search_vectors(vector[None, :], k, kind, source, distinct)[0]
+        with self.db.snapshot():
+            self.texts.vector_index()  # no texts: fails here, before a model is loaded
+            vector = self.embed_query(text, image, query=query)
+            return self.texts.search_vectors(vector[None, :], k, kind, source, distinct)[0]
 
     def summarize(
         self, video: int | str | os.PathLike[str], k: int = 8, *, query: str | None = None
@@ -602,7 +608,8 @@ class Index:
         """Search with ready-made unit vectors (Q, dim) in this index's space, in one batch;
         `rerankers` (e.g. `MMR()`, `CollapseNearDuplicates()`) run after exact rescoring;
         `allowed`: only these ids (with `filters`: those of them that match)."""
-        return pipeline.vector_search(self, queries, k, filters, rerankers, explain, allowed)
+        with self.db.snapshot():
+            return pipeline.vector_search(self, queries, k, filters, rerankers, explain, allowed)
 
     def filter_ids(self, filters: Filter | None) -> np.ndarray[Any, Any] | None:
         """The ids of the images a metadata filter lets through (None: no filter)."""

@@ -47,12 +47,44 @@ def test_the_cache_keeps_only_the_newest_entries(
         cache = QueryCache(db)
         for i in range(5):
             cache.put("model", {f"q{i}": np.full(4, i, dtype=np.float32)})
-        kept = cache.get("model", [f"q{i}" for i in range(5)])
+        fresh = QueryCache(db)  # what another process reads: the table, no memory
+        kept = fresh.get("model", [f"q{i}" for i in range(5)])
         assert sorted(kept) == ["q2", "q3", "q4"]
         np.testing.assert_array_equal(kept["q4"], np.full(4, 4, dtype=np.float32))
+        assert fresh.get("another model", ["q4"]) == {}
         assert cache.get("another model", ["q4"]) == {}
     finally:
         db.close()
+
+
+def test_entries_written_later_are_read_at_once_and_written_by_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server holds a new query's vector in memory and writes the second's new entries in
+    one transaction; nothing is lost by closing before the second is over."""
+    from clipsearch.storage.db import Database
+
+    monkeypatch.setattr(query_cache, "FLUSH_SECONDS", 3600.0)
+    db = Database.open(tmp_path)
+    try:
+        cache = QueryCache(db)
+        cache.put("model", {"a dog": np.ones(4, dtype=np.float32)}, later=True)
+        assert list(cache.get("model", ["a dog"])) == ["a dog"]
+        assert QueryCache(db).get("model", ["a dog"]) == {}  # not in the table yet
+        cache.flush()
+        assert list(QueryCache(db).get("model", ["a dog"])) == ["a dog"]
+    finally:
+        db.close()
+
+
+def test_an_index_closed_writes_what_its_cache_held_for_later(tmp_path: Path) -> None:
+    write_images(tmp_path / "photos", 4)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos"])
+        dim = idx.model_info.dim if idx.model_info else 0
+        idx.cache_query_texts({"a red square": np.ones(dim, dtype=np.float32)}, later=True)
+    with clipsearch.open(tmp_path / "db", workers=0) as idx:
+        assert idx.uncached_query_texts(["a red square", "a blue circle"]) == ["a blue circle"]
 
 
 def test_a_repeated_cli_search_imports_no_torch(tmp_path: Path) -> None:

@@ -79,9 +79,10 @@ class QueryEmbedder:
         found = self.cache.get(self.host.space().info.identity, texts)
         return found, list(dict.fromkeys(t for t in texts if t not in found))
 
-    def remember(self, vectors: dict[str, np.ndarray[Any, Any]]) -> None:
-        """Keep model embeddings of query texts (as `encoder.encode_texts` gives them)."""
-        self.cache.put(self.host.space().info.identity, vectors)
+    def remember(self, vectors: dict[str, np.ndarray[Any, Any]], later: bool = False) -> None:
+        """Keep model embeddings of query texts (as `encoder.encode_texts` gives them);
+        `later`: see `QueryCache.put`."""
+        self.cache.put(self.host.space().info.identity, vectors, later)
 
     def image_file(self, path: Path) -> np.ndarray[Any, Any]:
         """An image file (indexed or not) as a vector in the search space."""

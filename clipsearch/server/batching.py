@@ -6,6 +6,11 @@ in one model call. Under no load a query is encoded alone and at once (no waitin
 under load, the time one model call takes is the time the next batch has to gather. It also
 keeps concurrent requests from running the model in parallel threads, which on a few cores
 only makes them fight over the same cores.
+
+With a `TextCache` (a server's query cache), texts submitted `cached` are first looked up
+in it, for the whole batch at once (one read, not one per request), and what the model
+makes of the others is kept in it. A text that several requests of a batch ask for is
+encoded once.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,9 +29,18 @@ from clipsearch.models.base import Encoder
 Vectors = np.ndarray[Any, np.dtype[np.float32]]
 
 
+class TextCache(Protocol):
+    """Where a batcher looks for texts' vectors before encoding them."""
+
+    def get(self, texts: list[str]) -> dict[str, Vectors]: ...
+
+    def put(self, vectors: dict[str, Vectors]) -> None: ...
+
+
 @dataclass
 class _Request:
     texts: list[str]
+    cached: bool = False
     result: Future[Vectors] = field(default_factory=Future)
 
 
@@ -44,8 +58,9 @@ class BatchingEncoder:
     """An `Encoder` whose `encode_texts` is shared by concurrent callers; images pass
     straight through (indexing batches them already)."""
 
-    def __init__(self, inner: Encoder, max_batch: int = 64) -> None:
+    def __init__(self, inner: Encoder, max_batch: int = 64, cache: TextCache | None = None) -> None:
         self.inner = inner
+        self.cache = cache
         self.info = inner.info
         self.input_size = inner.input_size
         self.preprocess = inner.preprocess
@@ -65,10 +80,11 @@ class BatchingEncoder:
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
         return self.submit(texts).result()
 
-    def submit(self, texts: Sequence[str]) -> Future[Vectors]:
+    def submit(self, texts: Sequence[str], cached: bool = False) -> Future[Vectors]:
         """Queue texts for encoding; the future holds their vectors. (An async caller can
-        await it through `asyncio.wrap_future` without holding a thread.)"""
-        request = _Request(list(texts))
+        await it through `asyncio.wrap_future` without holding a thread.) `cached`: look
+        them up in the cache first, and keep what the model makes of them there."""
+        request = _Request(list(texts), cached and self.cache is not None)
         if not request.texts:
             request.result.set_result(self.inner.encode_texts([]))
         else:
@@ -102,16 +118,27 @@ class BatchingEncoder:
                 return
 
     def _encode(self, batch: list[_Request]) -> None:
-        texts = [t for r in batch for t in r.texts]
         try:
-            vectors = self.inner.encode_texts(texts)
+            vector_of = self._vectors(batch)
         except BaseException as exc:  # handed to every waiting caller; the thread lives on
             for r in batch:
                 r.result.set_exception(exc)
             return
         self.stats.calls += len(batch)
-        self.stats.batches += 1
-        start = 0
         for r in batch:
-            r.result.set_result(vectors[start : start + len(r.texts)])
-            start += len(r.texts)
+            r.result.set_result(np.stack([vector_of[t] for t in r.texts]))
+
+    def _vectors(self, batch: list[_Request]) -> dict[str, Vectors]:
+        """Each text of the batch, once, to its vector: from the cache where the request
+        allows and the cache has it, else from one model call."""
+        looked_up = list(dict.fromkeys(t for r in batch if r.cached for t in r.texts))
+        known = self.cache.get(looked_up) if self.cache is not None and looked_up else {}
+        todo = [t for t in dict.fromkeys(t for r in batch for t in r.texts) if t not in known]
+        if not todo:
+            return known
+        fresh = dict(zip(todo, self.inner.encode_texts(todo), strict=True))
+        self.stats.batches += 1
+        if self.cache is not None and looked_up:
+            wanted = set(looked_up)
+            self.cache.put({t: v for t, v in fresh.items() if t in wanted})
+        return known | fresh

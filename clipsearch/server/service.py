@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from starlette.concurrency import run_in_threadpool
-
+from clipsearch.arrays import Vector
 from clipsearch.asking import Answers
 from clipsearch.errors import (
     ClipsearchError,
@@ -32,7 +31,7 @@ from clipsearch.indexer.decode import TOO_LARGE
 from clipsearch.items import Item, inside_roots
 from clipsearch.models import model_identity
 from clipsearch.search.filters import Filter
-from clipsearch.search.hybrid import Mode
+from clipsearch.search.hybrid import Mode, without_quotes
 from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import MinRelevance
@@ -48,6 +47,7 @@ from clipsearch.server.errors import (
 from clipsearch.server.jobs import Jobs
 from clipsearch.server.settings import ServerSettings
 from clipsearch.server.thumbnails import Thumbnails
+from clipsearch.storage.query_cache import QueryCache
 from clipsearch.texts import BUILTIN_VOCABULARY, TextHit
 
 EMPTY_NOTE = "nothing is indexed yet: start an indexing job (POST /api/jobs)"
@@ -78,15 +78,17 @@ class SearchService:
     async def encode_query_texts(self, query: Query) -> None:
         """Put the query's texts in the query cache, encoding those it lacks through the
         batcher. Awaited on the event loop, so a request waiting for its batch holds no
-        worker thread: the threads stay free for searches that need the CPU now."""
-        texts = [str(p.value) for p in query.parts if p.kind == "text"]
-        if self._batcher is None or not texts:
+        worker thread: the threads stay free for searches that need the CPU now. (An image
+        search reads its texts without quote marks: those are encoded too.)"""
+        parts = [*query.parts, *without_quotes(query).parts]
+        texts = list(dict.fromkeys(str(p.value) for p in parts if p.kind == "text"))
+        cache = self._batcher.cache if self._batcher is not None else None
+        if self._batcher is None or not isinstance(cache, QueryTexts) or not texts:
             return
-        missing = await run_in_threadpool(self._uncached, texts)
-        if missing:
-            vectors = await asyncio.wrap_future(self._batcher.submit(missing))
-            fresh = dict(zip(missing, vectors, strict=True))
-            await run_in_threadpool(self.index.cache_query_texts, fresh)
+        held = cache.held(texts)  # in memory: no thread, no read
+        missing = [t for t in dict.fromkeys(texts) if t not in held]
+        if missing:  # the batcher reads the table for its whole batch, then encodes the rest
+            await asyncio.wrap_future(self._batcher.submit(missing, cached=True))
 
     def search(
         self,
@@ -101,12 +103,13 @@ class SearchService:
     ) -> Judged:
         """One page of images for a query: hits offset..offset+k, those under
         `min_relevance` left out (and counted in `weaker`)."""
-        self._refresh()
         try:
-            judged = self.index.search_judged(
-                query=query, k=offset + k, filters=filters, explain=explain,
-                min_relevance=min_relevance, mode=mode, sort=sort,
-            )  # fmt: skip
+            with self.index.db.snapshot():
+                self._refresh()
+                judged = self.index.search_judged(
+                    query=query, k=offset + k, filters=filters, explain=explain,
+                    min_relevance=min_relevance, mode=mode, sort=sort,
+                )  # fmt: skip
         except EmptyIndexError:
             return Judged([], note=EMPTY_NOTE)
         return Judged(judged.hits[offset:], judged.weaker, judged.note)
@@ -186,11 +189,6 @@ class SearchService:
                 f"{self.index.label}` once (stored tags are in GET /api/items/{item_id})"
             )
         return item, self.index.tag([item.path], top=k)[0].tags
-
-    def _uncached(self, texts: list[str]) -> list[str]:
-        if self.index.model_info is None:
-            return []  # nothing indexed yet: the search answers with a note
-        return self.index.uncached_query_texts(texts)
 
     # -- items and files ------------------------------------------------------------------
 
@@ -273,8 +271,7 @@ class SearchService:
         self._seen_generation = self.index.generation()
         if self._batcher is None and self.settings.batch_queries and self.index.model_info:
             # The first job on a new index loaded the model: batch queries from now on.
-            self._batcher = BatchingEncoder(self.index.encoder)
-            self.index.use_encoder(self._batcher)
+            self._batcher = _batching(self.index)
 
     def _refresh(self) -> None:
         """Reload the FAISS caches when another process changed the database."""
@@ -310,16 +307,40 @@ def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     try:
         if settings.model is None and index.model_info is None:
             return index, None
-        encoder = index.encoder  # loaded now, not in the first request
-        batcher = BatchingEncoder(encoder) if settings.batch_queries else None
-        if batcher is not None:
-            index.use_encoder(batcher)
+        _ = index.encoder  # loaded now, not in the first request
+        batcher = _batching(index) if settings.batch_queries else None
         if settings.shards:
             _shard(index, settings)
     except BaseException:
         index.close()
         raise
     return index, batcher
+
+
+class QueryTexts:
+    """The index's query cache, for the model being served: the batcher's `TextCache`
+    (new entries are written `later`, a second's together)."""
+
+    def __init__(self, cache: QueryCache, identity: str) -> None:
+        self.cache = cache
+        self.identity = identity
+
+    def held(self, texts: list[str]) -> dict[str, Vector]:
+        return self.cache.held(self.identity, texts)
+
+    def get(self, texts: list[str]) -> dict[str, Vector]:
+        return self.cache.get(self.identity, texts)
+
+    def put(self, vectors: dict[str, Vector]) -> None:
+        self.cache.put(self.identity, vectors, later=True)
+
+
+def _batching(index: Index) -> BatchingEncoder:
+    """A query batcher over the index's encoder (which encodes through it from now on)."""
+    encoder = index.encoder
+    batcher = BatchingEncoder(encoder, cache=QueryTexts(index.queries.cache, encoder.info.identity))
+    index.use_encoder(batcher)
+    return batcher
 
 
 def _shard(index: Index, settings: ServerSettings) -> None:

@@ -13,8 +13,10 @@ too long, a server that cannot be reached) come out as the typed errors of
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,8 @@ class Move:
     mtime_ns: int
 
 
+#: The most rows a memo of search reads holds before it starts afresh.
+MEMO_ROWS = 200_000
 #: Advanced by writes that change an image's words but not its vector (tags, OCR text).
 WORDS_GENERATION = "words_generation"
 
@@ -153,6 +157,8 @@ class Database:
         #: The image generation this object's last write produced (None before any).
         self.written_generation: int | None = None
         self._file = _file_identity(self.path)
+        self._snapshot = threading.local()  # this thread's `snapshot` of the meta table
+        self._memos: dict[str, tuple[int, dict[int, Any]]] = {}  # see `_memo`
 
     @classmethod
     def open(
@@ -216,13 +222,42 @@ class Database:
 
     # -- facts ---------------------------------------------------------------------------
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Within, this thread's reads of the meta table (`get_meta`, `generation`) all
+        answer from its first read: a search reads its facts and write counters a dozen
+        times, each a query (a round trip on PostgreSQL), and one search sees one state.
+        Nested snapshots share the outer one; a write of the meta table through this object
+        drops what was read."""
+        local = self._snapshot
+        if getattr(local, "active", False):
+            yield
+            return
+        local.active, local.meta = True, None
+        try:
+            yield
+        finally:
+            local.active, local.meta = False, None
+
     def get_meta(self) -> dict[str, str]:
-        # Plain SQL: a search reads the meta table several times, and the ORM costs 3x here.
+        local = self._snapshot
+        if not getattr(local, "active", False):
+            return self._read_meta()
+        if local.meta is None:
+            local.meta = self._read_meta()
+        return dict(local.meta)
+
+    def _read_meta(self) -> dict[str, str]:
+        # Plain SQL: the ORM costs 3x here.
         self.check_file()
         with self.engine.connect() as conn:
             return {str(k): str(v) for k, v in conn.exec_driver_sql("SELECT key, value FROM meta")}
 
+    def _forget_snapshot(self) -> None:
+        self._snapshot.meta = None
+
     def set_meta(self, **values: str) -> None:
+        self._forget_snapshot()
         with Session(self.engine) as session, session.begin():
             for key, value in values.items():
                 put_meta(session, key, value)
@@ -230,6 +265,7 @@ class Database:
     def set_meta_if_absent(self, **values: str) -> None:
         """Set these facts together, unless the first is already set (a claim: of several
         processes racing, the first to commit wins and the others keep its values)."""
+        self._forget_snapshot()
         with Session(self.engine) as session, session.begin():
             first = next(iter(values))
             stmt = dialect.upsert(session.connection(), Meta).values(key=first, value=values[first])
@@ -267,6 +303,8 @@ class Database:
 
     def generation(self, key: str = "generation") -> int:
         """The write counter of the images (or, with `key`, of another table)."""
+        if getattr(self._snapshot, "active", False):
+            return int(self.get_meta().get(key) or 0)
         self.check_file()
         with self.engine.connect() as conn:
             found = conn.scalar(text("SELECT value FROM meta WHERE key = :key"), {"key": key})
@@ -314,14 +352,26 @@ class Database:
                 session.execute(update(ImageRow).where(ImageRow.id == image_id).values(ocr=text))
             bump(session, WORDS_GENERATION)
 
+    def _memo(self, name: str) -> dict[int, Any]:
+        """A table of what searches read of the rows (their paths, their dates), valid as
+        long as the write counter holds: the same images come back in search after search,
+        and reading them again costs more than the rest of a search (a snapshot's counter
+        costs nothing). Rows read after the counter moved are only newer than their key."""
+        generation = self.generation()
+        held = self._memos.get(name)
+        if held is None or held[0] != generation or len(held[1]) > MEMO_ROWS:
+            held = self._memos[name] = (generation, {})
+        return held[1]
+
     def dates_for(self, ids: Sequence[int]) -> dict[int, str | None]:
         """The EXIF date taken of each of these images (None where the photo has none)."""
-        out: dict[int, str | None] = {}
+        memo = self._memo("dates")
+        missing = [i for i in dict.fromkeys(ids) if i not in memo]
         with Session(self.engine) as session:
-            for chunk in chunked(list(ids)):
+            for chunk in chunked(missing):
                 stmt = select(ImageRow.id, ImageRow.taken_at).where(ImageRow.id.in_(chunk))
-                out.update({i: taken for i, taken in session.execute(stmt)})
-        return out
+                memo.update({i: taken for i, taken in session.execute(stmt)})
+        return {i: memo[i] for i in ids if i in memo}
 
     def ids_by_path(self) -> dict[str, int]:
         with Session(self.engine) as session:
@@ -357,8 +407,16 @@ class Database:
 
     def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
         """(ids, paths) of the rows among `ids` whose vectors are well-formed."""
-        widths = stored_widths(self.dim())
-        return labels_for(self.engine, ImageRow.id, ImageRow.path, ids, ImageRow.vector, widths)
+        memo = self._memo("labels")
+        missing = [i for i in dict.fromkeys(ids) if i not in memo]
+        if missing:
+            widths = stored_widths(self.dim())
+            found = labels_for(
+                self.engine, ImageRow.id, ImageRow.path, missing, ImageRow.vector, widths
+            )
+            memo.update(zip(*found, strict=True))
+        kept = [i for i in dict.fromkeys(ids) if i in memo]
+        return kept, [memo[i] for i in kept]
 
     def dim(self) -> int | None:
         """The dimension of the stored vectors (None before the model is recorded)."""

@@ -15,9 +15,11 @@ change; adds and removes go to the CPU index, which is the one saved.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -190,7 +192,7 @@ class IdIndex:
         self, queries: Matrix, k: int, allowed: IdArray | None = None
     ) -> tuple[Matrix, IdArray]:
         x = np.ascontiguousarray(queries, dtype=np.float32)
-        with self._lock:
+        with self._lock, _threads_for(len(x)):
             return self._search_locked(x, k, allowed)
 
     def _search_locked(self, x: Matrix, k: int, allowed: IdArray | None) -> tuple[Matrix, IdArray]:
@@ -316,3 +318,24 @@ def _wrap(index: Any, dim: int, choice: IndexChoice) -> IdIndex:
     if isinstance(index, faiss.IndexIVF):
         return IVFIndex(dim, int(index.nlist), choice.nprobe or 8, index)
     return FlatIndex(dim, index)
+
+
+#: Searches of at most this many queries run on the calling thread alone: starting
+#: OpenMP's threads costs more than they save (12,000 vectors, one query: 1.7 ms on 2
+#: threads, 0.6 ms on one; benchmarks/results/serve_profile.md).
+FEW_QUERIES = 4
+
+
+@contextlib.contextmanager
+def _threads_for(queries: int) -> Iterator[None]:
+    """OpenMP threads for a search of this many queries (OpenMP's setting is the calling
+    thread's own: other threads, an indexing job's, keep theirs)."""
+    if queries > FEW_QUERIES:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,28 +95,52 @@ def fts5_expression(terms: Sequence[str], phrases: Sequence[str]) -> str | None:
     return required or any_term or None
 
 
+class Counts:
+    """How many documents hold each word, and how many there are, as of one stamp of a
+    keyword index: a search asks for both for every word of its query, and they change only
+    when the index is brought in step. Keyed by the stamp, so counts read while another
+    thread brought the index in step are dropped with the old stamp."""
+
+    def __init__(self) -> None:
+        self._at: tuple[str | None, dict[str, int]] = (None, {})
+
+    def at(self, stamp: str | None) -> dict[str, int]:
+        """The counts as of `stamp` (a new, empty table when the stamp moved)."""
+        held = self._at
+        if held[0] != stamp:
+            held = self._at = (stamp, {})
+        return held[1]
+
+
 class Fts5Keywords:
-    """SQLite FTS5 over one index's image documents, in a cache file."""
+    """SQLite FTS5 over one index's image documents, in a cache file.
+
+    Each thread keeps its own connection to the file (opened again when the file was
+    deleted or replaced). One thread at a time brings the file in step with the store; the
+    others, meanwhile, search what the file holds (the state of the last refresh) instead of
+    waiting: a search never waits behind an indexing job's words.
+    """
 
     def __init__(self, db: Database, folder: Path) -> None:
         self.db = db
         self.path = _writable(folder, db.store_id()) / FILE_NAME
         self._ready = False
+        self._local = threading.local()  # this thread's (file identity, connection)
+        self._file: tuple[int, int, int] | None = None  # the file the state below is about
+        self._in_step: str | None = None  # the stamp this process last saw the file at
+        self._counts = Counts()
+        self._refreshing = threading.Lock()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection to the cache file; its errors a user can act on (a full disk, a
-        damaged file) come out typed, with one line saying what to do. A file deleted since
-        (as a damaged one's error says to do) is made again by the next `_ensure`."""
-        if not self.path.exists():
-            self._ready = False
+        """This thread's connection to the cache file; its errors a user can act on (a full
+        disk, a damaged file) come out typed, with one line saying what to do. A file
+        deleted since (as a damaged one's error says to do) is made again by `_ensure`."""
         try:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            try:
-                yield conn
-            finally:
-                conn.close()
+            conn = self._connection()
+            yield conn
         except sqlite3.Error as exc:
+            self._drop_connection()
             typed = dialect.sqlite_error(str(exc), self.path)
             if isinstance(typed, IndexDamagedError):
                 typed = IndexDamagedError(
@@ -122,6 +148,25 @@ class Fts5Keywords:
                     "next search rebuilds it from the index"
                 )
             raise (typed or ClipsearchError(f"keyword cache {self.path}: {exc}")) from None
+
+    def _connection(self) -> sqlite3.Connection:
+        identity = _identity(self.path)
+        held = getattr(self._local, "held", None)
+        if held is not None and identity is not None and held[0] == identity:
+            return held[1]  # type: ignore[no-any-return]
+        self._drop_connection()
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        identity = _identity(self.path)  # made just now if it was missing
+        if identity != self._file:  # a new file: nothing known about it yet
+            self._file, self._ready, self._in_step = identity, False, None
+        self._local.held = (identity, conn)
+        return conn
+
+    def _drop_connection(self) -> None:
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held[1].close()
 
     def _ensure(self, conn: sqlite3.Connection) -> None:
         if not self._ready:
@@ -152,23 +197,39 @@ class Fts5Keywords:
             raise
 
     def refresh(self) -> int:
-        """Bring the file in step with the store; returns how many documents changed."""
+        """Bring the file in step with the store; returns how many documents changed. While
+        another thread of this process does it, returns 0 at once (the file holds the last
+        refresh's state) unless the file was never filled."""
         current = stamp(self.db)
         with self._connect() as conn:
-            self._ensure(conn)
-            if _stamp(conn) == current:
+            if current == self._in_step:
                 return 0
-            conn.execute("BEGIN IMMEDIATE")  # one process refreshes; the others then see it
+            self._ensure(conn)
+            seen = _stamp(conn)
+            if seen == current:
+                self._in_step = current
+                return 0
+            if not self._refreshing.acquire(blocking=seen is None):
+                return 0
             try:
-                if _stamp(conn) == current:
-                    conn.execute("COMMIT")
-                    return 0
-                changed = _apply(conn, documents(self.db))
-                conn.execute("INSERT OR REPLACE INTO state VALUES ('stamp', ?)", (current,))
+                changed = self._apply(conn, current)
+            finally:
+                self._refreshing.release()
+        self._in_step = current
+        return changed
+
+    def _apply(self, conn: sqlite3.Connection, current: str) -> int:
+        conn.execute("BEGIN IMMEDIATE")  # one process refreshes; the others then see it
+        try:
+            if _stamp(conn) == current:
                 conn.execute("COMMIT")
-            except BaseException:
-                _roll_back(conn)
-                raise
+                return 0
+            changed = _apply(conn, documents(self.db))
+            conn.execute("INSERT OR REPLACE INTO state VALUES ('stamp', ?)", (current,))
+            conn.execute("COMMIT")
+        except BaseException:
+            _roll_back(conn)
+            raise
         return changed
 
     def search(
@@ -203,18 +264,19 @@ class Fts5Keywords:
 
     def size(self) -> int:
         """How many documents it holds, as of the last refresh."""
-        with self._connect() as conn:
-            self._ensure(conn)
-            return int(conn.execute("SELECT count(*) FROM docs").fetchone()[0])
+        return self._counted(SIZE, "SELECT count(*) FROM docs", ())
 
     def document_frequency(self, part: str) -> int:
         """How many documents hold a word or phrase, as of the last refresh."""
-        with self._connect() as conn:
-            self._ensure(conn)
-            found = conn.execute(
-                "SELECT count(*) FROM fts WHERE fts MATCH ?", (fts5_part(part),)
-            ).fetchone()
-        return int(found[0])
+        return self._counted(part, "SELECT count(*) FROM fts WHERE fts MATCH ?", (fts5_part(part),))
+
+    def _counted(self, key: str, sql: str, params: tuple[str, ...]) -> int:
+        counts = self._counts.at(self._in_step)
+        if key not in counts:
+            with self._connect() as conn:
+                self._ensure(conn)
+                counts[key] = int(conn.execute(sql, params).fetchone()[0])
+        return counts[key]
 
     def matching(self, part: str, ids: Sequence[int]) -> set[int]:
         """Which of `ids` hold a word or phrase, as of the last refresh."""
@@ -227,6 +289,21 @@ class Fts5Keywords:
             self._ensure(conn)
             found = conn.execute(sql, (fts5_part(part), json.dumps([int(i) for i in ids])))
             return {int(r[0]) for r in found}
+
+
+#: The key of the document count among the `Counts` (no word holds a NUL).
+SIZE = "\0size"
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at `path`: a deleted file's inode number is often given to the next
+    one made, so the time of its last change of state counts too (a checkpoint moves it,
+    which costs one reconnection)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _stamp(conn: sqlite3.Connection) -> str | None:

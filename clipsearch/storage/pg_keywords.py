@@ -20,6 +20,7 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
 from clipsearch.storage.db import Database
+from clipsearch.storage.keyword_index import SIZE, Counts
 from clipsearch.storage.words import FIELDS, Document, changed_documents, documents, stamp
 
 TABLE = "clipsearch_keywords"
@@ -54,6 +55,8 @@ class PostgresKeywords:
         # on the advisory lock holding a pooled connection each: 15 such waiters once left
         # the writer none to read the documents with (QueuePool limit reached).
         self._writing = threading.Lock()
+        self._in_step: str | None = None  # the stamp this process last saw the table at
+        self._counts = Counts()
 
     def _ensure(self, conn: Connection) -> None:
         if self._ready:
@@ -71,26 +74,41 @@ class PostgresKeywords:
             conn.execute(text(f"DELETE FROM {TABLE}"))
             conn.execute(text(f"DELETE FROM {STATE}"))
             conn.execute(text(f"INSERT INTO {STATE} VALUES ('recipe', :r)"), {"r": _RECIPE})
-        self._ready = True
 
     def refresh(self) -> int:
+        """Bring the table in step with the store; returns how many documents changed. While
+        another thread of this process does it, returns 0 at once (the table holds the last
+        refresh's state) unless it was never filled."""
         current = stamp(self.db)
+        if current == self._in_step:
+            return 0
         held = text(f"SELECT value FROM {STATE} WHERE key = 'stamp'")
+        seen = None
         if self._ready:  # the usual case, nothing changed: no lock, no transaction
             with self.db.engine.connect() as conn:
+                seen = conn.execute(held).scalar()
+            if seen == current:
+                self._in_step = current
+                return 0
+        if not self._writing.acquire(blocking=seen is None):
+            return 0
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
+                self._ensure(conn)
                 if conn.execute(held).scalar() == current:
-                    return 0
-        with self._writing, self.db.engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
-            self._ensure(conn)
-            if conn.execute(held).scalar() == current:
-                return 0  # another process brought it in step while this one waited
-            changed = _apply(conn, documents(self.db))
-            conn.execute(
-                text(f"INSERT INTO {STATE} VALUES ('stamp', :v) "
-                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
-                {"v": current},
-            )  # fmt: skip
+                    changed = 0  # another process brought it in step while this one waited
+                else:
+                    changed = _apply(conn, documents(self.db))
+                    conn.execute(
+                        text(f"INSERT INTO {STATE} VALUES ('stamp', :v) "
+                             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+                        {"v": current},
+                    )  # fmt: skip
+        finally:
+            self._writing.release()
+        self._ready = True  # committed: other threads may read the tables now
+        self._in_step = current
         return changed
 
     def search(
@@ -128,15 +146,18 @@ class PostgresKeywords:
         return [(int(i), float(score)) for i, score in rows]
 
     def size(self) -> int:
-        with self.db.engine.connect() as conn:
-            return int(conn.execute(text(f"SELECT count(*) FROM {TABLE}")).scalar_one())
+        return self._counted(SIZE, f"SELECT count(*) FROM {TABLE}", {})
 
     def document_frequency(self, part: str) -> int:
-        with self.db.engine.connect() as conn:
-            found = conn.execute(
-                text(f"SELECT count(*) FROM {TABLE} WHERE doc @@ {_part_query('p')}"), {"p": part}
-            ).scalar_one()
-        return int(found)
+        sql = f"SELECT count(*) FROM {TABLE} WHERE doc @@ {_part_query('p')}"
+        return self._counted(part, sql, {"p": part})
+
+    def _counted(self, key: str, sql: str, params: dict[str, str]) -> int:
+        counts = self._counts.at(self._in_step)
+        if key not in counts:
+            with self.db.engine.connect() as conn:
+                counts[key] = int(conn.execute(text(sql), params).scalar_one())
+        return counts[key]
 
     def matching(self, part: str, ids: Sequence[int]) -> set[int]:
         if not ids:
