@@ -120,6 +120,9 @@ def scenario(db: Path, args: argparse.Namespace, job: Path | None) -> dict[str, 
             latencies, inside = asyncio.run(clients(server.base, args.clients, args.seconds))
             spy.wait(timeout=120)
             busy, ours = stages(raw)
+            if args.keep_raw is not None:
+                args.keep_raw.mkdir(parents=True, exist_ok=True)
+                shutil.copy(raw, args.keep_raw / ("job.txt" if job else "idle.txt"))
         stats = httpx.get(f"{server.base}/api/stats", timeout=30).json()
     finally:
         server.stop()
@@ -141,6 +144,7 @@ def main() -> None:
     parser.add_argument("--job", type=Path, help="a folder a server job indexes meanwhile")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--keep-raw", type=Path, help="a folder to keep py-spy's samples in")
     args = parser.parse_args()
     runs = [scenario(args.db, args, None)]
     if args.job is not None:

@@ -51,7 +51,7 @@ from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.faiss_index import VectorIndex
 from clipsearch.storage.frames import ImageVectors, video_count
-from clipsearch.storage.keyword_index import Fts5Keywords, KeywordIndex
+from clipsearch.storage.keyword_index import Fts5Keywords, KeywordIndex, Pace
 from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.storage.vectors import VectorTable
@@ -622,12 +622,15 @@ class Index:
         FAISS files, or PostgreSQL's full-text search in a PostgreSQL store."""
         if self._keywords is None:
             if self.location.is_sqlite:
-                self._keywords = Fts5Keywords(self.db, self.cache_dir)
+                self._keywords = Fts5Keywords(self.db, self.cache_dir, self._keyword_pace())
             else:
                 from clipsearch.storage.pg_keywords import PostgresKeywords
 
-                self._keywords = PostgresKeywords(self.db)
+                self._keywords = PostgresKeywords(self.db, self._keyword_pace())
         return self._keywords
+
+    def _keyword_pace(self) -> Pace:
+        return Pace(writing=lambda: self.writer_lock.held)
 
     # -- facts ----------------------------------------------------------------------------
 

@@ -257,3 +257,46 @@ def test_a_deleted_keyword_cache_is_made_again_by_the_next_search(
         for leftover in cache.parent.glob("keywords.sqlite*"):
             leftover.unlink()
         assert _names(idx.search("golden gate", k=3, mode="keyword")) == first
+
+
+def test_while_this_process_writes_words_are_refreshed_at_a_pace_and_after_at_once(
+    photos: Path, store: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an indexing job of this process, the keyword index is brought in step at most
+    once per REFRESH_GAP (searches keep the CPU); once the job is over, the next search
+    sees every word."""
+    from clipsearch.storage import keyword_index
+
+    monkeypatch.setattr(keyword_index, "REFRESH_GAP", 3600.0)
+    with clipsearch.open(store(), model="tiny-random", workers=0) as idx:
+        idx.add([photos / "misc"])
+        assert idx.search("lighthouse", k=3, mode="keyword") == []
+        make_image(60).save(photos / "Paris trip" / "lighthouse.jpg")
+        with idx.writing():  # a job of this process is writing
+            idx.add([photos / "Paris trip"])
+            assert "lighthouse.jpg" in _names(idx.search("lighthouse", k=100, mode="semantic"))
+            # the keyword index was refreshed moments ago: not again until the gap is over
+            assert idx.search("lighthouse", k=3, mode="keyword") == []
+        assert _names(idx.search("lighthouse", k=3, mode="keyword")) == ["lighthouse.jpg"]
+
+
+def test_a_keyword_cache_deleted_under_other_threads_is_made_again_for_them(
+    photos: Path, tmp_path: Path
+) -> None:
+    """Each thread keeps its own connection to the keyword cache: one that still points at
+    a deleted file must not go on answering from it (a new file often gets the old one's
+    inode number)."""
+    with (
+        clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx,
+        ThreadPoolExecutor(1) as worker,
+    ):
+        idx.add([photos])
+        first = worker.submit(idx.search, "golden gate", k=3, mode="keyword").result()
+        cache = next((tmp_path / "db").rglob("keywords.sqlite"))
+        for leftover in cache.parent.glob("keywords.sqlite*"):
+            leftover.unlink()
+        assert _names(idx.search("golden gate", k=3, mode="keyword")) == _names(first)
+        make_image(61).save(photos / "misc" / "golden_harbour.jpg")
+        idx.add([photos])
+        again = worker.submit(idx.search, "golden", k=5, mode="keyword").result()
+        assert "golden_harbour.jpg" in _names(again)

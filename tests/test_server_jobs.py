@@ -3,6 +3,9 @@ answering meanwhile and see each committed batch."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -173,3 +176,31 @@ def test_a_read_only_server_does_not_embed_the_vocabulary(tmp_path: Path) -> Non
         assert service.index.texts.table.count() == 0
     finally:
         service.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities: Linux")
+def test_a_job_runs_below_searches_with_the_processes_it_starts(tmp_path: Path) -> None:
+    """The job's thread is `JOB_NICENESS` lower than the server's; the processes it starts
+    (decoding workers) inherit that; the server's other threads keep theirs."""
+    from clipsearch.server.jobs import JOB_NICENESS
+
+    seen: dict[str, int] = {}
+
+    def run(paths: list[str], report: Callable[[Progress], None]) -> IndexSummary:
+        seen["job"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.nice(0))"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        seen["child"] = int(child.stdout)
+        return IndexSummary()
+
+    server = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    jobs = Jobs(run)
+    job = jobs.start([str(tmp_path)])
+    deadline = time.monotonic() + 30
+    while jobs.running() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "done", job.error
+    assert seen == {"job": min(19, server + JOB_NICENESS), "child": min(19, server + JOB_NICENESS)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == server

@@ -240,3 +240,31 @@ def test_the_folder_filter_takes_odd_folder_names_literally(store: Callable[...,
             assert found == {ids[f"{folder}/{i}.jpg"] for i in range(2)}, folder
     finally:
         db.close()
+
+
+def test_a_snapshot_reads_the_facts_once_and_sees_writes_after(tmp_path: Path) -> None:
+    """Inside `snapshot`, one thread's reads of the meta table answer from one read (a
+    search's dozen reads of its counters and facts); another writer's change shows after it,
+    and a write through the same object shows at once."""
+    from clipsearch.storage.db import Database
+
+    db = Database.open(tmp_path)
+    other = Database.open(tmp_path)
+    try:
+        before = db.generation()
+        with db.snapshot():
+            assert db.generation() == before
+            other.set_meta(generation=str(before + 5), note="x")
+            assert db.generation() == before  # one state for the whole snapshot
+            assert "note" not in db.get_meta()
+            seen: list[int] = []
+            reader = threading.Thread(target=lambda: seen.append(db.generation()))
+            reader.start()
+            reader.join()
+            assert seen == [before + 5]  # other threads are not in this snapshot
+            db.set_meta(own="y")
+            assert db.get_meta()["own"] == "y"
+        assert db.generation() == before + 5
+    finally:
+        other.close()
+        db.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,10 @@ log = logging.getLogger("clipsearch.server")
 
 #: Finished jobs kept for `GET /api/jobs` (the oldest are forgotten first).
 KEEP_FINISHED = 50
+#: How far below searches a job runs (Linux nice: its thread, and with it the decoding
+#: processes and model threads that thread starts): searches take the CPU they need, the
+#: job the rest.
+JOB_NICENESS = 10
 
 
 @dataclass
@@ -101,6 +106,7 @@ class Jobs:
 
     def _work(self, job: Job) -> None:
         job.state = "running"
+        yield_to_searches()
         try:
             summary = self._run(job.paths, job.report)
             job.summary = summary.to_dict()
@@ -119,3 +125,16 @@ class Jobs:
         finished = sorted(j.id for j in self._jobs.values() if j.finished_at is not None)
         for job_id in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self._jobs[job_id]
+
+
+def yield_to_searches() -> None:
+    """Lower the calling thread's CPU priority by `JOB_NICENESS` (where the system has
+    thread priorities: Linux; elsewhere nothing changes)."""
+    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        niceness = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, niceness + JOB_NICENESS))
+    except OSError as exc:  # e.g. a sandbox that forbids it: the job runs as before
+        log.warning("could not lower the indexing job's priority: %s", exc)

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,6 +96,31 @@ def fts5_expression(terms: Sequence[str], phrases: Sequence[str]) -> str | None:
     return required or any_term or None
 
 
+#: While this process writes (an indexing job), a keyword index is brought in step at most
+#: once in this many seconds, or in this many times what the last refresh took if longer:
+#: a refresh reads every image's words, and a job commits a batch several times a second.
+REFRESH_GAP = 2.0
+REFRESH_SHARE = 5.0
+
+
+class Pace:
+    """When a keyword index may next be brought in step while this process writes: new
+    images are found by their words a little later, and searches keep the CPU. Without a
+    writer of this process there is no pause: a search after a write sees its words."""
+
+    def __init__(self, writing: Callable[[], bool] = lambda: False) -> None:
+        self._writing = writing
+        self._next = 0.0
+
+    def hold(self) -> bool:
+        """Whether a refresh should wait for a later search."""
+        return time.monotonic() < self._next and self._writing()
+
+    def done(self, started: float) -> None:
+        now = time.monotonic()
+        self._next = now + max(REFRESH_GAP, REFRESH_SHARE * (now - started))
+
+
 class Counts:
     """How many documents hold each word, and how many there are, as of one stamp of a
     keyword index: a search asks for both for every word of its query, and they change only
@@ -121,9 +147,10 @@ class Fts5Keywords:
     waiting: a search never waits behind an indexing job's words.
     """
 
-    def __init__(self, db: Database, folder: Path) -> None:
+    def __init__(self, db: Database, folder: Path, pace: Pace | None = None) -> None:
         self.db = db
         self.path = _writable(folder, db.store_id()) / FILE_NAME
+        self._pace = pace or Pace()
         self._ready = False
         self._local = threading.local()  # this thread's (file identity, connection)
         self._file: tuple[int, int, int] | None = None  # the file the state below is about
@@ -199,7 +226,8 @@ class Fts5Keywords:
     def refresh(self) -> int:
         """Bring the file in step with the store; returns how many documents changed. While
         another thread of this process does it, returns 0 at once (the file holds the last
-        refresh's state) unless the file was never filled."""
+        refresh's state) unless the file was never filled; so does a refresh too soon after
+        the last one while this process writes (`Pace`)."""
         current = stamp(self.db)
         with self._connect() as conn:
             if current == self._in_step:
@@ -209,12 +237,16 @@ class Fts5Keywords:
             if seen == current:
                 self._in_step = current
                 return 0
+            if seen is not None and self._pace.hold():
+                return 0
             if not self._refreshing.acquire(blocking=seen is None):
                 return 0
+            started = time.monotonic()
             try:
                 changed = self._apply(conn, current)
             finally:
                 self._refreshing.release()
+                self._pace.done(started)
         self._in_step = current
         return changed
 

@@ -12,6 +12,7 @@ so that one process does it at a time.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
 from clipsearch.storage.db import Database
-from clipsearch.storage.keyword_index import SIZE, Counts
+from clipsearch.storage.keyword_index import SIZE, Counts, Pace
 from clipsearch.storage.words import FIELDS, Document, changed_documents, documents, stamp
 
 TABLE = "clipsearch_keywords"
@@ -48,8 +49,9 @@ def _part_query(name: str) -> str:
 class PostgresKeywords:
     """PostgreSQL full-text search over one index's image documents (`KeywordIndex`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pace: Pace | None = None) -> None:
         self.db = db
+        self._pace = pace or Pace()
         self._ready = False
         # One thread of this process brings the table in step; the others wait here, not
         # on the advisory lock holding a pooled connection each: 15 such waiters once left
@@ -90,8 +92,11 @@ class PostgresKeywords:
             if seen == current:
                 self._in_step = current
                 return 0
+        if seen is not None and self._pace.hold():
+            return 0
         if not self._writing.acquire(blocking=seen is None):
             return 0
+        started = time.monotonic()
         try:
             with self.db.engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
@@ -107,6 +112,7 @@ class PostgresKeywords:
                     )  # fmt: skip
         finally:
             self._writing.release()
+            self._pace.done(started)
         self._ready = True  # committed: other threads may read the tables now
         self._in_step = current
         return changed
