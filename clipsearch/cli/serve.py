@@ -48,6 +48,12 @@ def serve(
         None, "--workers", help="Decoding processes of indexing jobs [default: cores, up to 4]."
     ),
     threads: int = typer.Option(4, "--threads", help="Worker threads for searches and files."),
+    max_inflight: int = typer.Option(
+        64, "--max-inflight", help="Searches answered at once; more are refused with 429."
+    ),
+    deadline: float = typer.Option(
+        5.0, "--deadline", help="Seconds a search may wait for the model or a thread (then 503)."
+    ),
     header_timeout: float = typer.Option(
         10.0, "--header-timeout", help="Seconds a client has to send a request's headers."
     ),
@@ -88,6 +94,8 @@ def serve(
             precision=resolved.precision,
             workers=resolved.workers,
             threads=threads,
+            max_inflight=max_inflight,
+            deadline=deadline,
             shards=shards,
             ray=ray,
         )

@@ -24,6 +24,7 @@ from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import parse_min_relevance
 from clipsearch.server import liveness
+from clipsearch.server.admission import check_deadline
 from clipsearch.server.errors import NotFoundError, ReadOnlyError, UploadTooLargeError
 from clipsearch.server.schemas import (
     ISO_DATE,
@@ -93,7 +94,12 @@ async def encoded_then(
     start = time.perf_counter()
     if query is not None:
         await service.encode_query_texts(query)
-    out = await run_in_threadpool(work)
+
+    def in_time() -> T:
+        check_deadline("a worker thread")
+        return work()
+
+    out = await run_in_threadpool(in_time)
     return out, (time.perf_counter() - start) * 1000
 
 
@@ -177,7 +183,11 @@ def stats(service: Service) -> StatsOut:
     job = JobOut(**running.to_dict()) if running else None
     batches = service.batch_stats
     batching = (
-        QueryBatchingOut(requests=batches.calls, model_calls=batches.batches) if batches else None
+        QueryBatchingOut(
+            requests=batches.calls, model_calls=batches.batches, dropped=batches.dropped
+        )
+        if batches
+        else None
     )
     return StatsOut(**service.stats().to_dict(), job=job, query_batching=batching)
 

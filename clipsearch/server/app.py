@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from clipsearch import __version__
 from clipsearch.server import media
+from clipsearch.server.admission import Admission
 from clipsearch.server.api import router
 from clipsearch.server.guards import Guard, install_error_handlers
 from clipsearch.server.service import SearchService
@@ -71,6 +72,7 @@ def create_app(settings: ServerSettings, service: SearchService | None = None) -
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Admission, max_inflight=settings.max_inflight, deadline_s=settings.deadline)
     # Added last = runs first: CORS answers preflights (which carry no key) before the guard.
     app.add_middleware(
         Guard,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from clipsearch.models.base import Encoder
+from clipsearch.server.admission import OverloadedError
 
 Vectors = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -41,6 +43,7 @@ class TextCache(Protocol):
 class _Request:
     texts: list[str]
     cached: bool = False
+    deadline: float | None = None  # time.monotonic() past which it is dropped, not encoded
     result: Future[Vectors] = field(default_factory=Future)
 
 
@@ -48,6 +51,7 @@ class _Request:
 class BatchStats:
     calls: int = 0  # encode_texts calls made by requests
     batches: int = 0  # model calls made for them
+    dropped: int = 0  # requests dropped at their deadline, unencoded
 
     @property
     def mean_batch(self) -> float:
@@ -80,11 +84,15 @@ class BatchingEncoder:
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
         return self.submit(texts).result()
 
-    def submit(self, texts: Sequence[str], cached: bool = False) -> Future[Vectors]:
+    def submit(
+        self, texts: Sequence[str], cached: bool = False, deadline: float | None = None
+    ) -> Future[Vectors]:
         """Queue texts for encoding; the future holds their vectors. (An async caller can
         await it through `asyncio.wrap_future` without holding a thread.) `cached`: look
-        them up in the cache first, and keep what the model makes of them there."""
-        request = _Request(list(texts), cached and self.cache is not None)
+        them up in the cache first, and keep what the model makes of them there. A request
+        still queued at its `deadline` (time.monotonic()) is dropped: its future holds an
+        `OverloadedError`."""
+        request = _Request(list(texts), cached and self.cache is not None, deadline)
         if not request.texts:
             request.result.set_result(self.inner.encode_texts([]))
         else:
@@ -118,6 +126,19 @@ class BatchingEncoder:
                 return
 
     def _encode(self, batch: list[_Request]) -> None:
+        now = time.monotonic()
+        late = [r for r in batch if r.deadline is not None and now > r.deadline]
+        for r in late:
+            self.stats.dropped += 1
+            r.result.set_exception(
+                OverloadedError(
+                    "the server is overloaded: this search waited for the text encoder past "
+                    "its deadline; retry shortly"
+                )
+            )
+        batch = [r for r in batch if r not in late]
+        if not batch:
+            return
         try:
             vector_of = self._vectors(batch)
         except BaseException as exc:  # handed to every waiting caller; the thread lives on

@@ -4,10 +4,7 @@ errors turned into JSON with the right status and no internals."""
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 from urllib.parse import unquote
 
 from fastapi import FastAPI, HTTPException, Request
@@ -28,6 +25,8 @@ from clipsearch.errors import (
     ReadOnlyIndexError,
     ShardUnavailableError,
 )
+from clipsearch.server.admission import OverloadedError
+from clipsearch.server.asgi import ASGIApp, Message, Receive, Scope, Send, reject
 from clipsearch.server.errors import (
     ForbiddenFileError,
     JobBusyError,
@@ -38,11 +37,6 @@ from clipsearch.server.errors import (
 from clipsearch.server.settings import is_loopback
 
 log = logging.getLogger("clipsearch.server")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 KEY_HEADER = "x-api-key"
 KEY_COOKIE = "clipsearch_key"
@@ -51,6 +45,7 @@ PUBLIC_PREFIXES = ("/static/",)
 PUBLIC_PATHS = ("/", "/favicon.ico")
 
 _STATUS: list[tuple[type[ClipsearchError], int]] = [
+    (OverloadedError, 503),
     (IndexBusyError, 409),
     (ReadOnlyIndexError, 403),
     (DiskFullError, 507),
@@ -69,8 +64,10 @@ _STATUS: list[tuple[type[ClipsearchError], int]] = [
 ]
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status)
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
 def status_of(exc: ClipsearchError) -> int:
@@ -80,6 +77,8 @@ def status_of(exc: ClipsearchError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     async def library_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ClipsearchError)
+        if isinstance(exc, OverloadedError):
+            return error_response(503, str(exc), {"Retry-After": str(exc.retry_after)})
         return error_response(status_of(exc), str(exc))
 
     async def invalid_request(_request: Request, exc: Exception) -> JSONResponse:
@@ -122,7 +121,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         if not self.api_key and not loopback_host(_header(scope, b"host")):
-            await _reject(
+            await reject(
                 send,
                 403,
                 "this server answers only requests addressed to localhost, 127.0.0.1 or [::1] "
@@ -130,11 +129,11 @@ class Guard:
             )
             return
         if self.api_key and not self._public(scope["path"]) and not self._authorised(scope):
-            await _reject(send, 401, "missing or wrong API key: send it as the X-API-Key header")
+            await reject(send, 401, "missing or wrong API key: send it as the X-API-Key header")
             return
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _reject(send, 413, self._too_large())
+            await reject(send, 413, self._too_large())
             return
         await self.app(scope, self._capped(receive), send)
 
@@ -206,18 +205,3 @@ def loopback_host(host: str | None) -> bool:
     elif name.count(":") == 1:
         name = name.split(":", 1)[0]
     return is_loopback(name)
-
-
-async def _reject(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"error": message, "status": status}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

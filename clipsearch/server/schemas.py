@@ -184,6 +184,7 @@ class JobOut(BaseModel):
 class QueryBatchingOut(BaseModel):
     requests: int = Field(description="text encodings asked for by requests")
     model_calls: int = Field(description="model calls that served them")
+    dropped: int = Field(0, description="requests dropped unencoded at their deadline (503)")
 
 
 class StatsOut(BaseModel):

@@ -36,6 +36,7 @@ from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import MinRelevance
 from clipsearch.search.sorting import Sort
+from clipsearch.server.admission import deadline
 from clipsearch.server.batching import BatchingEncoder, BatchStats
 from clipsearch.server.errors import (
     ForbiddenFileError,
@@ -88,7 +89,8 @@ class SearchService:
         held = cache.held(texts)  # in memory: no thread, no read
         missing = [t for t in dict.fromkeys(texts) if t not in held]
         if missing:  # the batcher reads the table for its whole batch, then encodes the rest
-            await asyncio.wrap_future(self._batcher.submit(missing, cached=True))
+            submitted = self._batcher.submit(missing, cached=True, deadline=deadline())
+            await asyncio.wrap_future(submitted)
 
     def search(
         self,

@@ -36,6 +36,10 @@ class ServerSettings:
     #: `ray`: the cluster's address (`auto`, HOST:PORT, `local`).
     shards: int = 0
     ray: str | None = None
+    #: Searches answered at once; one more is refused with 429 (`server.admission`).
+    max_inflight: int = 64
+    #: Seconds a search may wait (for its batch, for a thread) before it is answered 503.
+    deadline: float = 5.0
 
     def check(self) -> None:
         """Refuse settings that would expose the collection by accident."""
@@ -51,6 +55,12 @@ class ServerSettings:
             raise ConfigError("--shards needs a Ray cluster: add --ray auto|HOST:PORT|local")
         if self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        if self.max_inflight < 1:
+            raise ConfigError(f"--max-inflight must be at least 1, got {self.max_inflight}")
+        if not self.deadline > 0:
+            raise ConfigError(
+                f"--deadline must be a positive number of seconds, got {self.deadline}"
+            )
         if self.max_upload_bytes < 1:
             raise ConfigError(f"the upload limit must be positive, got {self.max_upload_bytes}")
 
