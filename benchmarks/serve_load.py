@@ -109,7 +109,7 @@ class Server:
             self.process.kill()
 
 
-def start(db: Path, *flags: str) -> tuple[Server, float]:
+def start(db: Path | str, *flags: str) -> tuple[Server, float]:
     port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -178,15 +178,21 @@ class Connection:
 
 
 async def load(
-    base: str, clients: int, seconds: float, next_query: object, during: object = None
+    base: str,
+    clients: int,
+    seconds: float,
+    next_query: object,
+    during: object = None,
+    stop: asyncio.Future[None] | None = None,
 ) -> Outcome:
+    """`clients` closed-loop clients for `seconds` (or until `stop` is done)."""
     outcome = Outcome()
     deadline = time.perf_counter() + seconds
 
     async def client() -> None:
         connection = await Connection.open(base)
         try:
-            while time.perf_counter() < deadline:
+            while time.perf_counter() < deadline and not (stop is not None and stop.done()):
                 query = urlencode({"q": next_query(), "k": 20})  # type: ignore[operator]
                 t0 = time.perf_counter()
                 try:

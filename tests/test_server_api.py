@@ -342,3 +342,43 @@ def test_nul_in_any_query_or_filter_is_searched_without_it(
         "/api/search", json={"text": "a dog", "k": 3, "filters": {"folder": folder}}
     )
     assert _ids(posted) == _ids(plain)
+
+
+def test_a_page_of_hits_is_written_as_its_schema_says() -> None:
+    """Search responses are written without pydantic (20 hits cost as much as the search):
+    the JSON must be what `SearchOut` would give, every field of a hit included."""
+    import json
+
+    from clipsearch.search.judge import Judged
+    from clipsearch.search.searcher import Hit
+    from clipsearch.server.api import _page
+    from clipsearch.server.schemas import HitOut, SearchOut
+
+    hits = [
+        Hit(1, "/photos/a.jpg", 0.5, {"candidate_rank": 1.0}, "my adapter", 0.75, 1.25,
+            "2020-01-02T03:04:05", 2.5, (1.0, 3.0)),
+        Hit(2, "/photos/été/ß.jpg", 0.25),
+    ]  # fmt: skip
+    written = _page(Judged(hits, 3, "a note"), 20, 40, 1.5)
+    schema = SearchOut(
+        hits=[HitOut(**h.to_dict()) for h in hits], k=20, offset=40, took_ms=1.5,
+        note="a note", weaker=3,
+    )  # fmt: skip
+    assert json.loads(written.body) == schema.model_dump(mode="json")
+    assert written.headers["content-type"] == "application/json"
+    assert set(HitOut.model_fields) == set(hits[0].to_dict())  # a new field reaches both
+
+
+def test_query_parameters_repeat_and_unknown_ones_are_left_alone(client: TestClient) -> None:
+    """The search's query string is read into one model (server.query_params): a repeated
+    list parameter keeps every value, an unknown parameter changes nothing."""
+    both = client.get(
+        "/api/search", params=[("q", "red"), ("format", "JPEG"), ("format", "PNG"), ("x", "1")]
+    )
+    png = client.get("/api/search", params=[("q", "red"), ("format", "PNG")])
+    plain = client.get("/api/search", params={"q": "red"})
+    assert both.status_code == png.status_code == plain.status_code == 200
+    assert png.json()["hits"] == []
+    assert _ids(both) == _ids(plain) != []
+    listed = client.get("/api/openapi.json").json()["paths"]["/api/search"]["get"]
+    assert {"q", "k", "format", "tag", "taken_after"} <= {p["name"] for p in listed["parameters"]}

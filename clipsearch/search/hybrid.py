@@ -229,7 +229,7 @@ def search(
 
 
 def _with_keyword(hit: Hit, keyword: KeywordHit | None) -> Hit:
-    return hit if keyword is None else replace(hit, keyword_score=round(keyword.bm25, 4))
+    return hit if keyword is None else hit.but(keyword_score=round(keyword.bm25, 4))
 
 
 def _keyword_only(host: HybridHost, keyword: list[KeywordHit]) -> list[Hit]:

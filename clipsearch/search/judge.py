@@ -3,7 +3,6 @@ applied to a search's hits. The arithmetic and the reasoning are in `search.rele
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +104,7 @@ class RelevanceJudge:
             coverage = (keyword_coverage or {}).get(hit.id)
             if coverage is not None:
                 relevance[n] = max(relevance[n], rel.keyword_relevance(coverage))
-        scored = [
-            dataclasses.replace(h, relevance=round(float(r), 4))
-            for h, r in zip(hits, relevance, strict=True)
-        ]
+        scored = [h.but(relevance=round(float(r), 4)) for h, r in zip(hits, relevance, strict=True)]
         kept = rel.cut([h.relevance or 0.0 for h in scored], rule)
         if kept == 0 and note is None:
             note = NO_GOOD_MATCH

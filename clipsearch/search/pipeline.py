@@ -120,8 +120,6 @@ def with_moments(
     store = store or host.image_table()
     moments = find_moments(query() if callable(query) else query, found, store)
     return [
-        dataclasses.replace(h, time=moments[h.id].time, span=moments[h.id].span)
-        if h.id in moments
-        else h
+        h.but(time=moments[h.id].time, span=moments[h.id].span) if h.id in moments else h
         for h in hits
     ]

@@ -3,7 +3,6 @@ photo was taken, newest first, within the hits the relevance cut kept."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Literal
 
@@ -22,7 +21,7 @@ def parse_sort(sort: str) -> Sort:
 
 def dated(hits: list[Hit], taken_at: Mapping[int, str | None]) -> list[Hit]:
     """The hits with the date each photo was taken (EXIF), where it records one."""
-    return [dataclasses.replace(h, taken_at=taken_at.get(h.id)) for h in hits]
+    return [h.but(taken_at=taken_at.get(h.id)) for h in hits]
 
 
 def ordered(hits: list[Hit], sort: Sort) -> list[Hit]:
