@@ -144,6 +144,8 @@ class Index:
 
     def close(self) -> None:
         self.queries.cache.flush()
+        if self._keywords is not None:
+            self._keywords.close()
         self.db.close()
 
     @contextlib.contextmanager

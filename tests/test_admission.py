@@ -36,7 +36,7 @@ def test_searches_over_the_limit_are_refused_at_once_with_retry_after(
     try:
         found, health = asyncio.run(_burst(base, CLIENTS))
         codes = Counter(r.status_code for r in found)
-        assert set(codes) <= {200, 429}, codes
+        assert set(codes) <= {200, 429}, [r.text for r in found if r.status_code not in (200, 429)]
         assert codes[429] > 0 and codes[200] >= 2, codes
         refused = next(r for r in found if r.status_code == 429)
         assert refused.headers["retry-after"] == "1"
@@ -59,10 +59,11 @@ def test_a_search_past_its_deadline_is_answered_503_without_a_model_call(
         assert "deadline" in found[0].json()["error"]
         assert health == [200] * 5
         stats = httpx.get(f"{base}/api/stats", timeout=30).json()
-        # Searches queued behind the first one's model call waited past their deadline:
-        # dropped unencoded (the first may be encoded before its millisecond is over).
+        # Searches queued behind the first batch's model call waited past their deadline:
+        # dropped unencoded (the first batch may be encoded before its millisecond is over).
         batching = stats["query_batching"]
-        assert batching["dropped"] >= 9 and batching["model_calls"] <= 1, batching
+        assert batching["dropped"] + batching["requests"] == 10, batching
+        assert batching["dropped"] >= 1 and batching["model_calls"] <= 1, batching
     finally:
         stop_server(process)
 

@@ -72,3 +72,34 @@ def test_a_failed_model_call_reaches_every_caller_and_the_batcher_lives_on(
         assert batcher.encode_texts(["fine"]).shape == (1, tiny_encoder.info.dim)
     finally:
         batcher.close()
+
+
+def test_a_server_leaves_a_core_to_its_searches(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served model's text tower runs on every core but one (at least one); with
+    CLIPSEARCH_THREADS set, that setting rules."""
+    import os
+
+    from clipsearch.server.service import text_threads
+    from tests.conftest import need_runtime
+    from tests.serving import build_collection, make_service
+
+    need_runtime("onnx")
+    monkeypatch.delenv("CLIPSEARCH_THREADS", raising=False)
+    assert text_threads() == max(1, (os.cpu_count() or 1) - 1)
+    collection = build_collection(tmp_path)
+    service = make_service(collection, runtime="onnx")
+    try:
+        inner = service.index.encoder.inner  # type: ignore[attr-defined]
+        assert inner.text_threads == text_threads()
+        session = inner.text_tower.session
+        assert session.get_session_options().intra_op_num_threads == text_threads()
+    finally:
+        service.close()
+    monkeypatch.setenv("CLIPSEARCH_THREADS", "2")
+    service = make_service(collection, runtime="onnx")
+    try:
+        assert service.index.encoder.inner.text_threads is None  # type: ignore[attr-defined]
+    finally:
+        service.close()

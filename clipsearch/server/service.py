@@ -10,6 +10,7 @@ batch by batch (the job adds to the same live FAISS index); changes another proc
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -337,9 +338,19 @@ class QueryTexts:
         self.cache.put(self.identity, vectors, later=True)
 
 
+def text_threads() -> int:
+    """Threads for a server's text encoder (an exported model): every core but one, which
+    is left to the searches, HTTP and the batcher; on 2 cores one thread did better under
+    load than two fighting the searches for the same cores (benchmarks/results/
+    serve_bars_*.md). `CLIPSEARCH_THREADS` overrides it."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 def _batching(index: Index) -> BatchingEncoder:
     """A query batcher over the index's encoder (which encodes through it from now on)."""
     encoder = index.encoder
+    if hasattr(encoder, "text_threads") and not os.environ.get("CLIPSEARCH_THREADS"):
+        encoder.text_threads = text_threads()
     batcher = BatchingEncoder(encoder, cache=QueryTexts(index.queries.cache, encoder.info.identity))
     index.use_encoder(batcher)
     return batcher

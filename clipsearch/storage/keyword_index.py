@@ -74,6 +74,10 @@ class KeywordIndex(Protocol):
         """Which of `ids` hold a word or phrase."""
         ...
 
+    def close(self) -> None:
+        """Let go of what it holds open (a search after this opens it again)."""
+        ...
+
 
 def _roll_back(conn: sqlite3.Connection) -> None:
     """Undo the open transaction, if any is left: a COMMIT that failed (a full disk) has
@@ -153,7 +157,9 @@ class Fts5Keywords:
         self._pace = pace or Pace()
         self._ready = False
         self._local = threading.local()  # this thread's (file identity, connection)
-        self._file: tuple[int, int, int] | None = None  # the file the state below is about
+        self._file: tuple[int, int] | None = None  # the file the state below is about
+        self._pinned: int | None = None  # a descriptor of that file, held open
+        self._pinning = threading.Lock()
         self._in_step: str | None = None  # the stamp this process last saw the file at
         self._counts = Counts()
         self._refreshing = threading.Lock()
@@ -184,10 +190,31 @@ class Fts5Keywords:
         self._drop_connection()
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         identity = _identity(self.path)  # made just now if it was missing
-        if identity != self._file:  # a new file: nothing known about it yet
-            self._file, self._ready, self._in_step = identity, False, None
         self._local.held = (identity, conn)
+        self._pin(identity)
         return conn
+
+    def _pin(self, identity: tuple[int, int] | None) -> None:
+        """Note which file this object's state (tables made, stamp seen) is about, holding
+        it open: while a file is open its inode number is not given to another, so a file
+        deleted and made again is always told apart (a thread's connection pins its own)."""
+        with self._pinning:
+            if identity == self._file or identity is None:
+                return
+            if self._pinned is not None:
+                os.close(self._pinned)
+            self._pinned = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._file = _identity_of(os.fstat(self._pinned))
+            self._ready, self._in_step = False, None
+
+    def close(self) -> None:
+        """Close this thread's connection and let go of the file (other threads'
+        connections close as their threads end)."""
+        self._drop_connection()
+        with self._pinning:
+            if self._pinned is not None:
+                os.close(self._pinned)
+            self._pinned, self._file, self._ready, self._in_step = None, None, False, None
 
     def _drop_connection(self) -> None:
         held = getattr(self._local, "held", None)
@@ -197,13 +224,15 @@ class Fts5Keywords:
 
     def _ensure(self, conn: sqlite3.Connection) -> None:
         if not self._ready:
-            self._create(conn)
-            self._ready = True
+            with self._pinning:  # one thread of this process makes the tables
+                if not self._ready:
+                    self._create(conn)
+                    self._ready = True
 
     def _create(self, conn: sqlite3.Connection) -> None:
         """Make the tables, or empty them when written by an older recipe: in one write
         transaction, as many threads and processes reach here at once on first search."""
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn)
         columns = ", ".join(FIELDS)
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -327,15 +356,32 @@ class Fts5Keywords:
 SIZE = "\0size"
 
 
-def _identity(path: Path) -> tuple[int, int, int] | None:
-    """Which file is at `path`: a deleted file's inode number is often given to the next
-    one made, so the time of its last change of state counts too (a checkpoint moves it,
-    which costs one reconnection)."""
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at `path` (None: none)."""
     try:
-        st = os.stat(path)
+        return _identity_of(os.stat(path))
     except FileNotFoundError:
         return None
-    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
+def _identity_of(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (readers never wait for the one writer) unless it is: the
+    switch needs the file to itself, and fails at once ("database is locked") while another
+    connection reads, so it is tried again for a while."""
+    for attempt in range(200):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 199:
+                raise
+            time.sleep(0.05)
 
 
 def _stamp(conn: sqlite3.Connection) -> str | None:

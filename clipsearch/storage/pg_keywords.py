@@ -151,6 +151,9 @@ class PostgresKeywords:
             rows = conn.execute(text(sql).bindparams(*bind), params).all()
         return [(int(i), float(score)) for i, score in rows]
 
+    def close(self) -> None:
+        """Nothing to let go of: it reads through the store's own connections."""
+
     def size(self) -> int:
         return self._counted(SIZE, f"SELECT count(*) FROM {TABLE}", {})
 

@@ -25,7 +25,7 @@ def threads() -> int:
 
 
 class OnnxTower:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -33,7 +33,7 @@ class OnnxTower:
                 "--runtime onnx needs ONNX Runtime: pip install onnxruntime"
             ) from exc
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads()
+        options.intra_op_num_threads = num_threads or threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -63,7 +63,7 @@ REQUESTS = 2
 
 
 class OpenVinoTower:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
         # Compiled blobs are cached beside the export: the second load skips compilation.
         # f32 stated, not left to the plugin: on a CPU with AVX512_BF16 OpenVINO's default is
         # bf16, whose vectors differ from torch's by up to 4e-3 a component (cosine 0.99996)
@@ -74,7 +74,7 @@ class OpenVinoTower:
             {
                 "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": "f32",
-                "INFERENCE_NUM_THREADS": threads(),
+                "INFERENCE_NUM_THREADS": num_threads or threads(),
                 # The plugin keys cached blobs by device, not by these settings: a folder of
                 # its own keeps blobs compiled with the bf16 default from being loaded.
                 "CACHE_DIR": str(path.parent / "openvino-cache-f32"),
@@ -108,9 +108,10 @@ def _zeros_for(port: Any) -> Array:
     return np.zeros(dims, dtype=port.get_element_type().to_dtype())
 
 
-def open_tower(runtime: str, path: Path) -> Tower:
+def open_tower(runtime: str, path: Path, num_threads: int | None = None) -> Tower:
+    """The tower at `path`, run on `num_threads` threads (default: `threads()`)."""
     if runtime == "onnx":
-        return OnnxTower(path)
+        return OnnxTower(path, num_threads)
     if runtime == "openvino":
-        return OpenVinoTower(path)
+        return OpenVinoTower(path, num_threads)
     raise ModelLoadError(f"no exported-model runtime {runtime!r}")

@@ -43,6 +43,9 @@ class ExportedEncoder:
         self.preprocess: Callable[[Image.Image], Any] = ImagePrep.from_dict(meta["pixels"])
         self._image: Tower | None = None
         self._text: Tower | None = None
+        #: Threads of the text tower (None: `backends.threads()`); set before its first use
+        #: (a server leaves a core to its searches: `server.service`).
+        self.text_threads: int | None = None
         self._tokenizer: Tokenizer | None = None
         self._words: frozenset[str] | None = None
         # Towers and the tokenizer open on first use, which may come from several threads
@@ -94,7 +97,8 @@ class ExportedEncoder:
         if self._text is None:
             with self._opening:
                 if self._text is None:
-                    self._text = open_tower(self.runtime, self.folder / "text.onnx")
+                    path = self.folder / "text.onnx"
+                    self._text = open_tower(self.runtime, path, self.text_threads)
         return self._text
 
     @property
@@ -119,12 +123,60 @@ class ExportedEncoder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
         chunks = [
-            normalise(self.text_tower(self.tokenizer(list(texts[start : start + _TEXT_BATCH]))))
+            normalise(self._text_features(list(texts[start : start + _TEXT_BATCH])))
             for start in range(0, len(texts), _TEXT_BATCH)
         ]
         if not chunks:
             return np.zeros((0, self.info.dim), dtype=np.float32)
         return np.concatenate(chunks)
+
+    def _text_features(self, texts: list[str]) -> np.ndarray[Any, Any]:
+        """The tower's output for a batch. A tower that masks padding (a tokenizer with a
+        `pad_id` pads only to the batch's longest text) runs on groups of texts of like
+        length, each padded only to its own longest: padding is most of a mixed batch's
+        work (1.5x the real tokens for 9 captions)."""
+        tokens = self.tokenizer(texts)
+        pad = getattr(self.tokenizer, "pad_id", None)
+        if pad is None or len(texts) < 2:
+            return self.text_tower(tokens)
+        lengths = np.maximum((tokens != pad).sum(axis=1), 1)
+        out: np.ndarray[Any, Any] | None = None
+        for rows in length_groups(lengths):
+            features = self.text_tower(np.ascontiguousarray(tokens[rows, : lengths[rows].max()]))
+            if out is None:
+                out = np.empty((len(texts), *features.shape[1:]), dtype=features.dtype)
+            out[rows] = features
+        assert out is not None
+        return out
+
+
+#: What a tower call costs beyond its tokens, and each row beyond its tokens, in tokens'
+#: worth of time (MiniLM, one thread: 0.25 ms a token, 0.6 ms a row, 2-4 ms a call; 16 did best).
+CALL_COST = 16.0
+ROW_COST = 2.4
+
+
+def length_groups(lengths: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    """The rows of a batch in groups of like length (as row indices), split where the
+    padding saved pays for another call: the cheapest split of the rows in length order,
+    each group costing `CALL_COST` + rows x (`ROW_COST` + its longest length)."""
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order].astype(np.float64)
+    n = len(order)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):
+        for first in range(end):
+            cost = best[first] + CALL_COST + (end - first) * (ROW_COST + ordered[end - 1])
+            if cost < best[end]:
+                best[end], start[end] = cost, first
+    groups = []
+    end = n
+    while end > 0:
+        groups.append(order[start[end] : end])
+        end = int(start[end])
+    return groups[::-1]
 
 
 def normalise(features: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:
