@@ -15,6 +15,8 @@ import sys
 import threading
 from typing import Any
 
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
 #: Seconds a client has to send a complete request line and headers.
 HEADER_TIMEOUT = 10.0
 #: Seconds a stopping server (SIGTERM, Ctrl-C) lets requests in flight finish; then they are
@@ -24,22 +26,11 @@ GRACEFUL_SECONDS = 5.0
 EXIT_SECONDS = 3.0
 
 
-def timely_protocol(header_timeout: float = HEADER_TIMEOUT) -> type[Any]:
-    """uvicorn's HTTP protocol class (its `http=` setting) with this header deadline: the
-    httptools one (a parser in C, a third of the server's time under load with h11) where
-    httptools is installed, else the h11 one."""
-    base: type[Any]
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+def timely_protocol(header_timeout: float = HEADER_TIMEOUT) -> type[H11Protocol]:
+    """An `H11Protocol` class (uvicorn's `http=` setting) with this header deadline."""
 
-        base = HttpToolsProtocol
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-
-        base = H11Protocol
-
-    class TimelyProtocol(base):  # type: ignore[misc]
-        def connection_made(self, transport: asyncio.Transport) -> None:
+    class TimelyH11Protocol(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._header_deadline: asyncio.TimerHandle | None = None
             self._arm()
@@ -58,14 +49,10 @@ def timely_protocol(header_timeout: float = HEADER_TIMEOUT) -> type[Any]:
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.close()
 
-        def handle_events(self) -> None:  # h11: after each read
+        def handle_events(self) -> None:
             super().handle_events()
             if self.cycle is not None and not self.cycle.response_complete:
                 self._disarm()  # a request is in: the app's own time from here
-
-        def on_headers_complete(self) -> None:  # httptools: a request's headers are in
-            super().on_headers_complete()
-            self._disarm()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -76,7 +63,7 @@ def timely_protocol(header_timeout: float = HEADER_TIMEOUT) -> type[Any]:
             self._disarm()
             super().connection_lost(exc)
 
-    return TimelyProtocol
+    return TimelyH11Protocol
 
 
 def uvicorn_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
