@@ -300,3 +300,27 @@ def test_a_keyword_cache_deleted_under_other_threads_is_made_again_for_them(
         idx.add([photos])
         again = worker.submit(idx.search, "golden", k=5, mode="keyword").result()
         assert "golden_harbour.jpg" in _names(again)
+
+
+def test_while_this_process_writes_only_new_photos_words_are_added(
+    photos: Path, store: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a job of this process writes, a refresh adds the new images' words and reads
+    no other image's (a moved photo keeps its old words until the job is over); then the
+    whole refresh brings every word in step."""
+    from clipsearch.storage import keyword_index
+
+    monkeypatch.setattr(keyword_index, "REFRESH_GAP", 0.0)
+    monkeypatch.setattr(keyword_index, "REFRESH_SHARE", 0.0)
+    with clipsearch.open(store(), model="tiny-random", workers=0) as idx:
+        idx.add([photos])
+        assert idx.search("lighthouse", k=3, mode="keyword") == []  # in step
+        make_image(60).save(photos / "Paris trip" / "lighthouse.jpg")
+        (photos / "misc" / "gate_golden.jpg").rename(photos / "misc" / "zeppelin.jpg")
+        with idx.writing():
+            summary = idx.add([photos])
+            assert (summary.added, summary.moved) == (1, 1)
+            assert _names(idx.search("lighthouse", k=3, mode="keyword")) == ["lighthouse.jpg"]
+            assert idx.search("zeppelin", k=3, mode="keyword") == []  # not read again yet
+        assert _names(idx.search("zeppelin", k=3, mode="keyword")) == ["zeppelin.jpg"]
+        assert _names(idx.search("lighthouse", k=3, mode="keyword")) == ["lighthouse.jpg"]

@@ -120,6 +120,11 @@ class Pace:
         """Whether a refresh should wait for a later search."""
         return time.monotonic() < self._next and self._writing()
 
+    def writing(self) -> bool:
+        """Whether this process is writing (a refresh then adds the new images' words only:
+        reading every image's words again after each batch is what took the CPU)."""
+        return self._writing()
+
     def done(self, started: float) -> None:
         now = time.monotonic()
         self._next = now + max(REFRESH_GAP, REFRESH_SHARE * (now - started))
@@ -161,6 +166,7 @@ class Fts5Keywords:
         self._pinned: int | None = None  # a descriptor of that file, held open
         self._pinning = threading.Lock()
         self._in_step: str | None = None  # the stamp this process last saw the file at
+        self._partly = 0  # partial refreshes made (new images added while writing)
         self._counts = Counts()
         self._refreshing = threading.Lock()
 
@@ -271,22 +277,33 @@ class Fts5Keywords:
             if not self._refreshing.acquire(blocking=seen is None):
                 return 0
             started = time.monotonic()
+            partly = seen is not None and self._pace.writing()
             try:
-                changed = self._apply(conn, current)
+                changed = self._apply(conn, None if partly else current)
             finally:
                 self._refreshing.release()
                 self._pace.done(started)
-        self._in_step = current
+        if partly:
+            self._partly += 1  # the counts of the words changed: `_counted` reads them again
+        else:
+            self._in_step = current
         return changed
 
-    def _apply(self, conn: sqlite3.Connection, current: str) -> int:
+    def _apply(self, conn: sqlite3.Connection, current: str | None) -> int:
+        """Bring the file in step with the store at stamp `current`; with None, only add
+        the images past the last one it holds, and leave the stamp (the whole refresh then
+        follows when this process has stopped writing)."""
         conn.execute("BEGIN IMMEDIATE")  # one process refreshes; the others then see it
         try:
-            if _stamp(conn) == current:
-                conn.execute("COMMIT")
-                return 0
-            changed = _apply(conn, documents(self.db))
-            conn.execute("INSERT OR REPLACE INTO state VALUES ('stamp', ?)", (current,))
+            if current is None:
+                last = int(conn.execute("SELECT coalesce(max(id), 0) FROM docs").fetchone()[0])
+                changed = _apply(conn, documents(self.db, after=last), {})
+            elif _stamp(conn) == current:
+                changed = 0
+            else:
+                known = dict(conn.execute("SELECT id, digest FROM docs"))
+                changed = _apply(conn, documents(self.db), known)
+                conn.execute("INSERT OR REPLACE INTO state VALUES ('stamp', ?)", (current,))
             conn.execute("COMMIT")
         except BaseException:
             _roll_back(conn)
@@ -332,7 +349,7 @@ class Fts5Keywords:
         return self._counted(part, "SELECT count(*) FROM fts WHERE fts MATCH ?", (fts5_part(part),))
 
     def _counted(self, key: str, sql: str, params: tuple[str, ...]) -> int:
-        counts = self._counts.at(self._in_step)
+        counts = self._counts.at(f"{self._in_step}+{self._partly}")
         if key not in counts:
             with self._connect() as conn:
                 self._ensure(conn)
@@ -389,9 +406,13 @@ def _stamp(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-def _apply(conn: sqlite3.Connection, docs: Iterator[tuple[int, str, Callable[[], Any]]]) -> int:
-    """Rewrite the documents whose digest changed, drop those of images that are gone."""
-    known = dict(conn.execute("SELECT id, digest FROM docs"))
+def _apply(
+    conn: sqlite3.Connection,
+    docs: Iterator[tuple[int, str, Callable[[], Any]]],
+    known: dict[int, str],
+) -> int:
+    """Rewrite the documents whose digest differs from the `known` one; drop those of the
+    known images that `docs` no longer holds."""
     changed = 0
     placeholders = ", ".join("?" for _ in FIELDS)
     for image_id, digest, doc in changed_documents(docs, known):

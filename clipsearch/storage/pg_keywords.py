@@ -58,6 +58,7 @@ class PostgresKeywords:
         # the writer none to read the documents with (QueuePool limit reached).
         self._writing = threading.Lock()
         self._in_step: str | None = None  # the stamp this process last saw the table at
+        self._partly = 0  # partial refreshes made (new images added while writing)
         self._counts = Counts()
 
     def _ensure(self, conn: Connection) -> None:
@@ -97,14 +98,24 @@ class PostgresKeywords:
         if not self._writing.acquire(blocking=seen is None):
             return 0
         started = time.monotonic()
+        # While this process writes, only the new images' words are added (the stamp is
+        # left, so the whole refresh follows once the writing is over).
+        partly = seen is not None and self._pace.writing()
         try:
             with self.db.engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK})
                 self._ensure(conn)
-                if conn.execute(held).scalar() == current:
+                if partly:
+                    last = conn.execute(text(f"SELECT coalesce(max(id), 0) FROM {TABLE}"))
+                    changed = _apply(conn, documents(self.db, after=int(last.scalar_one())), {})
+                elif conn.execute(held).scalar() == current:
                     changed = 0  # another process brought it in step while this one waited
                 else:
-                    changed = _apply(conn, documents(self.db))
+                    known = {
+                        int(i): str(d)
+                        for i, d in conn.execute(text(f"SELECT id, digest FROM {TABLE}"))
+                    }
+                    changed = _apply(conn, documents(self.db), known)
                     conn.execute(
                         text(f"INSERT INTO {STATE} VALUES ('stamp', :v) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
@@ -114,7 +125,10 @@ class PostgresKeywords:
             self._writing.release()
             self._pace.done(started)
         self._ready = True  # committed: other threads may read the tables now
-        self._in_step = current
+        if partly:
+            self._partly += 1
+        else:
+            self._in_step = current
         return changed
 
     def search(
@@ -162,7 +176,7 @@ class PostgresKeywords:
         return self._counted(part, sql, {"p": part})
 
     def _counted(self, key: str, sql: str, params: dict[str, str]) -> int:
-        counts = self._counts.at(self._in_step)
+        counts = self._counts.at(f"{self._in_step}+{self._partly}")
         if key not in counts:
             with self.db.engine.connect() as conn:
                 counts[key] = int(conn.execute(text(sql), params).scalar_one())
@@ -179,10 +193,11 @@ class PostgresKeywords:
             return {int(r[0]) for r in rows}
 
 
-def _apply(conn: Connection, docs: Iterator[tuple[int, str, Callable[[], Document]]]) -> int:
-    known: dict[int, str] = {
-        int(i): str(d) for i, d in conn.execute(text(f"SELECT id, digest FROM {TABLE}"))
-    }
+def _apply(
+    conn: Connection, docs: Iterator[tuple[int, str, Callable[[], Document]]], known: dict[int, str]
+) -> int:
+    """Rewrite the documents whose digest differs from the `known` one; drop those of the
+    known images that `docs` no longer holds."""
     upsert = text(
         f"INSERT INTO {TABLE} (id, digest, doc) VALUES (:id, :digest, {_document_sql()}) "
         "ON CONFLICT (id) DO UPDATE SET digest = excluded.digest, doc = excluded.doc"

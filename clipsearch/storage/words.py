@@ -81,12 +81,14 @@ def stamp(db: Database) -> str:
     return ".".join([*counters, roots])
 
 
-def documents(db: Database) -> Iterator[tuple[int, str, Callable[[], Document]]]:
-    """(image id, digest, the document) for every image, in id order. The digest is taken
-    from what the document is made of, so an unchanged image costs a hash and no more; the
-    document itself is made only when asked for."""
+def documents(db: Database, after: int = 0) -> Iterator[tuple[int, str, Callable[[], Document]]]:
+    """(image id, digest, the document) for every image (with `after`: every image whose
+    id is above it, those added since), in id order. The digest is taken from what the
+    document is made of, so an unchanged image costs a hash and no more; the document
+    itself is made only when asked for."""
     roots = _roots(db.get_meta())
     roots_key = "\x1e".join(roots)
+    columns = (ImageRow.id, ImageRow.path, ImageRow.camera, ImageRow.ocr, ImageRow.embedded)
     with Session(db.engine) as session:
         captions: dict[str, list[str]] = defaultdict(list)
         for image_path, text in session.execute(
@@ -96,12 +98,10 @@ def documents(db: Database) -> Iterator[tuple[int, str, Callable[[], Document]]]
                 captions[image_path].append(text)
         keywords: dict[int, list[str]] = defaultdict(list)
         tags: dict[int, list[str]] = defaultdict(list)
-        for image_id, tag, origin in session.execute(
-            select(ImageTag.image_id, ImageTag.tag, ImageTag.origin)
-        ):
+        held_tags = select(ImageTag.image_id, ImageTag.tag, ImageTag.origin)
+        for image_id, tag, origin in session.execute(held_tags.where(ImageTag.image_id > after)):
             (keywords if origin == XMP else tags)[image_id].append(tag)
-        columns = (ImageRow.id, ImageRow.path, ImageRow.camera, ImageRow.ocr, ImageRow.embedded)
-        rows = session.execute(select(*columns).order_by(ImageRow.id))
+        rows = session.execute(select(*columns).where(ImageRow.id > after).order_by(ImageRow.id))
         for image_id, path, camera, ocr, embedded in rows:
             held = sorted(keywords.get(image_id, [])) + ([embedded] if embedded else [])
             parts = (
