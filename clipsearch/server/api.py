@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, File, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from clipsearch import __version__
@@ -30,10 +30,10 @@ from clipsearch.server.admission import check_deadline
 from clipsearch.server.errors import NotFoundError, ReadOnlyError, UploadTooLargeError
 from clipsearch.server.query_params import QueryModel
 from clipsearch.server.schemas import (
-    ISO_DATE,
     MAX_ID,
     MAX_RESULTS,
     ErrorOut,
+    FilterFields,
     FilterIn,
     HealthOut,
     HitOut,
@@ -114,28 +114,17 @@ async def settings_of(request: Request) -> ServerSettings:
 Settings = Annotated[ServerSettings, Depends(settings_of)]
 
 
-class FilterQuery(BaseModel):
+class FilterQuery(FilterFields):
     """Filters as query parameters; `format` and `tag` may repeat. (One model, validated
     at once: sixteen parameters checked one by one cost a search as much as its FAISS
     search.)"""
 
-    folder: str | None = None
-    path_glob: str | None = None
-    taken_after: str | None = Field(None, pattern=ISO_DATE)
-    taken_before: str | None = Field(None, pattern=ISO_DATE)
-    min_width: int | None = Field(None, ge=0)
-    min_height: int | None = Field(None, ge=0)
-    orientation: Literal["landscape", "portrait", "square"] | None = None
     format: list[str] = Field(default_factory=list, max_length=20)
     tag: list[str] = Field(default_factory=list, max_length=20)
 
     def to_filter(self) -> Filter:
-        return FilterIn(
-            folder=self.folder, path_glob=self.path_glob, taken_after=self.taken_after,
-            taken_before=self.taken_before, min_width=self.min_width,
-            min_height=self.min_height, orientation=self.orientation, formats=self.format,
-            tags=self.tag,
-        ).to_filter()  # fmt: skip
+        shared = self.model_dump(exclude={"format", "tag"})
+        return FilterIn(**shared, formats=self.format, tags=self.tag).to_filter()
 
 
 class TextQuery(FilterQuery):

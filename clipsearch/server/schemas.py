@@ -108,8 +108,8 @@ class TagsOut(BaseModel):
     suggested: list[TagOut] = Field(description="zero-shot tags from the vocabulary")
 
 
-class FilterIn(BaseModel):
-    """All given conditions must hold. Dates are ISO: 2021, 2021-07 or 2021-07-14."""
+class FilterFields(BaseModel):
+    """The filters but the repeatable ones, as JSON bodies and query strings share them."""
 
     folder: str | None = None
     path_glob: str | None = None
@@ -118,6 +118,11 @@ class FilterIn(BaseModel):
     min_width: int | None = Field(None, ge=0)
     min_height: int | None = Field(None, ge=0)
     orientation: Literal["landscape", "portrait", "square"] | None = None
+
+
+class FilterIn(FilterFields):
+    """All given conditions must hold. Dates are ISO: 2021, 2021-07 or 2021-07-14."""
+
     formats: list[str] = Field(default_factory=list, max_length=20)
     tags: list[str] = Field(default_factory=list, max_length=20)
 
