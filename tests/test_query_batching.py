@@ -103,3 +103,37 @@ def test_a_server_leaves_a_core_to_its_searches(
         assert service.index.encoder.inner.text_threads is None  # type: ignore[attr-defined]
     finally:
         service.close()
+
+
+def test_a_long_list_goes_in_pieces_and_a_search_waits_for_one_piece_only(
+    tiny_encoder: Encoder,
+) -> None:
+    """512 calibration prompts once made every search wait for one 512-text model call:
+    a long list now goes in pieces of PIECE texts, and a query that comes meanwhile is
+    encoded after the piece in the model, not after the whole list."""
+    from clipsearch.server.batching import PIECE
+
+    seen: list[list[str]] = []
+
+    class Recording(GatedEncoder):
+        def encode_texts(self, texts: Any) -> Any:
+            seen.append(list(texts))
+            return super().encode_texts(texts)
+
+    gated = Recording(tiny_encoder)
+    batcher = BatchingEncoder(gated)  # type: ignore[arg-type]
+    long = [f"prompt {i}" for i in range(5 * PIECE + 3)]
+    try:
+        whole = batcher.submit(long)
+        assert gated.entered.wait(30)  # the first piece is in the model
+        query = batcher.submit(["a dog on a beach"])
+        gated.gate.set()
+        vector = query.result(timeout=30)
+        vectors = whole.result(timeout=30)
+    finally:
+        batcher.close()
+    assert len(seen) == 6  # five pieces and what was left, the query riding with one
+    assert all(len(texts) <= PIECE + 1 for texts in seen)
+    assert "a dog on a beach" in seen[1]  # encoded with the second piece, not after the last
+    np.testing.assert_allclose(vectors, tiny_encoder.encode_texts(long), atol=1e-5)
+    np.testing.assert_allclose(vector, tiny_encoder.encode_texts(["a dog on a beach"]), atol=1e-5)

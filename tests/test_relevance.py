@@ -186,3 +186,42 @@ def test_http_no_good_match_and_weaker_hits(client: TestClient) -> None:
     assert posted["hits"] == [] and posted["note"].startswith("no good match")
     bad = client.get("/api/search", params={**params, "min_relevance": "high"})
     assert bad.status_code == 400
+
+
+def test_a_calibration_is_measured_by_one_thread_while_others_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Searches that find the calibration stale at once (a job grew the index) measure it
+    once: the first waits for the measure, the others go on with the last one."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipsearch.search.judge import RelevanceJudge
+    from tests.conftest import write_images
+
+    write_images(tmp_path / "photos", 8)
+    measured: list[int] = []
+    real = RelevanceJudge._measure
+
+    def slow(self: RelevanceJudge, space: str, images: int) -> rel.Calibration:
+        measured.append(images)
+        time.sleep(0.5)
+        return real(self, space, images)
+
+    monkeypatch.setattr(RelevanceJudge, "_measure", slow)
+    with clipsearch.open(tmp_path / "db", model="tiny-random", workers=0) as idx:
+        idx.add([tmp_path / "photos" / f"img_000{i}.jpg" for i in range(2)])
+        first = idx.relevance.calibration()
+        idx.add([tmp_path / "photos"])  # 4x the images: the calibration is stale
+        start = threading.Barrier(8)
+
+        def calibration() -> rel.Calibration:
+            start.wait()
+            return idx.relevance.calibration()
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _: calibration(), range(8)))
+    assert measured == [2, 8]
+    assert {c.images for c in got} <= {2, 8} and any(c.images == 8 for c in got)
+    assert first.images == 2

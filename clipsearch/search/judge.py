@@ -3,6 +3,7 @@ applied to a search's hits. The arithmetic and the reasoning are in `search.rele
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,20 +58,34 @@ class RelevanceJudge:
     def __init__(self, host: JudgeHost) -> None:
         self.host = host
         self._calibration: rel.Calibration | None = None
+        self._measuring = threading.Lock()
 
     def calibration(self) -> rel.Calibration:
         """The index's calibration for its current space and size, measured if the cached
-        one is missing or stale (a model call over the 512-prompt bank)."""
+        one is missing or stale (a model call over the 512-prompt bank), by one thread: the
+        others meanwhile use the stale one if there is one, else wait for it."""
         space = self.host.space()
         images = self.host.db.count()
-        file = rel.CalibrationFile(self.host.cache_dir)
-        for known in (self._calibration, file.load()):
-            if known is not None and known.fresh_for(space.identity, images):
-                self._calibration = known
-                return known
-        self._calibration = self._measure(space.identity, images)
-        file.save(self._calibration)
-        return self._calibration
+        held = self._calibration
+        if held is not None and held.fresh_for(space.identity, images):
+            return held
+        usable = held is not None and held.space == space.identity
+        if usable and not self._measuring.acquire(blocking=False):
+            assert held is not None
+            return held  # another thread measures: go on with the last measure meanwhile
+        if not usable:
+            self._measuring.acquire()
+        try:
+            file = rel.CalibrationFile(self.host.cache_dir)
+            for known in (self._calibration, file.load()):
+                if known is not None and known.fresh_for(space.identity, images):
+                    self._calibration = known
+                    return known
+            self._calibration = self._measure(space.identity, images)
+            file.save(self._calibration)
+            return self._calibration
+        finally:
+            self._measuring.release()
 
     def _measure(self, space: str, images: int) -> rel.Calibration:
         terms = parse_vocabulary(builtin_vocabulary().decode("utf-8"))

@@ -58,6 +58,13 @@ class BatchStats:
         return self.calls / self.batches if self.batches else 0.0
 
 
+#: Texts of one caller encoded in one model call at most: a longer list (the relevance
+#: calibration's 512 prompts, a tag vocabulary) is queued in pieces, so a search that comes
+#: meanwhile waits for one piece, not for the whole list (a 512-text call held every search
+#: for 2 s while a job grew the index).
+PIECE = 16
+
+
 class BatchingEncoder:
     """An `Encoder` whose `encode_texts` is shared by concurrent callers; images pass
     straight through (indexing batches them already)."""
@@ -92,12 +99,39 @@ class BatchingEncoder:
         them up in the cache first, and keep what the model makes of them there. A request
         still queued at its `deadline` (time.monotonic()) is dropped: its future holds an
         `OverloadedError`."""
-        request = _Request(list(texts), cached and self.cache is not None, deadline)
+        texts = list(texts)
+        if len(texts) > PIECE:
+            return self._in_pieces(texts, cached, deadline)
+        request = _Request(texts, cached and self.cache is not None, deadline)
         if not request.texts:
             request.result.set_result(self.inner.encode_texts([]))
         else:
             self._queue.put(request)
         return request.result
+
+    def _in_pieces(self, texts: list[str], cached: bool, deadline: float | None) -> Future[Vectors]:
+        """A long list, a piece at a time: each piece is queued when the one before it is
+        done, so searches that come meanwhile queue between the pieces."""
+        whole: Future[Vectors] = Future()
+        done: list[Vectors] = []
+
+        def next_piece(previous: Future[Vectors] | None) -> None:
+            if previous is not None:
+                failed = previous.exception()
+                if failed is not None:
+                    whole.set_exception(failed)
+                    return
+                done.append(previous.result())
+            start = PIECE * len(done)
+            if start >= len(texts):
+                whole.set_result(np.concatenate(done))
+                return
+            self.submit(texts[start : start + PIECE], cached, deadline).add_done_callback(
+                next_piece
+            )
+
+        next_piece(None)
+        return whole
 
     def close(self) -> None:
         self._queue.put(None)
