@@ -26,9 +26,10 @@ log = logging.getLogger("clipsearch.server")
 #: Finished jobs kept for `GET /api/jobs` (the oldest are forgotten first).
 KEEP_FINISHED = 50
 #: How far below searches a job runs (Linux nice: its thread, and with it the decoding
-#: processes and model threads that thread starts): searches take the CPU they need, the
-#: job the rest.
-JOB_NICENESS = 10
+#: processes and model threads that thread starts). Under 20 clients on 2 cores, 5 kept
+#: searches at 85-88/s (p99 0.46 s) with the job at 205/s; 7 and 10 gave searches a little
+#: more and the job 179 and 120-124/s (benchmarks/results/serve_bars_*.md).
+JOB_NICENESS = 5
 
 
 @dataclass
