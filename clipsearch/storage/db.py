@@ -43,7 +43,6 @@ from clipsearch.storage.blobs import (
     decode_vectors,
     dtype_of,
     iter_vectors,
-    labels_for,
     stored_widths,
     vectors_for,
 )
@@ -363,15 +362,27 @@ class Database:
             held = self._memos[name] = (generation, {})
         return held[1]
 
+    def _rows_seen(self, ids: Sequence[int]) -> dict[int, tuple[str, str | None, bool]]:
+        """The memo of rows searches read, holding each of `ids` that exists: (path, date
+        taken, whether its vector is well-formed). One read fills what `labels_for` and
+        `dates_for` need, as a search asks for both (a round trip each on PostgreSQL)."""
+        memo = self._memo("rows")
+        missing = [i for i in dict.fromkeys(ids) if i not in memo]
+        if missing:
+            widths = set(stored_widths(self.dim()))
+            columns = (ImageRow.id, ImageRow.path, ImageRow.taken_at, func.length(ImageRow.vector))
+            with self.engine.connect() as conn:  # Core: this runs in every search
+                for chunk in chunked(missing):
+                    for i, path, taken, size in conn.execute(
+                        select(*columns).where(ImageRow.id.in_(chunk))
+                    ):
+                        memo[i] = (path, taken, not widths or size in widths)
+        return memo
+
     def dates_for(self, ids: Sequence[int]) -> dict[int, str | None]:
         """The EXIF date taken of each of these images (None where the photo has none)."""
-        memo = self._memo("dates")
-        missing = [i for i in dict.fromkeys(ids) if i not in memo]
-        with Session(self.engine) as session:
-            for chunk in chunked(missing):
-                stmt = select(ImageRow.id, ImageRow.taken_at).where(ImageRow.id.in_(chunk))
-                memo.update({i: taken for i, taken in session.execute(stmt)})
-        return {i: memo[i] for i in ids if i in memo}
+        rows = self._rows_seen(ids)
+        return {i: rows[i][1] for i in ids if i in rows}
 
     def ids_by_path(self) -> dict[str, int]:
         with Session(self.engine) as session:
@@ -407,16 +418,9 @@ class Database:
 
     def labels_for(self, ids: Sequence[int]) -> tuple[list[int], list[str]]:
         """(ids, paths) of the rows among `ids` whose vectors are well-formed."""
-        memo = self._memo("labels")
-        missing = [i for i in dict.fromkeys(ids) if i not in memo]
-        if missing:
-            widths = stored_widths(self.dim())
-            found = labels_for(
-                self.engine, ImageRow.id, ImageRow.path, missing, ImageRow.vector, widths
-            )
-            memo.update(zip(*found, strict=True))
-        kept = [i for i in dict.fromkeys(ids) if i in memo]
-        return kept, [memo[i] for i in kept]
+        rows = self._rows_seen(ids)
+        kept = [i for i in dict.fromkeys(ids) if i in rows and rows[i][2]]
+        return kept, [rows[i][0] for i in kept]
 
     def dim(self) -> int | None:
         """The dimension of the stored vectors (None before the model is recorded)."""
