@@ -88,7 +88,7 @@ class SearchService:
         if self._batcher is None or not isinstance(cache, QueryTexts) or not texts:
             return
         held = cache.held(texts)  # in memory: no thread, no read
-        missing = [t for t in dict.fromkeys(texts) if t not in held]
+        missing = [t for t in texts if t not in held]
         if missing:  # the batcher reads the table for its whole batch, then encodes the rest
             submitted = self._batcher.submit(missing, cached=True, deadline=deadline())
             await asyncio.wrap_future(submitted)

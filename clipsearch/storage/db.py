@@ -106,7 +106,7 @@ class Move:
     mtime_ns: int
 
 
-#: The most rows a memo of search reads holds before it starts afresh.
+#: The most rows `Database._rows_seen` keeps before it starts afresh.
 MEMO_ROWS = 200_000
 #: Advanced by writes that change an image's words but not its vector (tags, OCR text).
 WORDS_GENERATION = "words_generation"
@@ -157,7 +157,8 @@ class Database:
         self.written_generation: int | None = None
         self._file = _file_identity(self.path)
         self._snapshot = threading.local()  # this thread's `snapshot` of the meta table
-        self._memos: dict[str, tuple[int, dict[int, Any]]] = {}  # see `_memo`
+        #: (write counter, rows by id) of what searches read of the rows: see `_rows_seen`.
+        self._rows: tuple[int, dict[int, tuple[str, str | None, bool]]] | None = None
 
     @classmethod
     def open(
@@ -351,22 +352,17 @@ class Database:
                 session.execute(update(ImageRow).where(ImageRow.id == image_id).values(ocr=text))
             bump(session, WORDS_GENERATION)
 
-    def _memo(self, name: str) -> dict[int, Any]:
-        """A table of what searches read of the rows (their paths, their dates), valid as
-        long as the write counter holds: the same images come back in search after search,
-        and reading them again costs more than the rest of a search (a snapshot's counter
-        costs nothing). Rows read after the counter moved are only newer than their key."""
-        generation = self.generation()
-        held = self._memos.get(name)
-        if held is None or held[0] != generation or len(held[1]) > MEMO_ROWS:
-            held = self._memos[name] = (generation, {})
-        return held[1]
-
     def _rows_seen(self, ids: Sequence[int]) -> dict[int, tuple[str, str | None, bool]]:
-        """The memo of rows searches read, holding each of `ids` that exists: (path, date
+        """What searches read of the rows, holding each of `ids` that exists: (path, date
         taken, whether its vector is well-formed). One read fills what `labels_for` and
-        `dates_for` need, as a search asks for both (a round trip each on PostgreSQL)."""
-        memo = self._memo("rows")
+        `dates_for` need, as a search asks for both (a round trip each on PostgreSQL); kept
+        as long as the write counter holds (the same images come back search after search,
+        and a snapshot's counter costs nothing). Rows read after the counter moved are only
+        newer than their key."""
+        generation = self.generation()
+        if self._rows is None or self._rows[0] != generation or len(self._rows[1]) > MEMO_ROWS:
+            self._rows = (generation, {})
+        memo = self._rows[1]
         missing = [i for i in dict.fromkeys(ids) if i not in memo]
         if missing:
             widths = set(stored_widths(self.dim()))
