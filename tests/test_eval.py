@@ -197,3 +197,25 @@ def test_eval_cli_with_a_real_model_prints_json_and_deltas(tmp_path: Path) -> No
     (tmp_path / "before.json").write_text(result.stdout)
     result = runner.invoke(app, [*args, "--baseline", str(tmp_path / "before.json")])
     assert result.exit_code == 0 and "+0.0000" in result.stdout  # same model: no change
+
+
+def test_eval_keeps_its_index_where_db_says_on_either_store(
+    tmp_path: Path, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--db` is a folder or a PostgreSQL URL, as for every other command: a URL was once
+    read as a path (`postgresql+psycopg:/@/name`), so the run quietly made a SQLite index
+    in a folder of that name under the working directory."""
+    from tests.conftest import write_images
+
+    for i, name in enumerate(["cats", "dogs"]):
+        write_images(tmp_path / "classes" / name, 3, start=10 * i)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    where = store("eval")
+    args = ["eval", "classes", str(tmp_path / "classes"), "--model", "tiny-random", "-q"]
+    result = CliRunner().invoke(app, [*args, "--db", where, "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert list(work.iterdir()) == []  # nothing made beside the index
+    with clipsearch.open(where) as idx:
+        assert idx.stats().count == 6  # the index is where --db said

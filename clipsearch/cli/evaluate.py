@@ -33,7 +33,12 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 EvalDbOption = typer.Option(
-    None, "--db", help="Keep the evaluation index here (re-runs are incremental) [a temp dir]."
+    None,
+    "--db",
+    help=(
+        "Keep the evaluation index here, a folder or a PostgreSQL URL (re-runs are "
+        "incremental) [a temp dir]."
+    ),
 )
 BaselineOption = typer.Option(None, "--baseline", help="A previous --json report: print deltas.")
 AnnOption = typer.Option(
@@ -43,20 +48,19 @@ AnnOption = typer.Option(
 
 @contextlib.contextmanager
 def _eval_index(
-    db: Path | None, model: str | None, device: str | None, quiet: bool
+    db: str | None, model: str | None, device: str | None, quiet: bool
 ) -> Iterator[Index]:
-    """The evaluation index: `db` if given, else a temporary one removed afterwards."""
+    """The evaluation index: `db` (a folder or a database URL) if given, else a temporary
+    folder removed afterwards."""
     with contextlib.ExitStack() as stack:
-        directory = (
-            db if db is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        )
-        settings = config.resolve(db=directory, model=model, device=device)
+        where = db if db is not None else stack.enter_context(tempfile.TemporaryDirectory())
+        settings = config.resolve(db=where, model=model, device=device)
         yield stack.enter_context(_open(settings, create=True, progress=not quiet))
 
 
 def _run_eval(
     evaluate: Callable[[Index], Any],
-    db: Path | None,
+    db: str | None,
     model: str | None,
     device: str | None,
     quiet: bool,
@@ -89,7 +93,7 @@ def eval_classes(
     queries: Path | None = typer.Option(
         None, "--queries", help='JSON list of {"query": ..., "class": ...}: precision@10 each.'
     ),
-    db: Path | None = EvalDbOption,
+    db: str | None = EvalDbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
@@ -115,7 +119,7 @@ def eval_classes(
 def eval_captions(
     captions: Path = typer.Argument(..., help="CSV with an image,caption header."),
     images: Path = typer.Option(..., "--images", help="Folder holding the CSV's images."),
-    db: Path | None = EvalDbOption,
+    db: str | None = EvalDbOption,
     model: str | None = ModelOption,
     device: str | None = DeviceOption,
     as_json: bool = JsonOption,
