@@ -6,6 +6,8 @@ hits), and with `--profile` prints cProfile's top functions of a third pass.
 
     .venv/bin/python benchmarks/search_cost.py [--db INDEX] [--n 300] [--profile]
 
+`--db` may be a PostgreSQL URL: that database is searched as it is (not copied).
+
 Default index: the 10,000-photo clipsearch-mini index of `serve_load.py` (built once).
 """
 
@@ -31,14 +33,16 @@ from clipsearch.server.settings import ServerSettings
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, help="an index folder (copied first)")
+    parser.add_argument("--db", help="an index folder (copied first) or a PostgreSQL URL")
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    source = args.db or base_index(10_000)
+    source = args.db or str(base_index(10_000))
     with tempfile.TemporaryDirectory(prefix="clipsearch-search-cost-") as tmp:
-        db = Path(tmp) / "index"
-        shutil.copytree(source, db, ignore=shutil.ignore_patterns("done", "thumbnails"))
+        db: str | Path = source
+        if "://" not in source:
+            db = Path(tmp) / "index"
+            shutil.copytree(source, db, ignore=shutil.ignore_patterns("done", "thumbnails"))
         service = SearchService(ServerSettings(db=db))
         try:
             queries = Queries()
@@ -61,7 +65,8 @@ def main() -> None:
             started = time.perf_counter()
             run()
             each = (time.perf_counter() - started) * 1000 / len(texts)
-            print(f"{len(texts)} searches, vectors cached, on {source.name}: {each:.2f} ms each")
+            where = Path(source).name
+            print(f"{len(texts)} searches, vectors cached, on {where}: {each:.2f} ms each")
             if args.profile:
                 profile = cProfile.Profile()
                 profile.enable()

@@ -106,7 +106,7 @@ async def clients(base: str, count: int, seconds: float) -> tuple[list[float], l
     return latencies, inside
 
 
-def scenario(db: Path, args: argparse.Namespace, job: Path | None) -> dict[str, object]:
+def scenario(db: str, args: argparse.Namespace, job: Path | None) -> dict[str, object]:
     server, _ = start(db)
     try:
         # Warm: the model opens and the caches load before anything is timed.
@@ -140,7 +140,7 @@ def scenario(db: Path, args: argparse.Namespace, job: Path | None) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--db", type=Path, required=True)
+    parser.add_argument("--db", required=True, help="an index folder or a PostgreSQL URL")
     parser.add_argument("--job", type=Path, help="a folder a server job indexes meanwhile")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20)
@@ -166,9 +166,10 @@ def main() -> None:
             share = busy.get(name, 0) / max(1, sum(busy.values()))
             cells.append(f"{share:.0%}")
         rows.append([f"busy samples: {name}", *cells])
+    where = "PostgreSQL" if "://" in args.db else Path(args.db).name
     body = (
         f"{args.clients} clients, never-seen texts, {args.seconds:.0f} s a scenario, index "
-        f"`{args.db.name}`; py-spy at 100 Hz over every thread (busy = not waiting).\n\n"
+        f"`{where}`; py-spy at 100 Hz over every thread (busy = not waiting).\n\n"
         + markdown_table(headers, rows)
     )
     for r in runs:
