@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import clipsearch
+from clipsearch.cli import app as cli_app
 from clipsearch.facts import IndexSummary, Progress
 from clipsearch.server import ServerSettings, create_app
 from clipsearch.server.errors import JobBusyError
@@ -126,7 +128,9 @@ def test_a_failing_job_reports_its_error(tmp_path: Path) -> None:
 
 def test_a_new_empty_index_answers_with_a_note_until_its_first_job(tmp_path: Path) -> None:
     photos = write_images(tmp_path / "photos", 6)
-    settings = ServerSettings(db=tmp_path / "new-index", model="tiny-random", workers=0)
+    settings = ServerSettings(
+        db=tmp_path / "new-index", model="tiny-random", workers=0, create=True
+    )
     service = SearchService(settings)
     try:
         with TestClient(create_app(settings, service)) as client:
@@ -142,6 +146,17 @@ def test_a_new_empty_index_answers_with_a_note_until_its_first_job(tmp_path: Pat
         service.close()
 
 
+def test_serve_refuses_a_folder_without_an_index_unless_told_to_create_one(
+    tmp_path: Path,
+) -> None:
+    """`serve --db /typo/dir` once served a new, empty index there without a word."""
+    typo = tmp_path / "typo" / "dir"
+    result = CliRunner().invoke(cli_app, ["serve", "--db", str(typo)])
+    assert result.exit_code == 1
+    assert "no clipsearch index at" in result.stderr and "--create" in result.stderr
+    assert not (tmp_path / "typo").exists()
+
+
 def test_a_server_started_without_a_model_batches_after_its_first_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,7 +164,7 @@ def test_a_server_started_without_a_model_batches_after_its_first_job(
     batched, and the job ran on the --device asked for."""
     monkeypatch.setattr("clipsearch.index.DEFAULT_MODEL", "tiny-random")  # no hub offline
     photos = write_images(tmp_path / "photos", 6)
-    settings = ServerSettings(db=tmp_path / "new-index", workers=0, device="cpu")
+    settings = ServerSettings(db=tmp_path / "new-index", workers=0, device="cpu", create=True)
     service = SearchService(settings)
     try:
         assert service.batch_stats is None and service.index.device == "cpu"

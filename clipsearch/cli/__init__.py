@@ -35,6 +35,9 @@ from clipsearch.cli import serve  # noqa: F401
 # isort: split
 from clipsearch.cli import maintenance  # noqa: F401
 from clipsearch.cli.common import app
+from clipsearch.cli.metavars import set_metavars
+
+set_metavars(app)
 
 __all__ = ["app", "main"]
 

@@ -90,6 +90,7 @@ def tune(
 
 
 adapters_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
     help="Projection adapters of an index: list, use, remove, PCA reduction.",
     no_args_is_help=True,
 )

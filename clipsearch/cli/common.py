@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from clipsearch.texts import TextHit
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
     name="clipsearch",
     help="Index a photo collection with CLIP and search it by words or by example.",
     no_args_is_help=True,
@@ -55,6 +56,7 @@ def _main(
 DbOption = typer.Option(
     None,
     "--db",
+    metavar="FOLDER|URL",
     help=(
         "Index folder (SQLite), or a PostgreSQL URL postgresql+psycopg://USER@HOST/NAME "
         "[env CLIPSEARCH_DB; default ~/.local/share/clipsearch]."
@@ -71,6 +73,7 @@ CacheDirOption = typer.Option(
 ModelOption = typer.Option(
     None,
     "--model",
+    metavar="SPEC",
     help=(
         "Model spec: 'tiny-random', 'ARCH:TAG' (e.g. ViT-B-32:laion2b_s34b_b79k, the default "
         "for a new index), 'ARCH:/path/to/checkpoint.pt'. Default: the index's own model."

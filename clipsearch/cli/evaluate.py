@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from clipsearch.index import Index
 
 eval_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
     help="Measure retrieval quality (Recall@K, zero-shot accuracy, mAP) on a labelled set.",
     no_args_is_help=True,
 )

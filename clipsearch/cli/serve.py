@@ -16,7 +16,7 @@ from clipsearch.cli.common import (
     _fail,
     app,
 )
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, IndexNotFoundError
 
 
 @app.command()
@@ -32,13 +32,16 @@ def serve(
         None,
         "--api-key",
         envvar="CLIPSEARCH_API_KEY",
-        help="Clients must send this as the X-API-Key header [env CLIPSEARCH_API_KEY].",
+        help="Clients must send this as the X-API-Key header.",
     ),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", help="Largest query upload."),
     cors_origin: list[str] = typer.Option(
         [], "--cors-origin", help="Allow browser pages from this origin (repeatable); off if none."
     ),
     read_only: bool = typer.Option(False, "--read-only", help="Refuse indexing jobs."),
+    create: bool = typer.Option(
+        False, "--create", help="Serve a new, empty index if --db holds none (fill it by jobs)."
+    ),
     batch_queries: bool = typer.Option(
         True, "--batch-queries/--no-batch-queries", help="Encode concurrent text queries together."
     ),
@@ -88,6 +91,7 @@ def serve(
             max_upload_bytes=int(max_upload_mb * 2**20),
             cors_origins=tuple(cors_origin),
             read_only=read_only,
+            create=create,
             batch_queries=batch_queries,
             device=resolved.device,
             runtime=resolved.runtime,
@@ -103,6 +107,9 @@ def serve(
         shown_db = locate(settings.db).label  # no password on the screen
         typer.echo(f"loading {shown_db} ...", err=True)
         service = SearchService(settings)
+    except IndexNotFoundError as exc:
+        more = "; or add --create to serve a new, empty index there (filled by indexing jobs)"
+        raise _fail(IndexNotFoundError(f"{exc}{more}")) from None
     except ClipsearchError as exc:
         raise _fail(exc) from None
     try:

@@ -59,6 +59,7 @@ def tag(
 
 
 texts_app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
     help="Texts to search (image→text, text→text): captions, records, vocabularies.",
     no_args_is_help=True,
 )

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from clipsearch import config
 from clipsearch.cli.common import (
     CacheDirOption,
     DbOption,
     JsonOption,
     ModelOption,
+    _fail,
+    _open,
     _print_json,
-    _with_index,
     app,
 )
+from clipsearch.errors import ClipsearchError, IndexNotFoundError
 from clipsearch.names import readable
 from clipsearch.video import clock
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from clipsearch.asking import Answers
@@ -27,6 +34,38 @@ if TYPE_CHECKING:
 
 def _video_or_id(value: str) -> int | str:
     return int(value) if value.isdigit() else value
+
+
+def _indexed_or_not(
+    call: Callable[[Index], T],
+    target: str,
+    *,
+    db: str | None,
+    cache_dir: Path | None,
+    model: str | None,
+) -> T:
+    """`call` on the index `--db` names; where none is there and `target` is a file, on a
+    scratch index of `--model` in a temporary folder (removed after): a loose picture or
+    video needs no index."""
+    try:
+        settings = config.resolve(db=db, model=model, cache_dir=cache_dir)
+        try:
+            with _open(settings, create=False) as idx:
+                return call(idx)
+        except IndexNotFoundError as exc:
+            if target.isdigit() or not Path(target).is_file():
+                raise
+            if model is None:
+                raise IndexNotFoundError(
+                    f"{exc}; or, for a file without an index, name the model: --model SPEC"
+                ) from None
+        with tempfile.TemporaryDirectory(prefix="clipsearch-scratch-") as scratch:
+            loose = config.resolve(db=scratch, model=model)
+            with _open(loose, create=True) as idx:
+                idx.record_model()  # the space a loose file is embedded in
+                return call(idx)
+    except ClipsearchError as exc:
+        raise _fail(exc) from None
 
 
 @app.command()
@@ -52,7 +91,7 @@ def summarize(
         made = contact_sheet(summary, sheet, idx.options.max_pixels) if sheet else None
         return summary, made
 
-    summary, made = _with_index(run, db=db, cache_dir=cache_dir, model=model, create=False)
+    summary, made = _indexed_or_not(run, video, db=db, cache_dir=cache_dir, model=model)
     data = summary.to_dict()
     if made is not None:
         data["sheet"] = str(made)
@@ -89,7 +128,7 @@ def ask(
     def run(idx: Index) -> Answers:
         return idx.ask(_video_or_id(image), question, answers=choices, top=top)
 
-    found = _with_index(run, db=db, cache_dir=cache_dir, model=model, create=False)
+    found = _indexed_or_not(run, image, db=db, cache_dir=cache_dir, model=model)
     if as_json:
         _print_json(found.to_dict())
         return

@@ -14,9 +14,8 @@ from clipsearch.errors import ModelLoadError, ModelSpecError
 from clipsearch.models import hub
 from clipsearch.models.clip_encoder import ClipEncoder
 from clipsearch.models.quiet import quiet_logger
-from clipsearch.models.spec import ModelSpec
+from clipsearch.models.spec import CONFIG_DIR, ModelSpec
 
-_CONFIG_DIR = Path(__file__).parent / "configs"
 _registered = False
 _TEXT_BATCH = 256
 
@@ -25,7 +24,7 @@ def register_configs() -> None:
     """Make our own architectures (e.g. `clipsearch-tiny`) known to open_clip, once."""
     global _registered
     if not _registered:
-        open_clip.add_model_config(_CONFIG_DIR)
+        open_clip.add_model_config(CONFIG_DIR)
         _registered = True
 
 

@@ -12,10 +12,12 @@ A spec is one of:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
 from clipsearch.errors import ModelSpecError
@@ -106,11 +108,48 @@ def parse_model_spec(text: str) -> ModelSpec:
     arch, sep, weights = text.partition(":")
     if not arch:
         raise ModelSpecError(f"model spec {text!r} has no architecture before ':'")
+    architectures = known_architectures()
+    if architectures and arch not in architectures:
+        raise ModelSpecError(_unknown(arch, architectures))
     if sep and not weights:
         raise ModelSpecError(f"model spec {text!r} has ':' but no weights after it")
     if weights and _looks_like_path(weights):
         weights = str(Path(weights).expanduser().resolve())
     return ModelSpec(text=text, arch=arch, weights=weights or None)
+
+
+#: Where clipsearch keeps the open_clip configs of its own architectures.
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@cache
+def known_architectures() -> frozenset[str]:
+    """The architectures a spec may name: open_clip's model configs and clipsearch's own,
+    read from their folders (open_clip, and torch with it, is not imported). Empty when
+    open_clip is not installed (loading then says so)."""
+    found = importlib.util.find_spec("open_clip")
+    if found is None or found.origin is None:
+        return frozenset()
+    folders = [Path(found.origin).parent / "model_configs", CONFIG_DIR]
+    return frozenset(p.stem for folder in folders for p in folder.glob("*.json")) | {MINI_ARCH}
+
+
+def _unknown(arch: str, architectures: frozenset[str]) -> str:
+    """The message for a spec whose architecture nobody knows, with the nearest names."""
+    names = sorted({*BUILTINS, *architectures})
+    near = difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
+    lowered = {n.lower(): n for n in names}
+    if arch.lower() in lowered and lowered[arch.lower()] not in near:
+        near.insert(0, lowered[arch.lower()])
+    hint = f"did you mean {' or '.join(repr(n) for n in near)}? " if near else ""
+    return (
+        f"unknown model {arch!r}: no installed plugin serves it (install the package that "
+        "provides it: its entry point in the group 'clipsearch.encoders'), and it is neither "
+        f"a built-in model nor an open_clip architecture; {hint}built in: "
+        f"{', '.join(sorted(BUILTINS))}; open_clip: ARCH or ARCH:TAG, e.g. "
+        "'ViT-B-32:laion2b_s34b_b79k' (run `python -c 'import open_clip; "
+        "print(open_clip.list_models())'` for all)"
+    )
 
 
 def checkpoint_fingerprint(path: Path) -> str:

@@ -306,6 +306,7 @@ def _open(settings: ServerSettings) -> tuple[Index, BatchingEncoder | None]:
     index = open_index(
         settings.db, settings.model, cache_dir=settings.cache_dir, workers=settings.workers,
         device=settings.device, runtime=settings.runtime, precision=settings.precision,
+        create=settings.create,
     )  # fmt: skip
     try:
         if settings.model is None and index.model_info is None:

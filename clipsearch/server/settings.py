@@ -23,6 +23,9 @@ class ServerSettings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     cors_origins: tuple[str, ...] = ()  # CORS stays off unless origins are named
     read_only: bool = False  # refuse indexing jobs
+    #: Make a new, empty index at `db` when none is there (filled by indexing jobs); without
+    #: it, a `db` that holds no index is refused, so a typo does not serve an empty one.
+    create: bool = False
     batch_queries: bool = True  # encode text queries of concurrent requests together
     device: str | None = None
     runtime: str | None = None  # torch, onnx, openvino, auto; default: as the index was built
