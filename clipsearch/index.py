@@ -42,8 +42,9 @@ from clipsearch.search.embedding import QueryEmbedder
 from clipsearch.search.filters import Filter
 from clipsearch.search.hybrid import Mode
 from clipsearch.search.judge import Judged, RelevanceJudge
-from clipsearch.search.query import Query
+from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT, Query
 from clipsearch.search.relevance import MinRelevance, Null, parse_min_relevance
+from clipsearch.search.request import SearchRequest
 from clipsearch.search.rerank import Reranker
 from clipsearch.search.searcher import Hit, positions_of
 from clipsearch.search.sorting import Sort, parse_sort
@@ -474,25 +475,58 @@ class Index:
         image: str | os.PathLike[str] | None = None,
         *,
         query: Query | None = None,
-        k: int = 10,
-        filters: Filter | None = None,
+        like: Iterable[str | os.PathLike[str]] = (),
+        unlike: Iterable[str | os.PathLike[str]] = (),
+        not_text: Iterable[str] = (),
+        image_weight: float = 1.0,
+        negative_weight: float = DEFAULT_NEGATIVE_WEIGHT,
         rerankers: Sequence[Reranker] = (),
-        explain: bool = False,
-        min_relevance: MinRelevance | str = "off",
-        mode: Mode | str = "hybrid",
-        sort: Sort | str = "relevance",
+        **request: Any,
     ) -> list[Hit]:
-        """Images matching a text and/or an example image, or a fused `Query`, best first;
-        with `filters`, only images whose metadata match (still k hits if k match).
-        `mode`: "hybrid" (the model's ranking fused with the keyword index's), "semantic"
-        or "keyword"; see `clipsearch.search.hybrid`. `min_relevance`: "auto", a calibrated
-        relevance from 0 to 1, or "off" (the default): hits below it are left out, and each
-        hit carries its `relevance`; see `clipsearch.search.relevance`. `sort`: "relevance",
-        or "date" (taken, newest first) among the hits kept."""
-        return self.search_judged(
-            text, image, query=query, k=k, filters=filters, rerankers=rerankers,
-            explain=explain, min_relevance=min_relevance, mode=mode, sort=sort,
-        ).hits  # fmt: skip
+        """Images matching a text and/or example images (`like`, weighted by
+        `image_weight` against the text), away from `unlike` images and `not_text` words
+        (`negative_weight` each), or a fused `Query`, best first. The other keywords are
+        those of `SearchRequest` (k, offset, filters, mode, min_relevance, sort, diverse,
+        collapse, ensemble, ensemble_weight, fusion, explain); `rerankers`: stages of your
+        own after them. See `find` for what comes back beside the hits."""
+        asked = query or Query.of(
+            text=text, image=image, image_weight=image_weight, like=like, unlike=unlike,
+            not_text=not_text, negative_weight=negative_weight,
+        )  # fmt: skip
+        return self.find(SearchRequest(asked, **request), rerankers=rerankers).hits
+
+    def find(
+        self,
+        request: SearchRequest,
+        *,
+        rerankers: Sequence[Reranker] = (),
+        members: Callable[[str], contextlib.AbstractContextManager[Index]] | None = None,
+    ) -> Judged:
+        """Run one `SearchRequest`: its page of hits (offset..offset+k), with how many
+        weaker ones the relevance cut left out and its note ("no good match"). Ensemble
+        indexes are opened by `members` (default: opened here for this search, closed
+        after; a server passes the ones it holds open)."""
+        depth = request.offset + request.k
+        if not request.ensemble:
+            judged = self.search_judged(
+                query=request.query, k=depth, filters=request.filters,
+                rerankers=[*request.rerankers(), *rerankers], explain=request.explain,
+                min_relevance=request.min_relevance, mode=request.mode, sort=request.sort,
+            )  # fmt: skip
+            return dataclasses.replace(judged, hits=judged.hits[request.offset :])
+        from clipsearch.search.ensemble import Ensemble, Member
+
+        if rerankers:
+            raise QueryError("re-rankers reorder one index's list, not an ensemble's")
+        opener = members or (lambda where: open_index(where, create=False))
+        with contextlib.ExitStack() as stack:
+            others = [stack.enter_context(opener(where)) for where in request.ensemble]
+            fused = Ensemble(
+                [Member(self), *(Member(o, request.ensemble_weight) for o in others)],
+                request.fusion,
+            )
+            hits = fused.search(request.query, depth, request.filters, request.explain)
+        return Judged(hits[request.offset :])
 
     def search_judged(
         self,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
@@ -22,17 +20,10 @@ from clipsearch.cli.common import (
     _print_text_hits,
     app,
 )
-from clipsearch.errors import ClipsearchError, QueryError
+from clipsearch.errors import ClipsearchError
 from clipsearch.names import readable
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
-from clipsearch.search.relevance import parse_min_relevance
 from clipsearch.video import clock
-
-if TYPE_CHECKING:
-    from clipsearch.index import Index
-    from clipsearch.search.filters import Filter
-    from clipsearch.search.query import Query
-    from clipsearch.search.searcher import Hit
 
 
 @app.command()
@@ -99,6 +90,7 @@ def search(
         help="auto (say 'no good match' when nothing is), off, or a relevance from 0 to 1.",
     ),
     k: int = typer.Option(10, "-k", "--top", help="How many hits."),
+    offset: int = typer.Option(0, "--offset", help="Skip this many hits first (the next page)."),
     db: str | None = DbOption,
     cache_dir: Path | None = CacheDirOption,
     model: str | None = ModelOption,
@@ -108,8 +100,7 @@ def search(
 ) -> None:
     """Find the images (or with --texts the texts) nearest to words and/or example images."""
     from clipsearch.search.filters import Filter
-    from clipsearch.search.query import Query
-    from clipsearch.search.rerank import MMR, CollapseNearDuplicates, Reranker
+    from clipsearch.search.request import SearchRequest
 
     if query is None and image is None and not like:
         typer.echo("error: give a text query, --image PATH or --like PATH", err=True)
@@ -132,45 +123,30 @@ def search(
         typer.echo("error: --kind chooses which texts --texts searches; add --texts", err=True)
         raise typer.Exit(code=2)
     try:
-        fused = Query.of(
-            text=query, image=image, image_weight=weight, like=like, unlike=unlike,
-            not_text=not_text, negative_weight=not_weight,
-        )  # fmt: skip
         filters = Filter(
             folder=str(folder) if folder else None, path_glob=glob, taken_after=after,
             taken_before=before, min_width=min_width, min_height=min_height,
             orientation=orientation,  # type: ignore[arg-type]  # checked by Filter
             formats=tuple(file_type), tags=tuple(tag),
         )  # fmt: skip
-        rerankers: list[Reranker] = []
-        if collapse is not None:
-            rerankers.append(CollapseNearDuplicates(collapse))
-        if diverse is not None:
-            rerankers.append(MMR(diverse))
-        rule = parse_min_relevance(min_relevance)
-        if ensemble and rule != "off":
-            raise QueryError("--min-relevance applies to one index's scores, not to --ensemble")
-        if ensemble and mode != "semantic":
-            mode = "semantic"  # an ensemble fuses the models' rankings; words are one index's
-        note: str | None = None
-        weaker = 0
+        request = SearchRequest.of(
+            text=query, image=image, image_weight=weight, like=like, unlike=unlike,
+            not_text=not_text, negative_weight=not_weight, k=k, offset=offset,
+            filters=filters, mode="semantic" if ensemble and mode == "hybrid" else mode,
+            min_relevance=min_relevance, sort=sort, diverse=diverse, collapse=collapse,
+            ensemble=tuple(ensemble), ensemble_weight=ensemble_weight, fusion=fusion,
+            explain=explain,
+        )  # fmt: skip
         settings = config.resolve(
             db=db, model=model, device=device, runtime=runtime, cache_dir=cache_dir
         )
         with _open(settings, create=False) as idx:
             if texts:
-                _print_text_hits(idx.search_texts(query=fused, k=k, kind=kind), as_json)
+                found = idx.search_texts(query=request.query, k=k, kind=kind)
+                _print_text_hits(found, as_json)
                 return
-            if ensemble:
-                hits = _ensemble_search(
-                    idx, ensemble, ensemble_weight, fusion, fused, k, filters, explain
-                )
-            else:
-                judged = idx.search_judged(
-                    query=fused, k=k, filters=filters, rerankers=rerankers, explain=explain,
-                    min_relevance=rule, mode=mode, sort=sort,
-                )  # fmt: skip
-                hits, note, weaker = judged.hits, judged.note, judged.weaker
+            judged = idx.find(request)
+            hits, note, weaker = judged.hits, judged.note, judged.weaker
     except ClipsearchError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -196,24 +172,3 @@ def _empty_message(note: str | None, weaker: int) -> str:
         return "no hits"
     more = f"; {weaker} weaker hits are left out (--min-relevance off shows them)" if weaker else ""
     return note + more
-
-
-def _ensemble_search(
-    idx: Index,
-    others: list[Path],
-    weight: float,
-    fusion: str,
-    query: Query,
-    k: int,
-    filters: Filter,
-    explain: bool,
-) -> list[Hit]:
-    from clipsearch.search.ensemble import Ensemble, Member
-
-    with contextlib.ExitStack() as stack:
-        members = [Member(idx)]
-        for directory in others:
-            other = stack.enter_context(_open(config.resolve(db=directory), create=False))
-            members.append(Member(other, weight))
-        ensemble = Ensemble(members, fusion)  # type: ignore[arg-type]  # checked by Ensemble
-        return ensemble.search(query, k, filters, explain)

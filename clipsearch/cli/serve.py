@@ -42,6 +42,13 @@ def serve(
     create: bool = typer.Option(
         False, "--create", help="Serve a new, empty index if --db holds none (fill it by jobs)."
     ),
+    ensemble: list[str] = typer.Option(
+        [],
+        "--ensemble",
+        metavar="FOLDER|URL",
+        help="Another index of the same photos (another model) that requests may fuse with "
+        "(repeatable; a request names it in `ensemble`).",
+    ),
     batch_queries: bool = typer.Option(
         True, "--batch-queries/--no-batch-queries", help="Encode concurrent text queries together."
     ),
@@ -92,6 +99,7 @@ def serve(
             cors_origins=tuple(cors_origin),
             read_only=read_only,
             create=create,
+            ensemble=tuple(ensemble),
             batch_queries=batch_queries,
             device=resolved.device,
             runtime=resolved.runtime,

@@ -25,6 +25,7 @@ from clipsearch.search.filters import Filter
 from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import parse_min_relevance
+from clipsearch.search.request import SearchRequest
 from clipsearch.server import liveness
 from clipsearch.server.admission import check_deadline
 from clipsearch.server.errors import NotFoundError, ReadOnlyError, UploadTooLargeError
@@ -32,6 +33,7 @@ from clipsearch.server.query_params import QueryModel
 from clipsearch.server.schemas import (
     MAX_ID,
     MAX_RESULTS,
+    MODE_HELP,
     ErrorOut,
     FilterFields,
     FilterIn,
@@ -41,6 +43,7 @@ from clipsearch.server.schemas import (
     JobIn,
     JobOut,
     QueryBatchingOut,
+    RankingFields,
     SearchIn,
     SearchOut,
     StatsOut,
@@ -64,7 +67,6 @@ ItemId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed image
 JobId = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 TextKind = Literal["captions", "jsonl", "vocabulary", "sidecar"]
 SORT_HELP = "relevance, or date (taken, newest first) among the hits kept"
-MODE_HELP = "hybrid: the model's ranking with the words' evidence; semantic: the model; keyword"
 MIN_RELEVANCE = r"^(auto|off|0(\.\d+)?|1(\.0+)?)$"
 MIN_RELEVANCE_HELP = '"auto" (say "no good match" when nothing is), "off", or 0 to 1'
 SortParam = Annotated[Literal["relevance", "date"], Param(description=SORT_HELP)]
@@ -127,7 +129,7 @@ class FilterQuery(FilterFields):
         return FilterIn(**shared, formats=self.format, tags=self.tag).to_filter()
 
 
-class TextQuery(FilterQuery):
+class TextQuery(FilterQuery, RankingFields):
     """`GET /api/search`'s parameters: the text, the page, the ranking, the filters."""
 
     q: str = Field(min_length=1, max_length=1000, description="what to find")
@@ -224,16 +226,20 @@ def stats(service: Service) -> StatsOut:
 async def search_text(
     service: Service, params: Annotated[TextQuery, Depends(TEXT_QUERY)]
 ) -> Response:
-    query = Query.of(text=params.q)
-    rule = parse_min_relevance(params.min_relevance)
-    filters = params.to_filter()
+    p = params
+    request = SearchRequest(
+        Query.of(text=p.q), k=p.k, offset=p.offset, filters=p.to_filter(), mode=p.mode,
+        min_relevance=parse_min_relevance(p.min_relevance), sort=p.sort, explain=p.explain,
+        **_ranking(p),
+    )  # fmt: skip
+    found, ms = await encoded_then(service, request.query, lambda: service.find(request))
+    return _page(found, p.k, p.offset, ms)
 
-    def search() -> Judged:
-        p = params
-        return service.search(query, p.k, p.offset, filters, p.explain, rule, p.mode, p.sort)
 
-    found, ms = await encoded_then(service, query, search)
-    return _page(found, params.k, params.offset, ms)
+def _ranking(fields: RankingFields) -> dict[str, Any]:
+    """A `SearchRequest`'s re-ranking and ensemble fields, as a request gave them."""
+    return {**fields.model_dump(include=set(RankingFields.model_fields)),
+            "ensemble": tuple(fields.ensemble)}  # fmt: skip
 
 
 @router.post("/search", response_model=SearchOut, summary="A fused query, with filters")
@@ -242,19 +248,20 @@ async def search_fused(service: Service, body: SearchIn) -> Response:
     positive += [QueryPart("item", i, body.image_weight) for i in body.like]
     negative = [QueryPart("text", t, body.negative_weight) for t in body.not_text]
     negative += [QueryPart("item", i, body.negative_weight) for i in body.unlike]
-    query = Query(tuple(positive), tuple(negative))
-    filters = body.filters.to_filter() if body.filters else None
+    request = SearchRequest(
+        Query(tuple(positive), tuple(negative)), k=body.k, offset=body.offset,
+        filters=body.filters.to_filter() if body.filters else None, mode=body.mode,
+        min_relevance=body.min_relevance, sort=body.sort, explain=body.explain,
+        **_ranking(body),
+    )  # fmt: skip
 
     def checked_search() -> Judged:
         for item_id in (*body.like, *body.unlike):
             service.item(item_id)  # an unknown id is a 404, not a bad query
-        return service.search(
-            query, body.k, body.offset, filters, body.explain, body.min_relevance, body.mode,
-            body.sort,
-        )  # fmt: skip
+        return service.find(request)
 
     await run_in_threadpool(service.check_model, body.model)
-    found, ms = await encoded_then(service, query, checked_search)
+    found, ms = await encoded_then(service, request.query, checked_search)
     return _page(found, body.k, body.offset, ms)
 
 

@@ -22,6 +22,31 @@ MinRelevanceIn = Annotated[
 ]
 
 
+MODE_HELP = "hybrid: the model's ranking with the words' evidence; semantic: the model; keyword"
+
+
+class RankingFields(BaseModel):
+    """How a search's list is re-ranked or fused, beyond the query and the filters; shared
+    by `GET /api/search`'s parameters and `POST /api/search`'s body."""
+
+    diverse: float | None = Field(
+        None, ge=0, le=1, description="MMR diversity weight, 0 to 1 (0.3 is a good start)"
+    )
+    collapse: float | None = Field(
+        None, ge=-1, le=1, description="drop hits whose cosine to a better one is this or more"
+    )
+    ensemble: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="other indexes of the same photos to fuse with, as the server was "
+        "started with them (`clipsearch serve --ensemble FOLDER|URL`)",
+    )
+    ensemble_weight: float = Field(
+        1.0, gt=0, le=100, description="weight of each ensemble index against this one's 1.0"
+    )
+    fusion: Literal["score", "rrf"] = Field("score", description="how an ensemble is fused")
+
+
 class ErrorOut(BaseModel):
     error: str = Field(description="what went wrong, in words a user can act on")
     status: int
@@ -140,7 +165,7 @@ class FilterIn(FilterFields):
         )
 
 
-class SearchIn(BaseModel):
+class SearchIn(RankingFields):
     """A fused query: texts and indexed images to be like, texts and images to avoid."""
 
     text: str | None = Field(None, max_length=1000)
@@ -159,9 +184,7 @@ class SearchIn(BaseModel):
     sort: Literal["relevance", "date"] = Field(
         "relevance", description="date: taken, newest first, among the hits kept"
     )
-    mode: Literal["hybrid", "semantic", "keyword"] = Field(
-        "hybrid", description="hybrid: words and meaning fused (RRF); semantic; keyword"
-    )
+    mode: Literal["hybrid", "semantic", "keyword"] = Field("hybrid", description=MODE_HELP)
     model: str | None = Field(
         None,
         description="the model spec or identity the client expects; 409 if the index has "

@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from clipsearch.arrays import Vector
@@ -24,6 +24,7 @@ from clipsearch.errors import (
     EmptyIndexError,
     ImageDecodeError,
     ModelMismatchError,
+    QueryError,
     QueryImageError,
 )
 from clipsearch.facts import IndexStats, IndexSummary, Progress
@@ -36,6 +37,7 @@ from clipsearch.search.hybrid import Mode, without_quotes
 from clipsearch.search.judge import Judged
 from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.relevance import MinRelevance
+from clipsearch.search.request import SearchRequest
 from clipsearch.search.sorting import Sort
 from clipsearch.server.admission import deadline
 from clipsearch.server.batching import BatchingEncoder, BatchStats
@@ -59,6 +61,13 @@ class SearchService:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.index, self._batcher = _open(settings)
+        self._ensemble: dict[str, Index] = {}
+        try:
+            for where in settings.ensemble:
+                self._ensemble[where] = open_index(where, create=False, device=settings.device)
+        except BaseException:
+            self.close()
+            raise
         self.thumbnails = Thumbnails(self.index.cache_dir, self.index.options.max_pixels)
         self.jobs = Jobs(self._run_job, on_finish=self._note_generation)
         self._refresh_lock = threading.Lock()
@@ -69,6 +78,8 @@ class SearchService:
     def close(self) -> None:
         if self._batcher is not None:
             self._batcher.close()
+        for member in self._ensemble.values():
+            member.close()
         self.index.close()
 
     @property
@@ -93,6 +104,26 @@ class SearchService:
             submitted = self._batcher.submit(missing, cached=True, deadline=deadline())
             await asyncio.wrap_future(submitted)
 
+    def find(self, request: SearchRequest) -> Judged:
+        """One page of images for a request (`Index.find`); its ensemble indexes are those
+        this server holds open (`--ensemble`)."""
+        unknown = [e for e in request.ensemble if e not in self._ensemble]
+        if unknown:
+            held = ", ".join(self._ensemble) or "none"
+            raise QueryError(
+                f"this server holds no ensemble index {unknown[0]!r} (it holds: {held}); "
+                "start it with --ensemble FOLDER|URL for each"
+            )
+        try:
+            with self.index.db.snapshot():
+                self._refresh()
+                return self.index.find(request, members=self._member)
+        except EmptyIndexError:
+            return Judged([], note=EMPTY_NOTE)
+
+    def _member(self, where: str) -> AbstractContextManager[Index]:
+        return nullcontext(self._ensemble[where])
+
     def search(
         self,
         query: Query,
@@ -106,16 +137,12 @@ class SearchService:
     ) -> Judged:
         """One page of images for a query: hits offset..offset+k, those under
         `min_relevance` left out (and counted in `weaker`)."""
-        try:
-            with self.index.db.snapshot():
-                self._refresh()
-                judged = self.index.search_judged(
-                    query=query, k=offset + k, filters=filters, explain=explain,
-                    min_relevance=min_relevance, mode=mode, sort=sort,
-                )  # fmt: skip
-        except EmptyIndexError:
-            return Judged([], note=EMPTY_NOTE)
-        return Judged(judged.hits[offset:], judged.weaker, judged.note)
+        return self.find(
+            SearchRequest(
+                query, k=k, offset=offset, filters=filters, explain=explain,
+                min_relevance=min_relevance, mode=mode, sort=sort,
+            )
+        )  # fmt: skip
 
     def search_upload(
         self,

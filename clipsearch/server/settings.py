@@ -26,6 +26,9 @@ class ServerSettings:
     #: Make a new, empty index at `db` when none is there (filled by indexing jobs); without
     #: it, a `db` that holds no index is refused, so a typo does not serve an empty one.
     create: bool = False
+    #: Other indexes of the same photos (other models) a request may fuse with
+    #: (`ensemble`), opened at start and held open.
+    ensemble: tuple[str, ...] = ()
     batch_queries: bool = True  # encode text queries of concurrent requests together
     device: str | None = None
     runtime: str | None = None  # torch, onnx, openvino, auto; default: as the index was built
