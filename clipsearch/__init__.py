@@ -12,6 +12,7 @@ from clipsearch.index import Index, IndexStats, IndexSummary, open_index
 from clipsearch.models import Encoder, ModelInfo, register_encoder
 from clipsearch.search.filters import Filter
 from clipsearch.search.query import Query, QueryPart
+from clipsearch.search.request import SearchRequest
 from clipsearch.search.rerank import MMR, CollapseNearDuplicates, Reranker
 from clipsearch.search.searcher import Hit
 from clipsearch.storage.transfer import CopyReport
@@ -36,6 +37,7 @@ __all__ = [
     "Query",
     "QueryPart",
     "Reranker",
+    "SearchRequest",
     "TextHit",
     "__version__",
     "copy_index",

@@ -180,3 +180,12 @@ def test_the_cli_pages_with_offset(twins: tuple[Path, Path]) -> None:
     assert [h["id"] for h in json.loads(page.stdout)] == [
         h["id"] for h in json.loads(whole.stdout)
     ][3:]
+
+
+def test_example_image_paths_expand_the_home_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `clipsearch.open("~/…")` and `Index.add(["~/…"])` do (the README's example)."""
+    monkeypatch.setenv("HOME", "/home/ann")
+    request = SearchRequest.of(image="~/beach.jpg", like=["~/a.jpg"], unlike=["~/b.jpg"])
+    assert [p.value for p in request.query.parts] == [
+        "/home/ann/beach.jpg", "/home/ann/a.jpg", "/home/ann/b.jpg",
+    ]  # fmt: skip

@@ -14,6 +14,7 @@ error rather than a random ranking.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -81,15 +82,20 @@ class Query:
         if text is not None:
             positive.append(QueryPart("text", text))
         if image is not None:
-            positive.append(QueryPart("image", str(image), image_weight))
-        positive += [QueryPart("image", str(p), image_weight) for p in like]
+            positive.append(QueryPart("image", _file(image), image_weight))
+        positive += [QueryPart("image", _file(p), image_weight) for p in like]
         negative = [QueryPart("text", t, negative_weight) for t in not_text]
-        negative += [QueryPart("image", str(p), negative_weight) for p in unlike]
+        negative += [QueryPart("image", _file(p), negative_weight) for p in unlike]
         return cls(tuple(positive), tuple(negative))
 
     @property
     def parts(self) -> tuple[QueryPart, ...]:
         return self.positive + self.negative
+
+
+def _file(path: str | Any) -> str:
+    """An example image's path, `~` expanded as `clipsearch.open` and `Index.add` do."""
+    return os.path.expanduser(str(path))
 
 
 def fuse(
