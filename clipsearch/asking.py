@@ -200,9 +200,9 @@ def answer_yes_no(
     `reference` pictures (unit vectors: the index's images, a sample of them)."""
     if len(reference) < MIN_REFERENCE_IMAGES:
         raise QueryError(
-            f"a yes/no question is answered by comparing with the index's images; this index "
-            f"has {len(reference)}, fewer than {MIN_REFERENCE_IMAGES}: index more photos, or "
-            "give candidate answers with --answers"
+            f"a yes/no question is answered by comparing the picture with an index's photos "
+            f"(at least {MIN_REFERENCE_IMAGES}; this one has {len(reference)}): point --db at "
+            "an index of your photos, or give candidate answers with --answers"
         )
     statement = yes_no_statement(question)
     vector = np.asarray(encode_texts([statement]), dtype=np.float32)[0]

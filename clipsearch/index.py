@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -112,6 +113,7 @@ class Index:
         self.runtime, self.precision = runtime, precision
         self.options = options or PipelineOptions(progress=False)
         self._encoder = encoder
+        self._loading = threading.Lock()  # one thread loads the model; the others wait for it
         self._vectors: vi.IdIndex | None = None
         self._texts: TextCollection | None = None
         self._space: SearchSpace | None = None
@@ -185,8 +187,12 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            choice = runtime_choice(self.db.get_meta(), self.runtime, self.precision)
-            self._encoder = load_encoder(self._model_spec, device=self.device, runtime=choice)
+            with self._loading:
+                if self._encoder is None:
+                    choice = runtime_choice(self.db.get_meta(), self.runtime, self.precision)
+                    self._encoder = load_encoder(
+                        self._model_spec, device=self.device, runtime=choice
+                    )
         return self._encoder
 
     def use_encoder(self, encoder: Encoder) -> None:
@@ -489,6 +495,11 @@ class Index:
         those of `SearchRequest` (k, offset, filters, mode, min_relevance, sort, diverse,
         collapse, ensemble, ensemble_weight, fusion, explain); `rerankers`: stages of your
         own after them. See `find` for what comes back beside the hits."""
+        parts = {"text": text, "image": image, "like": like, "unlike": unlike,
+                 "not_text": not_text}  # fmt: skip
+        given = [name for name, value in parts.items() if value not in (None, (), [])]
+        if query is not None and given:
+            raise QueryError(f"give a query= or its parts ({', '.join(given)}), not both")
         asked = query or Query.of(
             text=text, image=image, image_weight=image_weight, like=like, unlike=unlike,
             not_text=not_text, negative_weight=negative_weight,

@@ -56,6 +56,14 @@ def test_every_help_names_values_plainly_and_shows_every_option() -> None:
     assert "[env CLIPSEARCH_DB; default ~/.local/share/clipsearch]" in " ".join(search.split())
 
 
+def test_the_command_list_shows_whole_summaries() -> None:
+    text = _help().split("Commands:")[1]
+    assert "..." not in text and "…" not in text
+    assert "ids kept, verified by row counts and a checksum of every vector" in " ".join(
+        text.split()
+    )
+
+
 def test_serve_help_gives_its_descriptions_room() -> None:
     text = _help("serve")
     assert max(len(line) for line in text.splitlines()) <= 100
@@ -105,3 +113,18 @@ def test_ask_about_a_loose_picture_needs_no_index(
     assert result.exit_code == 1 and "--model SPEC" in result.stderr
     result = runner.invoke(app, ["ask", "7", "what colour?", "--model", "tiny-random"])
     assert result.exit_code == 1 and "no clipsearch index at" in result.stderr  # an id needs one
+
+
+def test_an_architecture_added_to_open_clip_at_run_time_is_known(tmp_path: Path) -> None:
+    import json
+
+    import open_clip
+
+    from clipsearch.models.spec import CONFIG_DIR
+
+    config = json.loads((CONFIG_DIR / "clipsearch-tiny.json").read_text())
+    (tmp_path / "MyTiny-7.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSpecError, match="unknown model 'MyTiny-7'"):
+        parse_model_spec("MyTiny-7")
+    open_clip.add_model_config(tmp_path)
+    assert parse_model_spec("MyTiny-7").arch == "MyTiny-7"

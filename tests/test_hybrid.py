@@ -8,12 +8,15 @@ import contextlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
+from sqlalchemy import event
 from typer.testing import CliRunner
 
 import clipsearch
@@ -357,3 +360,35 @@ def test_postgresql_tidies_a_keyword_table_it_filled(
         idx.search("img", k=3, mode="keyword")
         assert read(estimate) == 70  # one new row: autovacuum's business
         assert read(pending) == 1
+
+        # A role that may write the tables but does not own them is refused the clean-up:
+        # the refresh goes on without it (it once failed every search from then on).
+        role = f"clipsearch_writer_{uuid.uuid4().hex[:8]}"
+        with postgres.admin().connect() as admin:
+            admin.exec_driver_sql(f'CREATE ROLE "{role}"')
+        cleanup.callback(_drop_role, postgres, role, where, idx)
+        with idx.db.engine.begin() as conn:
+            for grant in ("TABLES", "SEQUENCES"):
+                conn.exec_driver_sql(f'GRANT ALL ON ALL {grant} IN SCHEMA public TO "{role}"')
+
+        @event.listens_for(idx.db.engine, "connect")
+        def as_writer(dbapi: Any, _record: Any) -> None:
+            with dbapi.cursor() as cursor:
+                cursor.execute(f'SET ROLE "{role}"')
+            dbapi.commit()  # else the pool's reset rolls the SET back
+
+        idx.db.engine.dispose()  # new connections, as the writer
+        write_images(tmp_path / "photos", 100, start=100)  # enough to be tidied
+        idx.add([tmp_path / "photos"])
+        with idx.db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT current_user").scalar_one() == role
+        found = idx.search("img_0105", k=5, mode="keyword")  # one of the new photos
+        assert [Path(h.path).name for h in found] == ["img_0105.jpg"]
+
+
+def _drop_role(postgres: PostgresServer, role: str, where: str, idx: clipsearch.Index) -> None:
+    """After the database that holds the role's grants is gone."""
+    idx.close()
+    postgres.drop(where)
+    with postgres.admin().connect() as admin:
+        admin.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')

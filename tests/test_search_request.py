@@ -98,8 +98,11 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path
     photos = write_images(root / "photos", 10)
     for n, photo in enumerate(photos[:3]):
         shutil.copy(photo, root / "photos" / f"copy_{n}.jpg")
+    write_images(root / "first", 3, start=50)  # only mini holds these: its ids are shifted
     for model, name in (("tiny-random", "tiny"), ("clipsearch-mini", "mini")):
         with clipsearch.open(root / name, model=model, workers=0) as idx:
+            if name == "mini":
+                idx.add([root / "first"])
             idx.add([root / "photos"])
     yield root / "tiny", root / "mini"
 
@@ -152,6 +155,19 @@ def test_re_rankers_and_ensembles_answer_alike_on_http_and_in_python(
     assert sorted(diverse) == sorted(plain) and diverse != plain  # the same hits, reordered
 
 
+def test_an_indexed_item_in_an_ensemble_query_is_the_same_photo_in_every_member(
+    served: tuple[LocalClient, Index], twins: tuple[Path, Path]
+) -> None:
+    """Ids are each index's own: "like item 8" once meant another photo in the second
+    model's index (its ids are shifted here by three photos only it holds)."""
+    client, index = served
+    for item in (2, 8):
+        path = index.items([item])[0].path
+        body = {"like": [item], "k": 3, "ensemble": [str(twins[1])], "ensemble_weight": 20,
+                "mode": "semantic"}  # fmt: skip
+        assert _paths(client.post("/api/search", json=body))[0] == path
+
+
 def test_an_ensemble_the_server_does_not_hold_or_cannot_fuse_is_a_400(
     served: tuple[LocalClient, Index], tmp_path: Path, twins: tuple[Path, Path]
 ) -> None:
@@ -189,3 +205,31 @@ def test_example_image_paths_expand_the_home_folder(monkeypatch: pytest.MonkeyPa
     assert [p.value for p in request.query.parts] == [
         "/home/ann/beach.jpg", "/home/ann/a.jpg", "/home/ann/b.jpg",
     ]  # fmt: skip
+
+
+def test_a_query_and_its_parts_are_not_given_both(twins: tuple[Path, Path]) -> None:
+    with clipsearch.open(twins[0], create=False) as idx:
+        with pytest.raises(clipsearch.errors.QueryError, match=r"not both"):
+            idx.search(query=Query.of("a boat"), not_text=["people"])
+        assert idx.search(query=Query.of("a boat"), k=2)  # alone, as before
+
+
+def test_the_cli_numbers_a_later_page_from_its_offset(twins: tuple[Path, Path]) -> None:
+    from typer.testing import CliRunner
+
+    args = ["search", "a red square", "--db", str(twins[0]), "-k", "2", "--offset", "4"]
+    result = CliRunner().invoke(cli_app, args)
+    assert result.exit_code == 0, result.output
+    ranks = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert ranks == ["5", "6"]
+    texts = CliRunner().invoke(cli_app, [*args, "--texts"])
+    assert texts.exit_code == 2 and "--offset" in texts.stderr
+
+
+def test_a_server_names_an_ensemble_index_it_cannot_open(
+    twins: tuple[Path, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-index"
+    with pytest.raises(clipsearch.errors.ConfigError, match=r"^--ensemble .*no clipsearch index"):
+        SearchService(ServerSettings(db=twins[0], workers=0, ensemble=(str(missing),)))
+    assert not missing.exists()

@@ -35,7 +35,7 @@ from clipsearch.cli import serve  # noqa: F401
 # isort: split
 from clipsearch.cli import maintenance  # noqa: F401
 from clipsearch.cli.common import app
-from clipsearch.cli.metavars import set_metavars
+from clipsearch.cli.plain_help import set_metavars
 
 set_metavars(app)
 

@@ -19,6 +19,7 @@ from clipsearch.cli.common import (
     _with_index,
     app,
 )
+from clipsearch.cli.plain_help import WholeSummaries
 
 
 def _recall_table(before: dict[str, float], after: dict[str, float]) -> str:
@@ -91,6 +92,7 @@ def tune(
 
 adapters_app = typer.Typer(
     rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
+    cls=WholeSummaries,
     help="Projection adapters of an index: list, use, remove, PCA reduction.",
     no_args_is_help=True,
 )

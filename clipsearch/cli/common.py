@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from clipsearch import config
+from clipsearch.cli.plain_help import WholeSummaries
 from clipsearch.errors import ClipsearchError
 from clipsearch.names import readable
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
+    cls=WholeSummaries,
     name="clipsearch",
     help="Index a photo collection with CLIP and search it by words or by example.",
     no_args_is_help=True,

@@ -22,6 +22,7 @@ from clipsearch.cli.common import (
     _print_json,
     app,
 )
+from clipsearch.cli.plain_help import WholeSummaries
 from clipsearch.errors import ClipsearchError
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 eval_app = typer.Typer(
     rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
+    cls=WholeSummaries,
     help="Measure retrieval quality (Recall@K, zero-shot accuracy, mAP) on a labelled set.",
     no_args_is_help=True,
 )
@@ -36,6 +38,7 @@ app.add_typer(eval_app, name="eval")
 EvalDbOption = typer.Option(
     None,
     "--db",
+    metavar="FOLDER|URL",
     help=(
         "Keep the evaluation index here, a folder or a PostgreSQL URL (re-runs are "
         "incremental) [a temp dir]."

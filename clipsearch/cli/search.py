@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -24,6 +25,9 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.names import readable
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT
 from clipsearch.video import clock
+
+if TYPE_CHECKING:
+    from clipsearch.index import Index
 
 
 @app.command()
@@ -68,8 +72,11 @@ def search(
     collapse: float | None = typer.Option(
         None, "--collapse", help="Drop near-duplicates above this cosine (e.g. 0.95)."
     ),
-    ensemble: list[Path] = typer.Option(
-        [], "--ensemble", help="Another index of the same photos (another model) to fuse with."
+    ensemble: list[str] = typer.Option(
+        [],
+        "--ensemble",
+        metavar="FOLDER|URL",
+        help="Another index of the same photos (another model) to fuse with.",
     ),
     ensemble_weight: float = typer.Option(
         1.0, "--ensemble-weight", help="Weight of each --ensemble index against this one's 1.0."
@@ -109,7 +116,7 @@ def search(
         "--folder": folder, "--glob": glob, "--after": after, "--before": before,
         "--min-width": min_width, "--min-height": min_height, "--orientation": orientation,
         "--type": file_type, "--tag": tag, "--diverse": diverse, "--collapse": collapse,
-        "--ensemble": ensemble, "--explain": explain,
+        "--ensemble": ensemble, "--explain": explain, "--offset": offset,
     }  # fmt: skip
     given = [flag for flag, value in image_only.items() if value not in (None, False, [])]
     if texts and given:
@@ -145,7 +152,7 @@ def search(
                 found = idx.search_texts(query=request.query, k=k, kind=kind)
                 _print_text_hits(found, as_json)
                 return
-            judged = idx.find(request)
+            judged = idx.find(request, members=_member)
             hits, note, weaker = judged.hits, judged.note, judged.weaker
     except ClipsearchError as exc:
         raise _fail(exc) from None
@@ -158,7 +165,7 @@ def search(
     graded = any(h.relevance is not None for h in hits)
     typer.echo(f"{'rank':>4}  {'score':>7}  {'relevance':>9}  {'id':>7}  path" if graded
                else f"{'rank':>4}  {'score':>7}  {'id':>7}  path")  # fmt: skip
-    for rank, hit in enumerate(hits, 1):
+    for rank, hit in enumerate(hits, offset + 1):
         grade = f"{hit.relevance:>9.2f}  " if hit.relevance is not None else ""
         where = readable(hit.path) + (f" @ {clock(hit.time)}" if hit.time is not None else "")
         typer.echo(f"{rank:>4}  {hit.score:>7.4f}  {grade}{hit.id:>7}  {where}")
@@ -172,3 +179,8 @@ def _empty_message(note: str | None, weaker: int) -> str:
         return "no hits"
     more = f"; {weaker} weaker hits are left out (--min-relevance off shows them)" if weaker else ""
     return note + more
+
+
+def _member(where: str) -> Index:
+    """An ensemble index, opened with the settings (environment, config file) as `--db` is."""
+    return _open(config.resolve(db=where), create=False)

@@ -18,6 +18,7 @@ from clipsearch.cli.common import (
     _with_index,
     app,
 )
+from clipsearch.cli.plain_help import WholeSummaries
 from clipsearch.names import readable
 
 
@@ -60,6 +61,7 @@ def tag(
 
 texts_app = typer.Typer(
     rich_markup_mode=None,  # plain help: rich reads "[default: ...]" in help texts as markup
+    cls=WholeSummaries,
     help="Texts to search (image→text, text→text): captions, records, vocabularies.",
     no_args_is_help=True,
 )

@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -109,7 +110,7 @@ def parse_model_spec(text: str) -> ModelSpec:
     if not arch:
         raise ModelSpecError(f"model spec {text!r} has no architecture before ':'")
     architectures = known_architectures()
-    if architectures and arch not in architectures:
+    if architectures and arch not in architectures and not _added_to_open_clip(arch):
         raise ModelSpecError(_unknown(arch, architectures))
     if sep and not weights:
         raise ModelSpecError(f"model spec {text!r} has ':' but no weights after it")
@@ -132,6 +133,13 @@ def known_architectures() -> frozenset[str]:
         return frozenset()
     folders = [Path(found.origin).parent / "model_configs", CONFIG_DIR]
     return frozenset(p.stem for folder in folders for p in folder.glob("*.json")) | {MINI_ARCH}
+
+
+def _added_to_open_clip(arch: str) -> bool:
+    """Whether an open_clip already imported knows `arch` from a config added at run time
+    (`open_clip.add_model_config`); open_clip is not imported to ask."""
+    open_clip = sys.modules.get("open_clip")
+    return open_clip is not None and arch in open_clip.list_models()
 
 
 def _unknown(arch: str, architectures: frozenset[str]) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 from clipsearch.arrays import Matrix
 from clipsearch.errors import QueryError
 from clipsearch.search.filters import Filter
-from clipsearch.search.query import Query
+from clipsearch.search.query import Query, QueryPart
 from clipsearch.search.searcher import Hit
 
 if TYPE_CHECKING:
@@ -92,8 +92,32 @@ class Ensemble:
     def search(
         self, query: Query, k: int = 10, filters: Filter | None = None, explain: bool = False
     ) -> list[Hit]:
-        vectors = [m.index.embed_query(query=query)[None, :] for m in self.members]
+        vectors = [
+            m.index.embed_query(query=self._in_member(query, m.index))[None, :]
+            for m in self.members
+        ]
         return self.search_vectors(vectors, k, filters, explain)[0]
+
+    def _in_member(self, query: Query, member: Searchable) -> Query:
+        """`query` as `member` reads it: an indexed item (an id of the first member) becomes
+        the member's own id for the same photo, or, where it lacks the photo, the file."""
+        primary = self.members[0].index
+        items = [int(p.value) for p in query.parts if p.kind == "item"]
+        if member is primary or not items:
+            return query
+        found, paths = primary.db.labels_for(items)
+        path_of = dict(zip(found, paths, strict=True))
+        theirs = member.db.ids_for_paths(paths)
+
+        def moved(part: QueryPart) -> QueryPart:
+            if part.kind != "item" or int(part.value) not in path_of:
+                return part  # an unknown id: the first member's embedding says so
+            path = path_of[int(part.value)]
+            if path in theirs:
+                return QueryPart("item", theirs[path], part.weight)
+            return QueryPart("image", path, part.weight)
+
+        return Query(tuple(map(moved, query.positive)), tuple(map(moved, query.negative)))
 
     def search_vectors(
         self,

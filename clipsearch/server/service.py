@@ -21,8 +21,10 @@ from clipsearch.arrays import Vector
 from clipsearch.asking import Answers
 from clipsearch.errors import (
     ClipsearchError,
+    ConfigError,
     EmptyIndexError,
     ImageDecodeError,
+    IndexNotFoundError,
     ModelMismatchError,
     QueryError,
     QueryImageError,
@@ -51,6 +53,7 @@ from clipsearch.server.errors import (
 from clipsearch.server.jobs import Jobs
 from clipsearch.server.settings import ServerSettings
 from clipsearch.server.thumbnails import Thumbnails
+from clipsearch.storage.location import locate
 from clipsearch.storage.query_cache import QueryCache
 from clipsearch.texts import BUILTIN_VOCABULARY, TextHit
 
@@ -61,10 +64,10 @@ class SearchService:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.index, self._batcher = _open(settings)
-        self._ensemble: dict[str, Index] = {}
+        self._ensemble: dict[str, Index] = {}  # by label: a URL without its password
         try:
             for where in settings.ensemble:
-                self._ensemble[where] = open_index(where, create=False, device=settings.device)
+                self._ensemble[locate(where).label] = _member(where, settings)
         except BaseException:
             self.close()
             raise
@@ -107,6 +110,7 @@ class SearchService:
     def find(self, request: SearchRequest) -> Judged:
         """One page of images for a request (`Index.find`); its ensemble indexes are those
         this server holds open (`--ensemble`)."""
+        request = request.but(ensemble=tuple(locate(e).label for e in request.ensemble))
         unknown = [e for e in request.ensemble if e not in self._ensemble]
         if unknown:
             held = ", ".join(self._ensemble) or "none"
@@ -372,6 +376,24 @@ def text_threads() -> int:
     load than two fighting the searches for the same cores (benchmarks/results/
     serve_bars_*.md). `CLIPSEARCH_THREADS` overrides it."""
     return max(1, (os.cpu_count() or 1) - 1)
+
+
+def _member(where: str, settings: ServerSettings) -> Index:
+    """An ensemble index, held open with its model loaded (not by the first requests at
+    once: a lazy load raced), searched as the main index is."""
+    try:
+        member = open_index(
+            where, create=False, cache_dir=settings.cache_dir, device=settings.device,
+            workers=settings.workers,
+        )  # fmt: skip
+    except IndexNotFoundError as exc:
+        raise ConfigError(f"--ensemble {locate(where).label}: {exc}") from None
+    try:
+        _ = member.encoder
+    except BaseException:
+        member.close()
+        raise
+    return member
 
 
 def _batching(index: Index) -> BatchingEncoder:

@@ -1,6 +1,8 @@
-"""Plain value names in `--help`: `--image PATH`, `-k, --top INTEGER`, `QUERY`, not typer's
-type tags (`<path>`, `<list[Path]>`, `<str>`). Set once over the whole app, after every
-command module has registered its commands; an option that names its own metavar keeps it.
+"""Plain help. Commands are listed with their whole summary, wrapped (`WholeSummaries`, the
+class of every group), not cut at the terminal's width with "...". Values have plain names:
+`--image PATH`, `-k, --top INTEGER`, `QUERY`, not typer's type tags (`<path>`,
+`<list[Path]>`, `<str>`); `set_metavars` names them over the whole app, after every command
+module has registered its commands (an option that names its own metavar keeps it).
 
 typer shows an option's metavar instead of its type tag, but an argument's type tag beside
 its metavar; `TyperArgument.display_type_rich` is given the option's rule (the pinned
@@ -60,8 +62,10 @@ def _bare(annotation: Any) -> Any:
 
 def _arguments_show_their_metavar() -> None:
     argument = typer.core.TyperArgument
-    if getattr(argument, "_clipsearch_metavar", False):
-        return
+    if getattr(argument, "_clipsearch_metavar", False) or not hasattr(
+        argument, "display_type_rich"
+    ):
+        return  # done, or a typer that shows no type tags beside arguments
     shown = argument.display_type_rich
 
     def display_type_rich(self: typer.core.TyperArgument, ctx: Any) -> str | None:
@@ -69,3 +73,17 @@ def _arguments_show_their_metavar() -> None:
 
     argument.display_type_rich = display_type_rich  # type: ignore[method-assign,assignment]
     argument._clipsearch_metavar = True  # type: ignore[attr-defined]
+
+
+class WholeSummaries(typer.core.TyperGroup):
+    """A group whose `--help` lists each command with its whole first paragraph."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=400)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
