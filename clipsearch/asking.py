@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from sqlalchemy import true
 
 from clipsearch.errors import QueryError
 from clipsearch.search.prompts import TEMPLATES, ensemble
@@ -283,7 +282,7 @@ def ask(
         raise QueryError("ask a question, e.g. 'what animal is this?'")
     picture = picture_vector(host, image)
     if is_yes_no(question, answers):
-        reference = host.image_vectors(sample_ids(host.db.ids_where(true())))
+        reference = host.image_vectors(sample_ids(host.db.all_ids()))
         return answer_yes_no(question, picture, reference, host.embed_texts)
     candidates = [a for a in (answers or default_answers(question) or []) if a.strip()]
     if not candidates:

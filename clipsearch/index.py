@@ -662,7 +662,7 @@ class Index:
         """The ids of the images a metadata filter lets through (None: no filter)."""
         if filters is None or filters.is_empty():
             return None
-        return self.db.ids_where(filters.where())
+        return self.db.ids_matching(filters.resolved())
 
     def keyword_index(self) -> KeywordIndex:
         """The full-text index of the images' words: SQLite FTS5 in a cache file beside the

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from sqlalchemy import true
 
 from clipsearch.errors import QueryError
 from clipsearch.search.relevance import TAG_CANDIDATES, TAG_Z, sample_ids, tag_z, term_stats
@@ -83,7 +82,7 @@ def _calibrated(index: TagHost, hits: list[list[TextHit]], top: int) -> list[lis
     term_ids = sorted({h.id for row in hits for h in row})
     if not term_ids:
         return hits
-    sample = sample_ids(index.db.ids_where(true()))
+    sample = sample_ids(index.db.all_ids())
     if len(sample) < 2:
         return [row[:top] for row in hits]  # no collection to measure a bar against
     terms = index.texts.vectors_in_space(term_ids)

@@ -236,7 +236,7 @@ def test_the_folder_filter_takes_odd_folder_names_literally(store: Callable[...,
         )  # fmt: skip
         ids = db.ids_by_path()
         for folder in folders:
-            found = set(db.ids_where(Filter(folder=folder).where()).tolist())
+            found = set(db.ids_matching(Filter(folder=folder).resolved()).tolist())
             assert found == {ids[f"{folder}/{i}.jpg"] for i in range(2)}, folder
     finally:
         db.close()

@@ -76,10 +76,8 @@ def serve(
     ),
 ) -> None:
     """Serve the HTTP API (/api, schema at /api/openapi.json) and the search page (/)."""
-    import uvicorn
-
     from clipsearch.server import ServerSettings, create_app
-    from clipsearch.server.protocol import exit_when_stuck, uvicorn_options
+    from clipsearch.server.protocol import exit_when_stuck, run
     from clipsearch.server.service import SearchService
     from clipsearch.storage.location import locate
 
@@ -123,10 +121,7 @@ def serve(
     try:
         shown = f"[{host}]" if ":" in host else host
         typer.echo(f"serving {shown_db} on http://{shown}:{port}/", err=True)
-        uvicorn.run(
-            create_app(settings, service), host=host, port=port, log_level=log_level,
-            **uvicorn_options(header_timeout),
-        )  # fmt: skip
+        run(create_app(settings, service), host, port, log_level, header_timeout)
     finally:
         exit_when_stuck()
         service.close()

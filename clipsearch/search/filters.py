@@ -1,8 +1,8 @@
 """Metadata filters, applied with the vector search rather than after it.
 
-A filter selects row ids in SQLite; the searcher then ranks only those (exactly, when few,
-or through FAISS with an id selector), so a filtered search still returns k hits whenever
-k images match.
+A filter selects row ids in the store (its SQL: `storage.filtering`); the searcher then
+ranks only those (exactly, when few, or through FAISS with an id selector), so a filtered
+search still returns k hits whenever k images match. `Filter` is a plain dataclass.
 """
 
 from __future__ import annotations
@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from typing import Any, Literal
-
-from sqlalchemy import ColumnElement, and_, func, select, true
+from typing import Literal
 
 from clipsearch.errors import QueryError
 from clipsearch.names import is_text, readable
 from clipsearch.search import tag_tree
-from clipsearch.storage.dialect import glob_escape, glob_match
-from clipsearch.storage.schema import ImageRow, ImageTag
+from clipsearch.storage.filtering import ImageConditions
 
 Orientation = Literal["landscape", "portrait", "square"]
 #: Bounds a size filter (SQLite integers stop at 2**63; no image is wider than this).
@@ -56,45 +53,28 @@ class Filter:
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) in (None, ()) for f in fields(self))
 
-    def conditions(self) -> list[ColumnElement[bool]]:
-        """SQL conditions on the images table."""
-        out: list[ColumnElement[bool]] = []
-        if self.folder:
-            prefix = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
-            # A prefix match both stores answer from the path index.
-            out.append(glob_match(ImageRow.path, glob_escape(prefix) + "*"))
-        if self.path_glob:
-            out.append(glob_match(ImageRow.path, self.path_glob))
-        if self.taken_after:
-            out.append(ImageRow.taken_at >= _iso(self.taken_after, "taken_after"))
-        if self.taken_before:
-            out.append(ImageRow.taken_at < _iso(self.taken_before, "taken_before"))
-        if self.min_width:
-            out.append(ImageRow.width >= self.min_width)
-        if self.min_height:
-            out.append(ImageRow.height >= self.min_height)
-        if self.orientation == "landscape":
-            out.append(ImageRow.width > ImageRow.height)
-        elif self.orientation == "portrait":
-            out.append(ImageRow.width < ImageRow.height)
-        elif self.orientation == "square":
-            out.append(ImageRow.width == ImageRow.height)
-        elif self.orientation is not None:
+    def resolved(self) -> ImageConditions:
+        """The conditions as the store applies them (checked; a folder made absolute, dates
+        made comparable, format aliases and tags below a tag resolved)."""
+        if self.orientation not in (None, "landscape", "portrait", "square"):
             raise QueryError(
                 f"orientation must be landscape, portrait or square, not {self.orientation!r}"
             )
-        if self.formats:
-            names = [_FORMAT_ALIASES.get(f.upper(), f.upper()) for f in self.formats]
-            out.append(ImageRow.format.in_(names))
-        for tag in self.tags:
+        folder = None
+        if self.folder:
+            folder = os.path.abspath(os.path.expanduser(self.folder)).rstrip(os.sep) + os.sep
+        return ImageConditions(
+            folder_prefix=folder,
+            path_glob=self.path_glob or None,
+            taken_after=_iso(self.taken_after, "taken_after") if self.taken_after else None,
+            taken_before=_iso(self.taken_before, "taken_before") if self.taken_before else None,
+            min_width=self.min_width or None,
+            min_height=self.min_height or None,
+            orientation=self.orientation,
+            formats=tuple(_FORMAT_ALIASES.get(f.upper(), f.upper()) for f in self.formats),
             # A tag also matches every tag below it: --tag dog finds a stored "beagle".
-            names = sorted(tag_tree.shipped().below(tag))
-            tagged = select(ImageTag.image_id).where(func.lower(ImageTag.tag).in_(names))
-            out.append(ImageRow.id.in_(tagged))
-        return out
-
-    def where(self) -> Any:
-        return and_(true(), *self.conditions())
+            tags=tuple(tuple(sorted(tag_tree.shipped().below(tag))) for tag in self.tags),
+        )
 
 
 def _iso(value: str, name: str) -> str:

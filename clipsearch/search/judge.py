@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from sqlalchemy import true
 
 from clipsearch.indexer.text_sources import builtin_vocabulary, parse_vocabulary
 from clipsearch.search import relevance as rel
@@ -90,7 +89,7 @@ class RelevanceJudge:
     def _measure(self, space: str, images: int) -> rel.Calibration:
         terms = parse_vocabulary(builtin_vocabulary().decode("utf-8"))
         bank = self.host.encode_texts(rel.bank_terms(terms))
-        ids = rel.sample_ids(self.host.db.ids_where(true()))
+        ids = rel.sample_ids(self.host.db.all_ids())
         return rel.measure(space, self.host.image_vectors(ids), bank, images)
 
     def judge(

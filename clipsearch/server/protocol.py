@@ -73,6 +73,14 @@ def uvicorn_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
     }
 
 
+def run(app: Any, host: str, port: int, log_level: str, header_timeout: float) -> None:
+    """Serve `app` with uvicorn until stopped (SIGINT, SIGTERM), with this module's
+    protocol and shutdown settings."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level=log_level, **uvicorn_options(header_timeout))
+
+
 def exit_when_stuck(seconds: float = EXIT_SECONDS) -> None:
     """End the process `seconds` from now unless it has ended by itself: a worker thread
     still inside a model call or a query cannot be interrupted, and the interpreter would

@@ -31,13 +31,14 @@ from sqlalchemy import (
     func,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
 
 from clipsearch.arrays import IdArray, Vector
 from clipsearch.errors import ConfigError, IndexDamagedError
-from clipsearch.storage import dialect
+from clipsearch.storage import dialect, filtering
 from clipsearch.storage.blobs import (
     VECTOR_DTYPES,
     decode_vectors,
@@ -46,6 +47,7 @@ from clipsearch.storage.blobs import (
     stored_widths,
     vectors_for,
 )
+from clipsearch.storage.filtering import ImageConditions
 from clipsearch.storage.keyframes import Keyframes, replace_frames
 from clipsearch.storage.location import StoreLocation
 from clipsearch.storage.lock import AdvisoryLock, WriterLock
@@ -327,6 +329,14 @@ class Database:
         stmt = select(ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime_ns, ImageRow.sha256)
         with Session(self.engine) as session:
             return [StoredFile(*row) for row in session.execute(stmt)]
+
+    def ids_matching(self, conditions: ImageConditions) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Ids of the images that meet a filter's conditions, ascending."""
+        return self.ids_where(filtering.where(conditions))
+
+    def all_ids(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Every image's id, ascending."""
+        return self.ids_where(true())
 
     def ids_where(self, condition: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Ids of the rows matching an SQL condition on the images table, ascending."""
