@@ -96,8 +96,8 @@ def state_of(db: Path) -> State:
     """The index's content with paths relative to the folder around it (trials run in
     different temporary folders)."""
     import clipsearch
-    from clipsearch.maintenance.verify import verify
     from clipsearch.models import load_encoder
+    from clipsearch.storage.verify import verify
 
     global _ENCODER
     if _ENCODER is None:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch.maintenance.verify import verify
 from clipsearch.storage import vector_index as vi
 from clipsearch.storage.db import Database
 from clipsearch.storage.lock import WriterLock
+from clipsearch.storage.verify import verify
 from tests.conftest import CountingEncoder, make_image, write_images
 
 #: A process that forgets and rebuilds (and saves) an index's image cache 15 times.

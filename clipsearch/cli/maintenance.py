@@ -36,7 +36,7 @@ def verify(
 ) -> None:
     """Check the index: database integrity, every vector, the caches, texts, tags, files.
     Exits 1 when something is wrong."""
-    from clipsearch.maintenance.verify import verify as run_verify
+    from clipsearch.storage.verify import verify as run_verify
 
     try:
         report = run_verify(_folder(db, "verify"), files=files)
@@ -107,7 +107,7 @@ def backup(
     as_json: bool = JsonOption,
 ) -> None:
     """Copy the index's database consistently, even while it is being written."""
-    from clipsearch.maintenance.backup import backup as run_backup
+    from clipsearch.storage.backup import backup as run_backup
 
     try:
         report = run_backup(_folder(db, "backup"), dest, force=force)

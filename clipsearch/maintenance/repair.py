@@ -4,7 +4,7 @@
    can still be read, table by table and row by row, goes into a fresh database; the damaged
    file is kept beside it as `clipsearch.db.damaged-<time>`. A 0-byte file is kept aside and
    a new, empty database started. A damaged or zeroed 100-byte header is rebuilt first, on
-   a copy (`maintenance.header`), so the pages behind it are read.
+   a copy (`storage.header`), so the pages behind it are read.
 2. Rows whose vector is damaged (wrong length, NaN, all zeros) are quarantined: written to
    `quarantine.jsonl` in the index folder and deleted, so the next `clipsearch index` of
    their folder embeds those files again.
@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipsearch.maintenance.header import header_is_damaged, rebuilt_copy, remove_copy
-from clipsearch.maintenance.verify import TABLES, vector_fault, verify
 from clipsearch.storage.db import DB_FILENAME
+from clipsearch.storage.header import header_is_damaged, rebuilt_copy, remove_copy
 from clipsearch.storage.lock import WriterLock
+from clipsearch.storage.verify import TABLES, vector_fault, verify
 
 QUARANTINE = "quarantine.jsonl"
 #: Bound on the row-by-row probing of a damaged table: give up on a table after this many
