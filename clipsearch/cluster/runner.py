@@ -18,7 +18,6 @@ embeds only what is missing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,13 +83,9 @@ class EncoderWorker:
         runtime: RuntimeChoice,
     ) -> None:
         from clipsearch.models import load_encoder
+        from clipsearch.models.base import use_threads
 
-        count = max(1, threads or _node_cpus())
-        os.environ["CLIPSEARCH_THREADS"] = str(count)  # the optimised runtimes' threads
-        if runtime.runtime in ("torch", "auto"):
-            import torch
-
-            torch.set_num_threads(count)
+        use_threads(max(1, threads or _node_cpus()), runtime.runtime)
         self.encoder = load_encoder(spec, device=device, runtime=runtime)
         if self.encoder.info.identity != identity:
             raise ModelMismatchError(

@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 from xml.etree import ElementTree
 
 from PIL import Image, IptcImagePlugin, UnidentifiedImageError
@@ -23,10 +23,8 @@ from PIL import Image, IptcImagePlugin, UnidentifiedImageError
 from clipsearch.errors import ImageDecodeError
 from clipsearch.indexer import png_strips
 from clipsearch.indexer.text_sources import xmp_fields
+from clipsearch.models.base import Pixels
 from clipsearch.regular_files import open_regular, sha256_of
-
-if TYPE_CHECKING:
-    import torch
 
 #: Refuse images above this many pixels (decompression-bomb guard); ~150 MP is larger than
 #: any camera or phone panorama, far smaller than a crafted 50,000 x 50,000 PNG.
@@ -64,7 +62,7 @@ MAX_ASPECT = 4
 
 @dataclass(frozen=True)
 class DecodedImage:
-    pixels: torch.Tensor
+    pixels: Pixels
     facts: ImageFacts
 
 
@@ -78,7 +76,7 @@ def register_heif() -> None:
 
 def decode_image(
     path: str,
-    preprocess: Callable[[Image.Image], torch.Tensor],
+    preprocess: Callable[[Image.Image], Pixels],
     input_size: int,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> DecodedImage:

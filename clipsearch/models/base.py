@@ -42,6 +42,23 @@ class Encoder(Protocol):
         ...
 
 
+#: One preprocessed image as a model takes it: a torch tensor, or a numpy array for the
+#: optimised runtimes (`Encoder.preprocess`); the layers above never look inside.
+Pixels = Any
+
+
+def use_threads(count: int, runtime: str) -> None:
+    """Run this process's model on `count` threads: the optimised runtimes read
+    `CLIPSEARCH_THREADS` when they load; torch's pool is set now (for torch or auto)."""
+    import os
+
+    os.environ["CLIPSEARCH_THREADS"] = str(count)
+    if runtime in ("torch", "auto"):
+        import torch
+
+        torch.set_num_threads(count)
+
+
 def stack_pixels(pixels: Sequence[Any]) -> Any:
     """Preprocessed images (at least one) as the batch `encode_images` takes: numpy arrays
     (an optimised runtime's preprocessing) stack as numpy, without importing torch; torch
