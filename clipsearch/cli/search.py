@@ -139,7 +139,7 @@ def search(
         request = SearchRequest.of(
             text=query, image=image, image_weight=weight, like=like, unlike=unlike,
             not_text=not_text, negative_weight=not_weight, k=k, offset=offset,
-            filters=filters, mode="semantic" if ensemble and mode == "hybrid" else mode,
+            filters=filters, mode=mode,
             min_relevance=min_relevance, sort=sort, diverse=diverse, collapse=collapse,
             ensemble=tuple(ensemble), ensemble_weight=ensemble_weight, fusion=fusion,
             explain=explain,

@@ -14,7 +14,7 @@ from clipsearch.errors import ModelLoadError, ModelSpecError
 from clipsearch.models import hub
 from clipsearch.models.clip_encoder import ClipEncoder
 from clipsearch.models.quiet import quiet_logger
-from clipsearch.models.spec import CONFIG_DIR, ModelSpec
+from clipsearch.models.spec import CONFIG_DIR, ModelSpec, unknown_architecture
 
 _registered = False
 _TEXT_BATCH = 256
@@ -44,13 +44,7 @@ def _build(spec: ModelSpec, device: torch.device) -> tuple[Any, Any]:
     register_configs()
     is_schema = spec.arch.startswith(("hf-hub:", "local-dir:"))
     if not is_schema and spec.arch not in open_clip.list_models():
-        known = ", ".join(m for m in open_clip.list_models() if m.startswith("ViT-B"))
-        raise ModelSpecError(
-            f"unknown model {spec.arch!r}: no installed plugin serves it (install the package "
-            "that provides it: its entry point in the group 'clipsearch.encoders'), and it is "
-            f"not an open_clip architecture; open_clip knows e.g. {known} (run `python -c "
-            "'import open_clip; print(open_clip.list_models())'` for all)"
-        )
+        raise ModelSpecError(unknown_architecture(spec.arch))
     if spec.weights and not spec.is_local_file:
         tags = open_clip.list_pretrained_tags_by_model(spec.arch)
         if spec.weights not in tags:

@@ -111,7 +111,7 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise ModelSpecError(f"model spec {text!r} has no architecture before ':'")
     architectures = known_architectures()
     if architectures and arch not in architectures and not _added_to_open_clip(arch):
-        raise ModelSpecError(_unknown(arch, architectures))
+        raise ModelSpecError(unknown_architecture(arch))
     if sep and not weights:
         raise ModelSpecError(f"model spec {text!r} has ':' but no weights after it")
     if weights and _looks_like_path(weights):
@@ -142,9 +142,9 @@ def _added_to_open_clip(arch: str) -> bool:
     return open_clip is not None and arch in open_clip.list_models()
 
 
-def _unknown(arch: str, architectures: frozenset[str]) -> str:
+def unknown_architecture(arch: str) -> str:
     """The message for a spec whose architecture nobody knows, with the nearest names."""
-    names = sorted({*BUILTINS, *architectures})
+    names = sorted({*BUILTINS, *known_architectures()})
     near = difflib.get_close_matches(arch, names, n=3, cutoff=0.6)
     lowered = {n.lower(): n for n in names}
     if arch.lower() in lowered and lowered[arch.lower()] not in near:

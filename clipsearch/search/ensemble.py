@@ -37,6 +37,12 @@ Fusion = Literal["score", "rrf"]
 RRF_K = 60
 
 
+def parse_fusion(value: str) -> Fusion:
+    if value not in ("score", "rrf"):
+        raise QueryError(f"fusion must be 'score' or 'rrf', not {value!r}")
+    return value  # type: ignore[return-value]  # checked just above
+
+
 class Searchable(Protocol):
     """What an ensemble needs of each member (an `Index`): to embed a query in its own
     space, search there, and read its stored vectors by path."""
@@ -81,10 +87,8 @@ class Ensemble:
             raise QueryError("an ensemble needs at least two indexes")
         if any(not np.isfinite(m.weight) or m.weight <= 0 for m in members):
             raise QueryError("ensemble weights must be positive numbers")
-        if fusion not in ("score", "rrf"):
-            raise QueryError(f"fusion must be 'score' or 'rrf', not {fusion!r}")
         self.members = list(members)
-        self.fusion = fusion
+        self.fusion = parse_fusion(fusion)
         self.depth_factor = depth_factor
         total = sum(m.weight for m in members)
         self.weights = [m.weight / total for m in members]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipsearch.errors import QueryError
-from clipsearch.search.ensemble import Fusion
+from clipsearch.search.ensemble import Fusion, parse_fusion
 from clipsearch.search.filters import Filter
 from clipsearch.search.hybrid import Mode, parse_mode
 from clipsearch.search.query import DEFAULT_NEGATIVE_WEIGHT, Query
@@ -59,8 +59,7 @@ class SearchRequest:
         set_(self, "min_relevance", parse_min_relevance(self.min_relevance))
         set_(self, "sort", parse_sort(self.sort))
         set_(self, "ensemble", tuple(str(e) for e in self.ensemble))
-        if self.fusion not in ("score", "rrf"):
-            raise QueryError(f"fusion must be 'score' or 'rrf', not {self.fusion!r}")
+        set_(self, "fusion", parse_fusion(self.fusion))
         if not (math.isfinite(self.ensemble_weight) and self.ensemble_weight > 0):
             raise QueryError(f"ensemble_weight must be positive, got {self.ensemble_weight}")
         self.rerankers()  # their own checks (diverse and collapse in range)

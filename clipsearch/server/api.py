@@ -238,8 +238,7 @@ async def search_text(
 
 def _ranking(fields: RankingFields) -> dict[str, Any]:
     """A `SearchRequest`'s re-ranking and ensemble fields, as a request gave them."""
-    return {**fields.model_dump(include=set(RankingFields.model_fields)),
-            "ensemble": tuple(fields.ensemble)}  # fmt: skip
+    return fields.model_dump(include=set(RankingFields.model_fields))
 
 
 @router.post("/search", response_model=SearchOut, summary="A fused query, with filters")

@@ -332,13 +332,13 @@ class Database:
 
     def ids_matching(self, conditions: ImageConditions) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Ids of the images that meet a filter's conditions, ascending."""
-        return self.ids_where(filtering.where(conditions))
+        return self._ids_where(filtering.where(conditions))
 
     def all_ids(self) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Every image's id, ascending."""
-        return self.ids_where(true())
+        return self._ids_where(true())
 
-    def ids_where(self, condition: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
+    def _ids_where(self, condition: Any) -> np.ndarray[Any, np.dtype[np.int64]]:
         """Ids of the rows matching an SQL condition on the images table, ascending."""
         stmt = select(ImageRow.id).where(condition).order_by(ImageRow.id)
         with Session(self.engine) as session:
